@@ -1,0 +1,99 @@
+"""Console entry points. Each tool's argument parsing and work live in its own module's
+`main(argv)`; this module gives them one error policy and the shared flags.
+
+A `SwiftsegError` (or an OSError such as a missing file) becomes one line on stderr
+and exit status 2; Ctrl-C exits 130. Any other exception is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from swiftseg_ros.errors import SwiftsegError
+
+EXIT_USAGE = 2
+
+
+def add_common_flags(parser: argparse.ArgumentParser, *, weights=True, network=True,
+                     device=True, precision=True, json_out=True) -> None:
+    """The flags every tool spells the same way (DESIGN.md, CLI contract)."""
+    if weights:
+        parser.add_argument("--weights", help="checkpoint file (.pt); relative paths are "
+                            "also looked up in the package's models/ folder")
+    if network:
+        parser.add_argument("--network", help="network name (see swiftseg-models); must "
+                            "match the checkpoint's when both are given")
+    if device:
+        parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    if precision:
+        parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+                            help="inference precision (default fp32)")
+    if json_out:
+        parser.add_argument("--json", metavar="FILE", help="write machine-readable results here")
+
+
+def write_json(path: str | Path | None, data) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def fail(message: str) -> int:
+    """Print one line on stderr and return the error exit status."""
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "swiftseg"
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _run(module: str, argv=None) -> int:
+    try:
+        main = importlib.import_module(module).main
+        return int(main(argv) or 0)
+    except SwiftsegError as exc:
+        return fail(str(exc))
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def models(argv=None) -> int:
+    return _run("swiftseg_ros.nets.summary", argv)
+
+
+def bench(argv=None) -> int:
+    return _run("swiftseg_ros.engine.bench", argv)
+
+
+def replay(argv=None) -> int:
+    return _run("swiftseg_ros.replay.cli", argv)
+
+
+def demo(argv=None) -> int:
+    return _run("swiftseg_ros.replay.demo", argv)
+
+
+def synth(argv=None) -> int:
+    return _run("swiftseg_ros.trainer.synth", argv)
+
+
+def train(argv=None) -> int:
+    return _run("swiftseg_ros.trainer.train", argv)
+
+
+def evaluate(argv=None) -> int:
+    return _run("swiftseg_ros.trainer.evaluate", argv)
+
+
+def export(argv=None) -> int:
+    return _run("swiftseg_ros.trainer.export", argv)
+
+
+def import_weights(argv=None) -> int:
+    return _run("swiftseg_ros.trainer.importers", argv)

@@ -1,0 +1,52 @@
+"""The package installs both ways: colcon (ament_python) and pip in a plain venv."""
+
+import configparser
+import shutil
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_pip_install_put_console_scripts_next_to_python():
+    # setup.cfg redirects scripts to lib/swiftseg_ros for ROS; pip must ignore that.
+    bin_dir = Path(sys.executable).parent
+    for tool in ("swiftseg-models", "swiftseg-bench", "swiftseg-replay", "swiftseg-demo",
+                 "swiftseg-train", "swiftseg-eval", "swiftseg_node"):
+        assert (bin_dir / tool).exists() or shutil.which(tool), tool
+
+
+def test_setup_cfg_routes_scripts_to_lib_package_for_ros2_run():
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    assert cfg["develop"]["script_dir"] == "$base/lib/swiftseg_ros"
+    assert cfg["install"]["install_scripts"] == "$base/lib/swiftseg_ros"
+
+
+def test_package_xml_declares_the_ros_run_dependencies():
+    root = ET.parse(ROOT / "package.xml").getroot()
+    assert root.get("format") == "3"
+    run = {e.text for e in root.iter("exec_depend")}
+    for dep in ("rclpy", "lifecycle_msgs", "sensor_msgs", "std_msgs", "diagnostic_msgs",
+                "vision_msgs", "cv_bridge", "launch", "launch_ros", "python3-numpy",
+                "python3-opencv", "python3-yaml", "python3-torch"):
+        assert dep in run, dep
+    tests = {e.text for e in root.iter("test_depend")}
+    assert {"launch_testing", "python3-pytest"} <= tests
+    assert root.find("export/build_type").text == "ament_python"
+
+
+def test_setup_installs_share_folders_for_ros():
+    import runpy
+    from unittest import mock
+
+    import setuptools
+
+    with mock.patch.object(setuptools, "setup") as fake_setup:
+        runpy.run_path(str(ROOT / "setup.py"), run_name="__main__")
+    data_files = dict(fake_setup.call_args.kwargs["data_files"])
+    assert "resource/swiftseg_ros" in data_files["share/ament_index/resource_index/packages"]
+    assert "config/palettes/cityscapes.yaml" in data_files["share/swiftseg_ros/config/palettes"]
+    assert any(k == "share/swiftseg_ros/launch" for k in data_files) or not list(
+        (ROOT / "launch").glob("*.py"))
