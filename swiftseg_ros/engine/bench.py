@@ -1,0 +1,375 @@
+"""swiftseg-bench: end-to-end timing of the engine against "bare" and "naive" baselines.
+
+The SwiftNet paper's method (its Figure 5): batch 1, from the image in host memory to
+the predictions back in host memory, after warm-up. Three runners share each
+iteration, in rotating order, so that machine drift (other processes, clocks, heat)
+hits all alike and their ratios stay meaningful on a busy machine:
+
+- engine: `SegmentationEngine.infer` on a host uint8 frame, per stage;
+- bare: the engine's own fused model, `forward_logits` + `max(1)` on the engine's
+  already pre-processed input on the device: the floor the engine's overhead is
+  measured against;
+- naive: the paper's Figure 5 loop as a user writes it: per frame
+  `torch.from_numpy(frame).to(device)`, float conversion and normalization, the
+  plain (unfused, fp32, contiguous) eager `model(x)` with its full-size logits,
+  `logits.max(1)`, `.byte().cpu()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from swiftseg_ros.cli import add_common_flags, write_json
+from swiftseg_ros.engine.config import OUTPUTS, PRECISIONS, EngineConfig, parse_size
+from swiftseg_ros.engine.engine import SegmentationEngine
+from swiftseg_ros.engine.timing import PERCENTILES, STAGES
+from swiftseg_ros.errors import ConfigError
+
+DEFAULT_NETWORKS = ("swiftnet_rn18", "swiftnet_mnv2", "swiftnet_rn18_pyramid", "fastscnn")
+RUNNERS = ("engine", "bare", "naive")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swiftseg-bench",
+        description="Time the segmentation engine end to end (host frame in, host outputs "
+                    "out) against the bare network and the paper's naive loop, interleaved.")
+    parser.add_argument("--networks", "--network", default=",".join(DEFAULT_NETWORKS),
+                        help="comma-separated network names (default: all four); with "
+                             "--weights, the checkpoint's network")
+    parser.add_argument("--sizes", default="1024x512",
+                        help="comma-separated input sizes WIDTHxHEIGHT (default 1024x512)")
+    add_common_flags(parser, network=False, precision=False)
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32, fp16 (CUDA), bf16, or a comma-separated list timed in "
+                             "the same interleaved run (default fp32)")
+    parser.add_argument("--outputs", default="label",
+                        help=f"engine outputs, comma-separated from {','.join(OUTPUTS)} "
+                             f"(default label)")
+    parser.add_argument("--upsample", default="labels", choices=["logits", "labels"],
+                        help="engine upsampling mode (default labels)")
+    parser.add_argument("--iters", type=int, default=50, help="timed iterations (default 50)")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="untimed iterations per runner first (default 5)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's own choice)")
+    parser.add_argument("--no-cuda-graphs", action="store_true",
+                        help="run the engine eagerly on CUDA")
+    parser.add_argument("--no-channels-last", action="store_true",
+                        help="keep the engine's tensors in contiguous (NCHW) memory format")
+    parser.add_argument("--no-onednn", action="store_true",
+                        help="CPU: leave the conv kernel choice to PyTorch instead of oneDNN")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive runner")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    networks = [n for n in args.networks.replace(" ", "").split(",") if n]
+    sizes = [parse_size(s, "--sizes") for s in args.sizes.replace(" ", "").split(",") if s]
+    precisions = [p for p in args.precision.replace(" ", "").split(",") if p]
+    for precision in precisions:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"--precision: {precision!r}, expected {', '.join(PRECISIONS)}")
+    if not networks or not sizes or not precisions:
+        raise ConfigError("give at least one network, size and precision")
+    if args.iters < 1 or args.warmup < 0:
+        raise ConfigError(f"--iters {args.iters} / --warmup {args.warmup}: need iters >= 1 "
+                          f"and warmup >= 0")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads {args.threads}, expected >= 1")
+        torch.set_num_threads(args.threads)
+    if args.weights:
+        networks = [_checkpoint_network(args.weights, networks, args.networks)]
+
+    rows = []
+    total = len(networks) * len(sizes) * (args.iters + args.warmup)
+    with tempfile.TemporaryDirectory(prefix="swiftseg-bench-") as scratch, \
+            tqdm(total=total, desc="bench", unit="it", file=sys.stderr,
+                 dynamic_ncols=True) as progress:
+        for network in networks:
+            weights = args.weights or _random_checkpoint(network, Path(scratch))
+            for width, height in sizes:
+                progress.set_postfix_str(f"{network} {width}x{height}")
+                rows.extend(_bench_one(args, network, weights, width, height, precisions,
+                                       progress))
+    print(format_table(rows))
+    write_json(args.json, rows)
+    return 0
+
+
+def _checkpoint_network(weights, networks, flag_text) -> str:
+    from swiftseg_ros.checkpoint import load_checkpoint
+    from swiftseg_ros.paths import resolve_weights
+
+    _, meta, _ = load_checkpoint(resolve_weights(weights))
+    explicit = flag_text != ",".join(DEFAULT_NETWORKS)
+    if explicit and networks != [meta["network"]]:
+        raise ConfigError(f"--weights holds {meta['network']!r} but --networks asks for "
+                          f"{','.join(networks)}; drop --networks or make them match")
+    return meta["network"]
+
+
+def _random_checkpoint(network: str, folder: Path) -> Path:
+    """A seeded random-weight checkpoint, so engine and naive runners share weights."""
+    from swiftseg_ros.checkpoint import make_meta, save_checkpoint
+    from swiftseg_ros.nets import NETWORKS, build_model
+
+    if network not in NETWORKS:
+        raise ConfigError(f"unknown network {network!r}; available: {', '.join(NETWORKS)}")
+    torch.manual_seed(0)
+    options = NETWORKS[network].inference_options
+    model = build_model(network, 19, **options).eval()
+    meta = make_meta(network, 19, network_options=options,
+                     provenance={"note": "random weights for swiftseg-bench"})
+    return save_checkpoint(folder / f"{network}.pt", model, meta)
+
+
+def bench_frame(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A synthetic rgb8 street-like frame: sky and road gradients with flat boxes."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    frame = np.empty((height, width, 3), np.float32)
+    horizon = height * 0.45
+    sky = yy < horizon
+    frame[sky] = [110, 150, 210]
+    frame[~sky] = [90, 90, 95]
+    frame += (yy / height)[..., None] * 40.0
+    for _ in range(12):
+        x0, y0 = rng.uniform(0, width), rng.uniform(horizon * 0.6, height)
+        w, h = rng.uniform(0.03, 0.2) * width, rng.uniform(0.05, 0.3) * height
+        box = (xx >= x0) & (xx < x0 + w) & (yy >= y0 - h) & (yy < y0)
+        frame[box] = rng.uniform(20, 235, 3)
+    frame += rng.normal(0.0, 6.0, frame.shape).astype(np.float32)
+    return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+class _NaiveRunner:
+    """The Figure 5 loop: what a user without the engine writes."""
+
+    def __init__(self, weights, device: torch.device, frame: np.ndarray):
+        from swiftseg_ros.checkpoint import load_model
+
+        model, meta = load_model(weights)
+        self.model = model.to(device).eval()
+        self.device = device
+        self.frame = frame
+        self.mean = torch.tensor(meta["mean"], device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(meta["std"], device=device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def __call__(self) -> torch.Tensor:
+        x = torch.from_numpy(self.frame).to(self.device)
+        x = x.permute(2, 0, 1).unsqueeze(0).float()
+        x = (x - self.mean) / self.std
+        logits = self.model(x)
+        _, pred = logits.max(1)
+        return pred.data.byte().cpu()
+
+
+def _bench_one(args, network, weights, width, height, precisions, progress) -> list[dict]:
+    from swiftseg_ros.nets import count_macs, count_parameters
+
+    device_name = args.device
+    frame = bench_frame(width, height)
+    outputs = tuple(o for o in args.outputs.replace(" ", "").split(",") if o)
+    engines, peaks = {}, {}
+    for precision in precisions:
+        config = EngineConfig(weights=weights, device=device_name, precision=precision,
+                              outputs=outputs, upsample=args.upsample, threads=args.threads,
+                              cuda_graphs=not args.no_cuda_graphs,
+                              channels_last=not args.no_channels_last,
+                              onednn_convs=not args.no_onednn,
+                              warmup_iters=max(1, args.warmup))
+        engine = SegmentationEngine(config)
+        if engine.on_cuda:
+            torch.cuda.synchronize(engine.device)
+            torch.cuda.reset_peak_memory_stats(engine.device)
+        engine.infer(frame, "rgb8")
+        peaks[precision] = (torch.cuda.max_memory_allocated(engine.device) / 2**20
+                            if engine.on_cuda else None)
+        engines[precision] = engine
+    first = next(iter(engines.values()))
+    device = first.device
+    inference_w, inference_h = first.inference_size
+
+    runners = {}
+    for precision, engine in engines.items():
+        runners[("engine", precision)] = _engine_runner(engine, frame)
+        runners[("bare", precision)] = _bare_runner(engine)
+    naive = None
+    if not args.no_naive and (inference_w, inference_h) == (width, height):
+        naive = _NaiveRunner(weights, device, frame)
+        runners[("naive", None)] = _timed(naive, device)
+
+    order = list(runners)
+    times = {key: [] for key in order}
+    stage_times = {precision: [] for precision in precisions}
+    with torch.inference_mode():
+        for _ in range(args.warmup):
+            for key in order:
+                runners[key]()
+            progress.update(1)
+        for i in range(args.iters):
+            rotation = i % len(order)
+            for key in order[rotation:] + order[:rotation]:
+                elapsed, timings = runners[key]()
+                times[key].append(elapsed)
+                if timings is not None:
+                    stage_times[key[1]].append(timings)
+            progress.update(1)
+
+    plain = naive.model if naive is not None else _plain_model(weights)
+    params = count_parameters(plain)
+    gmacs = count_macs(plain, inference_h, inference_w) / 1e9
+    agreement = _label_agreement(engines, frame, weights, args)
+    rows = []
+    naive_ms = _p50(times[("naive", None)]) if naive is not None else None
+    for precision, engine in engines.items():
+        engine_ms = _p50(times[("engine", precision)])
+        bare_ms = _p50(times[("bare", precision)])
+        row = {
+            "network": network,
+            "size": f"{width}x{height}",
+            "inference_size": f"{inference_w}x{inference_h}",
+            "device": str(device),
+            "precision": precision,
+            "outputs": list(engine.config.outputs),
+            "upsample": args.upsample,
+            "engine_ms": engine_ms,
+            "bare_ms": bare_ms,
+            "naive_ms": naive_ms,
+            "engine_over_bare": engine_ms / bare_ms,
+            "speedup_over_naive": naive_ms / engine_ms if naive_ms else None,
+            "fps": 1000.0 / engine_ms,
+        }
+        for stage in STAGES:
+            row[f"{stage}_ms"] = _p50([t[stage] for t in stage_times[precision]])
+        row.update(
+            engine_percentiles=_percentiles(times[("engine", precision)]),
+            bare_percentiles=_percentiles(times[("bare", precision)]),
+            naive_percentiles=(_percentiles(times[("naive", None)]) if naive is not None
+                               else None),
+            params=params,
+            gmacs=gmacs,
+            peak_mem_mb=peaks[precision],
+            label_agreement=agreement.get(precision),
+            cuda_graph=engine.uses_cuda_graph,
+            channels_last=engine.config.channels_last,
+            onednn_convs=engine.onednn_convs,
+            threads=torch.get_num_threads() if device.type == "cpu" else None,
+            iters=args.iters,
+            warmup=args.warmup,
+            torch=torch.__version__,
+        )
+        rows.append(row)
+    for engine in engines.values():
+        engine.release()
+    return rows
+
+
+def _engine_runner(engine: SegmentationEngine, frame: np.ndarray):
+    def run():
+        timings = engine.infer(frame, "rgb8").timings
+        return timings["total"], timings
+
+    return run
+
+
+def _bare_runner(engine: SegmentationEngine):
+    model = engine.model
+    network_input = engine.network_input.clone()
+    device = engine.device
+
+    def step():
+        return model.forward_logits(network_input).max(1)[1]
+
+    return _timed(step, device)
+
+
+def _timed(step, device: torch.device):
+    def run():
+        started = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - started) * 1000.0, None
+
+    return run
+
+
+def _plain_model(weights):
+    from swiftseg_ros.checkpoint import load_model
+
+    return load_model(weights)[0].eval()
+
+
+def _label_agreement(engines: dict, frame: np.ndarray, weights, args) -> dict:
+    """Fraction of pixels where each reduced-precision engine's labels equal fp32's."""
+    reduced = [p for p in engines if p != "fp32"]
+    if not reduced:
+        return {}
+    reference_engine = engines.get("fp32")
+    own = reference_engine is None
+    if own:
+        config = next(iter(engines.values())).config.replace(
+            precision="fp32", outputs=("label",), warmup_iters=1)
+        reference_engine = SegmentationEngine(config)
+    reference = _labels(reference_engine, frame)
+    if own:
+        reference_engine.release()
+    return {p: float((_labels(engines[p], frame) == reference).mean()) for p in reduced}
+
+
+def _labels(engine: SegmentationEngine, frame: np.ndarray) -> np.ndarray:
+    if "label" not in engine.outputs:
+        engine.set_outputs(engine.outputs + ("label",))
+    return engine.infer(frame, "rgb8").label.copy()
+
+
+def _p50(values) -> float:
+    return float(np.percentile(values, 50))
+
+
+def _percentiles(values) -> dict:
+    result = {f"p{p}": float(v) for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES),
+                                                 strict=True)}
+    result["max"] = float(np.max(values))
+    return result
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table of the rows: p50 ms, ratios, throughput and model size."""
+    header = ("network", "size", "prec", "outputs", "engine", "bare", "naive", "eng/bare",
+              "naive/eng", "fps", "pre", "fwd", "post", "params", "GMACs", "agree", "peakMB")
+    lines = []
+    for r in rows:
+        def ms(value):
+            return "-" if value is None else f"{value:.1f}"
+
+        lines.append((
+            r["network"], r["size"], r["precision"], ",".join(r["outputs"]),
+            ms(r["engine_ms"]), ms(r["bare_ms"]), ms(r["naive_ms"]),
+            f"{r['engine_over_bare']:.3f}",
+            "-" if r["speedup_over_naive"] is None else f"{r['speedup_over_naive']:.2f}x",
+            f"{r['fps']:.1f}", ms(r["preprocess_ms"]), ms(r["forward_ms"]),
+            ms(r["postprocess_ms"]), f"{r['params'] / 1e6:.2f}M", f"{r['gmacs']:.1f}",
+            "-" if r["label_agreement"] is None else f"{100 * r['label_agreement']:.2f}%",
+            "-" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.0f}",
+        ))
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
+              for i, h in enumerate(header)]
+    text = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    text += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
+    text.append("ms are medians (p50) per frame; engine = host frame to host outputs; bare = "
+                "fused forward + max(1) on device input; naive = paper Fig. 5 loop")
+    return "\n".join(text)

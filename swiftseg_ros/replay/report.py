@@ -1,0 +1,297 @@
+"""The replay report: report.json, report.md, latency.png and montage.png.
+
+`build_report` turns a `ReplayResult` into one JSON-ready dict (the contract of
+report.json, documented in docs/replay.md); report.md is rendered from that dict only,
+so the two never disagree. Figures are drawn with matplotlib's Agg backend (no display).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from swiftseg_ros.replay.run import ReplayResult, Sample
+from swiftseg_ros.trainer.montage import make_montage
+
+REPORT_VERSION = 1
+STAGE_ORDER = ("decode", "host_copy", "upload", "preprocess", "forward", "postprocess",
+               "download", "total", "messages", "processing")
+PERCENTILES = (50, 90, 95, 99)
+
+
+def _percentiles(values) -> dict | None:
+    values = np.asarray(list(values), dtype=np.float64)
+    if values.size == 0:
+        return None
+    out = {f"p{p}": float(v) for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES),
+                                             strict=True)}
+    out["max"] = float(values.max())
+    out["mean"] = float(values.mean())
+    return out
+
+
+def _rate(times) -> float | None:
+    """Events per second over a list of event times (s): (n - 1) / span."""
+    times = sorted(times)
+    if len(times) < 2 or times[-1] <= times[0]:
+        return None
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def build_report(result: ReplayResult, *, bag: dict, engine: dict, outputs: dict) -> dict:
+    """The report.json content. `bag`, `engine` and `outputs` describe the run's context."""
+    records = result.records
+    processed = [r for r in records if r.outcome == "processed"]
+    frames = {
+        "read": len(records),
+        "processed": result.count("processed"),
+        "dropped": result.count("dropped"),
+        "rejected": result.count("rejected"),
+        "failed": result.count("failed"),
+    }
+    processing_s = sum(r.timings["processing"] for r in processed) / 1000.0
+    report = {
+        "version": REPORT_VERSION,
+        "mode": result.options.mode,
+        "complete": result.damage is None,
+        "bag": {**bag, "image_type": result.image_type, "messages_read": result.messages_read,
+                "damage": result.damage},
+        "engine": engine,
+        "frames": frames,
+        "rejections": dict(result.rejection_reasons.most_common()),
+        "failures": dict(result.failure_reasons.most_common()),
+        "throughput": {
+            "processing_fps": len(processed) / processing_s if processing_s > 0 else None,
+            "wall_fps": len(processed) / result.wall_s if result.wall_s > 0 else None,
+            "wall_s": result.wall_s,
+            "prepare_ms": result.prepare_ms,
+        },
+        "latency_ms": {stage: _percentiles(r.timings[stage] for r in processed)
+                       for stage in STAGE_ORDER if processed and stage in processed[0].timings},
+        "timing": _timing(result),
+        "accuracy": _accuracy(result),
+        "outputs": outputs,
+    }
+    return report
+
+
+def _timing(result: ReplayResult) -> dict:
+    """Rates on the bag clock and image ages at (simulated) publish time."""
+    records = result.records
+    arrivals = [r.arrival for r in records if r.stamp_ns is not None]
+    finishes = [r.finish for r in records if r.outcome == "processed" and r.finish is not None]
+    ages = [r.age_ms for r in records if r.age_ms is not None]
+    return {
+        "bag_duration_s": (max(arrivals) - min(arrivals)) if arrivals else 0.0,
+        "input_hz": _rate(arrivals),
+        "output_hz": _rate(finishes),
+        "image_age_ms": _percentiles(ages),
+    }
+
+
+def _accuracy(result: ReplayResult) -> dict | None:
+    if result.confusion is None:
+        return None
+    gt = result.ground_truth
+    scores = result.confusion.as_dict(result.class_names)
+    scores["ground_truth"] = {
+        "messages": gt.messages,
+        "matched": gt.matched,
+        "without_image": gt.without_image,
+        "image_not_processed": gt.image_not_processed,
+        "rejected": gt.rejected,
+        "rejection_reasons": dict(gt.reasons.most_common()),
+    }
+    return scores
+
+
+# ------------------------------------------------------------------------ markdown
+
+
+def _ms(value) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def _pct(value) -> str:
+    return "absent" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{100 * value:.2f}"
+
+
+def _num(value, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def render_markdown(report: dict) -> str:
+    """report.md from the report.json content."""
+    bag, frames, engine = report["bag"], report["frames"], report["engine"]
+    lines = [f"# Replay of {bag['path']}", ""]
+    if not report["complete"]:
+        lines += [f"**Partial results: the bag is damaged** ({bag['damage']}); "
+                  f"{bag['messages_read']} messages were read before it.", ""]
+    lines += [
+        f"- Image topic: `{bag['image_topic']}` ({bag['image_type']}), ground truth: "
+        + (f"`{bag['label_topic']}`" if bag.get("label_topic") else "none"),
+        f"- Mode: **{report['mode']}**; network {engine.get('network')} on "
+        f"{engine.get('device')} ({engine.get('precision')}), weights "
+        f"{engine.get('weights') or 'random (meaningless predictions)'}",
+        f"- Input size {engine.get('input_size') or 'n/a'}, inference size "
+        f"{engine.get('inference_size') or 'n/a'}",
+        "",
+        "## Frames",
+        "",
+        "| read | processed | dropped | rejected | failed |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {frames['read']} | {frames['processed']} | {frames['dropped']} | "
+        f"{frames['rejected']} | {frames['failed']} |",
+        "",
+    ]
+    for title, reasons in (("Rejected", report["rejections"]), ("Failed", report["failures"])):
+        if reasons:
+            lines += [f"{title} frames, by reason:", ""]
+            lines += [f"- {count} x {reason}" for reason, count in reasons.items()]
+            lines.append("")
+    throughput, timing = report["throughput"], report["timing"]
+    lines += [
+        "## Speed",
+        "",
+        f"- Throughput: {_num(throughput['processing_fps'])} frames/s of processing time "
+        f"(decode + engine + output messages), {_num(throughput['wall_fps'])} frames/s of "
+        f"wall time ({_num(throughput['wall_s'])} s, bag reading and writing included)",
+        f"- Buffers prepared before the first frame in {_num(throughput['prepare_ms'])} ms "
+        "(not counted in latency)",
+        f"- Bag: {_num(timing['bag_duration_s'])} s of images at "
+        f"{_num(timing['input_hz'])} Hz; output at {_num(timing['output_hz'])} Hz",
+    ]
+    age = timing["image_age_ms"]
+    if age:
+        note = ("publish time on the bag clock minus header stamp" if report["mode"] ==
+                "realtime" else "as if every frame were processed on arrival")
+        lines.append(f"- Image age ({note}): p50 {_ms(age['p50'])} ms, p99 "
+                     f"{_ms(age['p99'])} ms, max {_ms(age['max'])} ms")
+    lines.append("")
+    if report["latency_ms"]:
+        lines += ["Latency per stage (ms, processed frames):", "",
+                  "| stage | p50 | p90 | p95 | p99 | max | mean |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for stage, numbers in report["latency_ms"].items():
+            cells = [_ms(numbers[k]) for k in ("p50", "p90", "p95", "p99", "max", "mean")]
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+        lines.append("")
+    accuracy = report["accuracy"]
+    if accuracy:
+        gt = accuracy["ground_truth"]
+        lines += [
+            "## Accuracy",
+            "",
+            f"mIoU **{_pct(accuracy['miou'])} %**, pixel accuracy "
+            f"{_pct(accuracy['pixel_accuracy'])} % over {gt['matched']} frames with ground "
+            "truth.",
+            "",
+            f"Ground truth messages: {gt['messages']}; matched {gt['matched']}, without a "
+            f"matching image {gt['without_image']}, image not processed "
+            f"{gt['image_not_processed']}, rejected {gt['rejected']}.",
+            "",
+            "| class | IoU % | accuracy % |",
+            "|---|---:|---:|",
+        ]
+        for name, iou in accuracy["per_class"].items():
+            lines.append(f"| {name} | {_pct(iou)} | "
+                         f"{_pct(accuracy['per_class_accuracy'].get(name))} |")
+        lines.append("")
+        if gt["rejection_reasons"]:
+            lines += ["Rejected ground truth, by reason:", ""]
+            lines += [f"- {n} x {reason}" for reason, n in gt["rejection_reasons"].items()]
+            lines.append("")
+    outputs = report["outputs"]
+    lines += ["## Outputs", ""]
+    if outputs.get("bag"):
+        lines.append(f"- Bag `{outputs['bag']}` ({outputs['storage']}):")
+        lines += [f"  - `{topic}`: {count} messages"
+                  for topic, count in outputs.get("topics", {}).items()]
+    for key, label in (("latency_png", "Latency histogram"), ("montage_png", "Sample frames")):
+        if outputs.get(key):
+            lines.append(f"- {label}: `{outputs[key]}`")
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------ figures
+
+
+def _histogram(ax, values: np.ndarray, color: str) -> None:
+    """Log-spaced bins when the values spread over a decade or more: one slow frame
+    (a re-plan, a busy machine) must not squash every other frame into one bin."""
+    bins = min(60, max(10, values.size // 4))
+    low, high = float(values.min()), float(values.max())
+    if low > 0 and high / low >= 10:
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        ax.hist(values, bins=np.geomspace(low, high, bins + 1), color=color)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.hist(values, bins=bins, color=color)
+
+
+def write_latency_plot(path: Path, result: ReplayResult) -> bool:
+    """Histogram of per-frame processing latency, the median per stage and, in realtime
+    mode, the image ages. False (nothing written) without processed frames."""
+    processed = [r for r in result.records if r.outcome == "processed"]
+    if not processed:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    latency = np.array([r.timings["processing"] for r in processed])
+    ages = np.array([r.age_ms for r in processed if r.age_ms is not None])
+    panels = 3 if result.options.mode == "realtime" and ages.size else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), layout="constrained")
+    ax = axes[0]
+    _histogram(ax, latency, "#4477aa")
+    for p, style in ((50, "-"), (95, "--"), (99, ":")):
+        value = float(np.percentile(latency, p))
+        ax.axvline(value, color="k", linestyle=style, linewidth=1, label=f"p{p} {value:.1f} ms")
+    ax.set_xlabel("processing time per frame (ms)")
+    ax.set_ylabel("frames")
+    ax.set_title(f"{latency.size} frames, {result.options.mode} mode")
+    ax.legend(fontsize=8)
+
+    ax = axes[1]
+    stages = [s for s in ("decode", "host_copy", "upload", "preprocess", "forward",
+                          "postprocess", "download", "messages") if s in processed[0].timings]
+    medians = [float(np.median([r.timings[s] for r in processed])) for s in stages]
+    ax.barh(stages[::-1], medians[::-1], color="#66aa55")
+    ax.set_xlabel("median time (ms)")
+    ax.set_title("per stage")
+
+    if panels == 3:
+        ax = axes[2]
+        _histogram(ax, ages, "#cc6677")
+        ax.set_xlabel("image age at publish (ms)")
+        ax.set_ylabel("frames")
+        dropped = result.count("dropped")
+        ax.set_title(f"{dropped} of {len(result.records)} frames dropped")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_montage(path: Path, samples: list[Sample], class_names=None, palette=None) -> bool:
+    """Sample frames as rows of input / prediction / ground truth (when there is some),
+    with a class legend. False (nothing written) without samples."""
+    if not samples:
+        return False
+    rows = [[s.image, s.prediction] + ([s.ground_truth] if s.ground_truth is not None else [])
+            for s in samples]
+    titles = [f"frame {s.index}: input | prediction"
+              + (" | ground truth" if s.ground_truth is not None else "") for s in samples]
+    legend = None
+    if class_names is not None and palette is not None:
+        legend = list(zip(class_names, np.asarray(palette).tolist(), strict=False))
+    make_montage(rows, titles, path, legend=legend)
+    return True

@@ -1,0 +1,622 @@
+"""The replay loop: a bag's camera images through the node's frame path, scored and timed.
+
+Each image goes through what the node's worker does with a frame, in the same code: the
+node's `SegmentationPipeline` (`swiftseg_ros.ros.pipeline`) decodes it, segments it with
+the `SegmentationEngine` and makes the output messages with the input header unchanged.
+A frame's processing time is that whole job (decode + engine + output messages), as the
+node's worker spends it. Buffers for a new input size are prepared before the frame is
+timed, as the node does in configure when its `input_size` parameter is set.
+
+Modes:
+- `all`: every frame, as fast as possible (accuracy and throughput).
+- `realtime`: frames arrive at the bag's own receive times and the node's latest-frame
+  policy (`swiftseg_ros.ros.frames.simulate_latest_frame`) decides, from the measured
+  processing times, which frames are processed and which are dropped. Only processed
+  frames are computed. `ReplayOptions.processing_time` can replace the measured times
+  (tests pin the policy with it).
+
+Ground truth (mono8 class ids) is matched to images by header stamp and scored with
+`swiftseg_ros.metrics.ConfusionMatrix`. A first pass over the bag reads the stamps (and
+arrival times), so that only predictions and labels that will meet are held in memory.
+
+Output messages keep the input's header and are written at the input message's bag
+timestamp in both modes, so the output bag lines up with the input bag when both are
+played together; the delay a robot would see is in the image ages of the report and of
+the /diagnostics messages, which are written at the (simulated) publish times.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from swiftseg_ros.engine.palette import colorize
+from swiftseg_ros.engine.timing import StageWindow
+from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.metrics import ConfusionMatrix
+from swiftseg_ros.replay.bagio import (
+    COMPRESSED_IMAGE_TYPE,
+    IMAGE_TYPE,
+    IMAGE_TYPES,
+    BagDamaged,
+    BagError,
+    BagMessage,
+    InputBag,
+    MalformedMessage,
+    OutputBag,
+    deserialize,
+    msg_class,
+)
+from swiftseg_ros.ros.conversions import ImageRejected, decode_compressed, decode_image
+from swiftseg_ros.ros.diagnostics import DiagnosticsReporter, rosbags_diagnostic_array
+from swiftseg_ros.ros.frames import FrameCounters, simulate_latest_frame
+from swiftseg_ros.ros.pipeline import REJECTED, SegmentationPipeline
+
+MODES = ("all", "realtime")
+DIAGNOSTICS_TOPIC = "/diagnostics"
+
+
+@dataclass
+class ReplayOptions:
+    """What to replay and how; the node's settings come from its parameters."""
+
+    image_topic: str
+    label_topic: str | None = None
+    mode: str = "all"
+    node_name: str = "swiftseg"
+    diagnostics_period_s: float = 1.0
+    latency_budget_ms: float = 0.0
+    min_output_hz: float = 0.0
+    montage_frames: int = 4
+    progress: bool = True
+    # realtime mode: (image index in the bag, measured seconds) -> the seconds the policy
+    # uses for that frame; None uses the measured time (tests pin the policy with it)
+    processing_time: Callable[[int, float], float] | None = None
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ConfigError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.diagnostics_period_s <= 0:
+            raise ConfigError(f"diagnostics period {self.diagnostics_period_s} s, expected > 0")
+
+    def output_topic(self, output: str) -> str:
+        return f"/{self.node_name}/{output}"
+
+
+@dataclass
+class FrameRecord:
+    """One image message of the bag and what became of it.
+
+    Times are seconds on the bag clock from the first image's receive time: `arrival`
+    (its receive time), `start`/`finish` of its processing (in `all` mode the processing
+    is placed at its arrival, as if the worker were always free).
+    """
+
+    index: int
+    bag_ns: int
+    stamp_ns: int | None
+    arrival: float
+    outcome: str = "pending"  # processed, dropped, rejected, failed
+    reason: str = ""
+    start: float | None = None
+    finish: float | None = None
+    timings: dict[str, float] | None = None  # ms per stage, with decode/messages/processing
+
+    @property
+    def age_ms(self) -> float | None:
+        """Publish time minus header stamp (ms), the image age a subscriber would see."""
+        if self.finish is None or self.stamp_ns is None or self.outcome != "processed":
+            return None
+        stamp = self.arrival + (self.stamp_ns - self.bag_ns) / 1e9  # on the same clock
+        return (self.finish - stamp) * 1000.0
+
+
+@dataclass
+class Sample:
+    """A frame kept for the montage: input RGB, prediction colours, ground truth colours."""
+
+    index: int
+    image: np.ndarray
+    prediction: np.ndarray
+    ground_truth: np.ndarray | None = None
+
+
+@dataclass
+class GroundTruthCounts:
+    messages: int = 0
+    matched: int = 0            # scored against a processed frame's prediction
+    without_image: int = 0      # no image message with its header stamp
+    image_not_processed: int = 0  # its image was dropped, rejected or failed
+    rejected: int = 0           # undecodable, not mono8, or class ids out of range
+    reasons: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class ReplayResult:
+    options: ReplayOptions
+    image_type: str
+    records: list[FrameRecord]
+    messages_read: int
+    damage: str | None
+    wall_s: float
+    prepare_ms: float
+    confusion: ConfusionMatrix | None
+    ground_truth: GroundTruthCounts | None
+    samples: list[Sample]
+    output_counts: dict[str, int]
+    class_names: list[str]
+    palette: np.ndarray
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for r in self.records if r.outcome == outcome)
+
+    @property
+    def rejection_reasons(self) -> Counter:
+        return Counter(r.reason for r in self.records if r.outcome == "rejected")
+
+    @property
+    def failure_reasons(self) -> Counter:
+        return Counter(r.reason for r in self.records if r.outcome == "failed")
+
+
+def check_topics(bag: InputBag, image_topic: str, label_topic: str | None) -> str:
+    """The image topic's message type, or BagError naming what the bag holds instead."""
+    images = bag.image_topics()
+    listing = ", ".join(f"{t} ({bag.topics[t].msgtype.rsplit('/', 1)[-1]})" for t in images) \
+        or "none"
+    info = bag.topics.get(image_topic)
+    if info is None:
+        raise BagError(f"{bag.path}: no topic {image_topic!r}; image topics in the bag: "
+                       f"{listing}")
+    if info.msgtype not in IMAGE_TYPES:
+        raise BagError(f"{bag.path}: topic {image_topic} holds {info.msgtype}, expected "
+                       f"{IMAGE_TYPE} or {COMPRESSED_IMAGE_TYPE}; image topics in the bag: "
+                       f"{listing}")
+    if label_topic is not None:
+        label = bag.topics.get(label_topic)
+        if label is None:
+            raise BagError(f"{bag.path}: no ground-truth topic {label_topic!r}; image topics "
+                           f"in the bag: {listing}")
+        if label.msgtype != IMAGE_TYPE:
+            raise BagError(f"{bag.path}: ground-truth topic {label_topic} holds "
+                           f"{label.msgtype}, expected {IMAGE_TYPE} (mono8 class ids)")
+        if label_topic == image_topic:
+            raise BagError(f"the ground-truth topic and the image topic are both "
+                           f"{image_topic}; give the label topic of the bag")
+    return info.msgtype
+
+
+def _stamp_ns(msg) -> int:
+    stamp = msg.header.stamp
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _as_rgb(frame: np.ndarray, pixel_format: str) -> np.ndarray:
+    """A decoded frame as RGB for the montage (display only; the engine does its own)."""
+    if pixel_format == "mono8":
+        return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_GRAY2RGB)
+    codes = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB,
+             "bgra8": cv2.COLOR_BGRA2RGB}
+    if pixel_format in codes:
+        return cv2.cvtColor(np.ascontiguousarray(frame), codes[pixel_format])
+    return np.array(frame, copy=True)
+
+
+@dataclass
+class _Index:
+    """What the first pass learns: image receive times and stamps, ground-truth stamps."""
+
+    image_bag_ns: list[int] = field(default_factory=list)
+    image_stamps: list[int | None] = field(default_factory=list)  # None: undecodable
+    label_stamps: set[int] = field(default_factory=set)
+
+
+class Replay:
+    """One replay of one bag through one engine; `run()` returns a ReplayResult."""
+
+    def __init__(self, bag: InputBag, engine, options: ReplayOptions,
+                 output: OutputBag | None = None):
+        self.bag = bag
+        self.engine = engine
+        self.options = options
+        self.output = output
+        self.image_type = check_topics(bag, options.image_topic, options.label_topic)
+        compressed = self.image_type == COMPRESSED_IMAGE_TYPE
+        self.pipeline = SegmentationPipeline(engine, msg_class(IMAGE_TYPE), compressed=compressed)
+        # the pipeline's own decoder, called directly where replay needs the pixels
+        self._decode = decode_compressed if compressed else decode_image
+        self.records: list[FrameRecord] = []
+        self.messages_read = 0
+        self.damage: str | None = None
+        self.prepare_ms = 0.0
+        self._t0: int | None = None
+        self._samples: list[Sample] = []
+        self._sample_targets: list[int] = []
+        self.confusion: ConfusionMatrix | None = None
+        self.gt: GroundTruthCounts | None = None
+        self._index: _Index | None = None
+        self._image_stamps: set[int] = set()
+        # stamps whose ground truth will come (first pass) -> prediction waiting for it
+        self._waiting_predictions: dict[int, np.ndarray] = {}
+        # stamps whose image will come -> ground truth waiting for it
+        self._waiting_labels: dict[int, np.ndarray] = {}
+        self._settled_stamps: set[int] = set()  # images already processed or not
+
+    # ------------------------------------------------------------------ driver
+
+    def run(self) -> ReplayResult:
+        opts = self.options
+        started = time.perf_counter()
+        if opts.label_topic is not None:
+            self.confusion = ConfusionMatrix(self.engine.num_classes)
+            self.gt = GroundTruthCounts()
+        if opts.label_topic is not None or opts.mode == "realtime":
+            self._index = self._first_pass()
+            self._image_stamps = {s for s in self._index.image_stamps if s is not None}
+        total = len(self._index.image_bag_ns) if self._index else \
+            self.bag.topics[opts.image_topic].count
+        if total and opts.montage_frames > 0:
+            count = min(opts.montage_frames, total)
+            self._sample_targets = sorted({int(i * total / count) for i in range(count)})
+        with tqdm(total=total, unit="frame", desc="replay", disable=not opts.progress,
+                  dynamic_ncols=True) as bar:
+            self._bar = bar
+            stream = self._stream()
+            if opts.mode == "all":
+                self._run_all(stream)
+            else:
+                self._run_realtime(stream)
+            self._drain(stream)
+        self._finish_ground_truth()
+        self._write_diagnostics()
+        wall_s = time.perf_counter() - started
+        return ReplayResult(
+            options=opts,
+            image_type=self.image_type,
+            records=self.records,
+            messages_read=self.messages_read,
+            damage=self.damage,
+            wall_s=wall_s,
+            prepare_ms=self.prepare_ms,
+            confusion=self.confusion,
+            ground_truth=self.gt,
+            samples=self._samples,
+            output_counts=dict(self.output.counts) if self.output else {},
+            class_names=list(self.engine.class_names),
+            palette=np.asarray(self.engine.palette, dtype=np.uint8),
+        )
+
+    def _topics(self) -> list[str]:
+        topics = [self.options.image_topic]
+        if self.options.label_topic is not None:
+            topics.append(self.options.label_topic)
+        return topics
+
+    def _stream(self) -> Iterator[BagMessage]:
+        """The bag's image and label messages; stops (keeping `damage`) where storage fails."""
+        if self.bag.damage and self.damage is None:
+            self.damage = self.bag.damage
+        try:
+            for message in self.bag.messages(self._topics()):
+                self.messages_read += 1
+                yield message
+        except BagDamaged as exc:
+            self.damage = str(exc)
+
+    def _first_pass(self) -> _Index:
+        """Stamps and receive times, read up to where the bag is readable (the second pass
+        stops at the same place and records the damage)."""
+        index = _Index()
+        try:
+            for message in self.bag.messages(self._topics()):
+                try:
+                    stamp = _stamp_ns(deserialize(message))
+                except MalformedMessage:
+                    stamp = None
+                if message.topic == self.options.image_topic:
+                    index.image_bag_ns.append(message.timestamp)
+                    index.image_stamps.append(stamp)
+                elif stamp is not None:
+                    index.label_stamps.add(stamp)
+        except BagDamaged:
+            pass
+        return index
+
+    # ------------------------------------------------------------------ modes
+
+    def _run_all(self, stream: Iterator[BagMessage]) -> None:
+        for message in stream:
+            if message.topic != self.options.image_topic:
+                self._ground_truth(message)
+                continue
+            record, msg = self._new_record(message)
+            if msg is None:
+                continue
+            duration = self._process(record, msg)
+            record.start, record.finish = record.arrival, record.arrival + duration
+            self._settle(record)
+
+    def _run_realtime(self, stream: Iterator[BagMessage]) -> None:
+        index = self._index
+        # Undecodable messages never reach a node (its middleware drops them): no arrivals.
+        frames = [i for i, stamp in enumerate(index.image_stamps) if stamp is not None]
+        t0 = index.image_bag_ns[0] if index.image_bag_ns else 0
+        arrivals = [(index.image_bag_ns[i] - t0) / 1e9 for i in frames]
+        taken: list[FrameRecord] = []
+
+        def next_image() -> tuple[FrameRecord, object]:
+            for message in stream:
+                if message.topic != self.options.image_topic:
+                    self._ground_truth(message)
+                    continue
+                record, msg = self._new_record(message)
+                if msg is not None:
+                    return record, msg
+            raise BagError(f"{self.bag.path}: the bag held fewer images on the second read "
+                           f"than on the first ({len(self.records)}); is it being written?")
+
+        def process(position: int) -> float:
+            """The policy's worker takes frame `position`; the frames skipped were dropped."""
+            record, msg = next_image()
+            while record.index != frames[position]:
+                record.outcome = "dropped"
+                self._settle(record)
+                record, msg = next_image()
+            measured = self._process(record, msg)
+            self._settle(record)
+            taken.append(record)
+            if self.options.processing_time is not None:
+                return float(self.options.processing_time(record.index, measured))
+            return measured
+
+        outcomes = simulate_latest_frame(arrivals, process)
+        placed = [outcome for outcome in outcomes if outcome.processed]
+        for record, outcome in zip(taken, placed, strict=True):
+            record.start, record.finish = outcome.start, outcome.finish
+
+    def _drain(self, stream: Iterator[BagMessage]) -> None:
+        """What follows the last frame the policy took: ground truth, undecodable images."""
+        for message in stream:
+            if message.topic != self.options.image_topic:
+                self._ground_truth(message)
+                continue
+            record, msg = self._new_record(message)
+            if msg is not None:
+                record.outcome = "dropped"
+                self._settle(record)
+
+    # ------------------------------------------------------------------ one frame
+
+    def _new_record(self, message: BagMessage):
+        """A record for an image message, and the decoded message (None: undecodable)."""
+        if self._t0 is None:
+            self._t0 = message.timestamp
+        record = FrameRecord(len(self.records), message.timestamp, None,
+                             (message.timestamp - self._t0) / 1e9)
+        self.records.append(record)
+        self._bar.update(1)
+        try:
+            msg = deserialize(message)
+        except MalformedMessage as exc:
+            record.outcome, record.reason = "rejected", str(exc)
+            return record, None
+        record.stamp_ns = _stamp_ns(msg)
+        return record, msg
+
+    def _prepare_for(self, msg) -> None:
+        """Prepare the engine for this frame's size if it is new, outside the timed span.
+
+        An Image says its size; a CompressedImage is decoded to learn it, on the first
+        frame only (a later size change is prepared inside the frame, as in the node).
+        """
+        if self.image_type == IMAGE_TYPE:
+            if self.engine.input_size == (msg.width, msg.height):
+                return
+        elif self.engine.input_size is not None:
+            return
+        try:
+            frame, pixel_format = self._decode(msg)
+        except ImageRejected:
+            return  # rejected, with its reason, by the timed attempt
+        height, width = frame.shape[:2]
+        started = time.perf_counter()
+        try:
+            self.pipeline.prepare(width, height, pixel_format)
+        except (*REJECTED, ConfigError):
+            return  # a size the engine refuses: the timed attempt rejects the frame
+        self.prepare_ms += (time.perf_counter() - started) * 1000.0
+
+    def _process(self, record: FrameRecord, msg) -> float:
+        """The node worker's job on one frame; returns its duration in seconds."""
+        self._prepare_for(msg)
+        started = time.perf_counter()
+        try:
+            segmented = self.pipeline.segment(msg)
+            segmented_at = time.perf_counter()
+            messages = self.pipeline.output_messages(segmented)
+        except REJECTED as exc:
+            record.outcome, record.reason = "rejected", str(exc)
+            return time.perf_counter() - started
+        except Exception as exc:  # as in the node's worker: a failed frame does not stop it
+            record.outcome, record.reason = "failed", f"{type(exc).__name__}: {exc}"
+            return time.perf_counter() - started
+        finished = time.perf_counter()
+        result = segmented.result
+        record.outcome = "processed"
+        record.timings = dict(result.timings)
+        record.timings["decode"] = (segmented_at - started) * 1000.0 - result.timings["total"]
+        record.timings["messages"] = (finished - segmented_at) * 1000.0
+        record.timings["processing"] = (finished - started) * 1000.0
+        if self.output is not None:
+            for name, out in messages.items():
+                self.output.write(self.options.output_topic(name), record.bag_ns, out)
+        self._prediction(record, result.label, msg, segmented.pixel_format)
+        return finished - started
+
+    def _prediction(self, record: FrameRecord, label: np.ndarray, msg, pixel_format) -> None:
+        stamp = record.stamp_ns
+        waiting = self._waiting_labels.pop(stamp, None)
+        if waiting is not None:
+            self._score(label, waiting)
+        elif self._index is not None and stamp in self._index.label_stamps:
+            self._waiting_predictions[stamp] = label.copy()
+        targets = self._sample_targets
+        if targets and record.index >= targets[0]:
+            while targets and record.index >= targets[0]:
+                targets.pop(0)
+            frame, _ = self._decode(msg)  # again, for display only
+            self._samples.append(Sample(record.index, _as_rgb(frame, pixel_format),
+                                        colorize(label, self.engine.palette), waiting))
+
+    def _settle(self, record: FrameRecord) -> None:
+        """The frame's fate is known: ground truth waiting for an unprocessed frame is done."""
+        if record.stamp_ns is None:
+            return
+        self._settled_stamps.add(record.stamp_ns)
+        if record.outcome != "processed" and self.gt is not None:
+            if self._waiting_labels.pop(record.stamp_ns, None) is not None:
+                self.gt.image_not_processed += 1
+
+    # ------------------------------------------------------------------ ground truth
+
+    def _ground_truth(self, message: BagMessage) -> None:
+        gt = self.gt
+        gt.messages += 1
+        try:
+            msg = deserialize(message)
+            if str(msg.encoding).lower() != "mono8":
+                raise ImageRejected(f"encoding {msg.encoding!r}, expected mono8 class ids")
+            # a copy: the decoded view is read-only (message bytes) and often kept waiting
+            label = decode_image(msg)[0].copy()
+        except (MalformedMessage, ImageRejected) as exc:
+            gt.rejected += 1
+            gt.reasons[str(exc)] += 1
+            return
+        stamp = _stamp_ns(msg)
+        if stamp not in self._image_stamps:
+            gt.without_image += 1
+            return
+        prediction = self._waiting_predictions.pop(stamp, None)
+        if prediction is not None:
+            self._score(prediction, label)
+            self._attach_sample_ground_truth(stamp, label)
+        elif stamp in self._settled_stamps:
+            gt.image_not_processed += 1
+        else:
+            self._waiting_labels[stamp] = label
+
+    def _score(self, prediction: np.ndarray, label: np.ndarray) -> None:
+        if prediction.shape != label.shape:
+            # output_size "network": compare at the ground truth's resolution
+            prediction = cv2.resize(prediction, (label.shape[1], label.shape[0]),
+                                    interpolation=cv2.INTER_NEAREST)
+        try:
+            self.confusion.update(prediction, label)
+        except ValueError as exc:
+            self.gt.rejected += 1
+            self.gt.reasons[str(exc)] += 1
+            return
+        self.gt.matched += 1
+
+    def _attach_sample_ground_truth(self, stamp: int, label: np.ndarray) -> None:
+        for sample in self._samples:
+            record = self.records[sample.index]
+            if record.stamp_ns == stamp and sample.ground_truth is None:
+                sample.ground_truth = label.copy()
+
+    def _finish_ground_truth(self) -> None:
+        if self.gt is None:
+            return
+        # labels whose image never came (the bag ended or was damaged first)
+        self.gt.without_image += len(self._waiting_labels)
+        self._waiting_labels.clear()
+        self._waiting_predictions.clear()
+        for sample in self._samples:
+            if sample.ground_truth is not None:
+                sample.ground_truth = colorize(sample.ground_truth, self.engine.palette)
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def _write_diagnostics(self) -> None:
+        """/diagnostics as the node would have published them, on the bag clock.
+
+        Rebuilt from the frame records after the run, because in realtime mode a frame's
+        publish time is known only once the policy has placed it.
+        """
+        if self.output is None or not self.records or self._t0 is None:
+            return
+        opts = self.options
+        reporter = DiagnosticsReporter(name=f"{opts.node_name}: segmentation",
+                                       hardware_id=str(self.engine.stats().get("device", "")))
+        window = StageWindow()
+        events = []  # (time s, order, kind, record)
+        for record in self.records:
+            events.append((record.arrival, 0, "arrive", record))
+            if record.outcome == "dropped":
+                events.append((self._drop_time(record), 1, "drop", record))
+            elif record.finish is not None or record.outcome in ("rejected", "failed"):
+                events.append((record.finish if record.finish is not None else record.arrival,
+                               1, "done", record))
+        events.sort(key=lambda e: (e[0], e[1], e[3].index))
+        end = events[-1][0]
+        period = opts.diagnostics_period_s
+        ticks = [period * (k + 1) for k in range(int(end // period) + 1)]
+        static = self._static_engine_stats()
+        counts = Counter()
+        position = 0
+        for tick in ticks:
+            while position < len(events) and events[position][0] <= tick:
+                when, _, kind, record = events[position]
+                position += 1
+                if kind == "arrive":
+                    counts["received"] += 1
+                    reporter.frame_received(when)
+                elif kind == "drop":
+                    counts["dropped"] += 1
+                else:
+                    counts[record.outcome] += 1
+                    if record.outcome == "processed":
+                        reporter.frame_published(when, (record.stamp_ns - self._t0) / 1e9)
+                        window.add({k: record.timings[k] for k in _ENGINE_STAGES}, when)
+            counters = FrameCounters(
+                received=counts["received"], processed=counts["processed"],
+                dropped=counts["dropped"], rejected=counts["rejected"],
+                failed=counts["failed"],
+                in_flight=counts["received"] - counts["processed"] - counts["dropped"]
+                - counts["rejected"] - counts["failed"])
+            stats = {**window.summary(), **static}
+            status = reporter.report(tick, counters, stats,
+                                     latency_budget_ms=opts.latency_budget_ms,
+                                     min_output_hz=opts.min_output_hz)
+            stamp_ns = self._t0 + round(tick * 1e9)
+            self.output.write(DIAGNOSTICS_TOPIC, stamp_ns,
+                              rosbags_diagnostic_array(status, stamp_ns))
+
+    def _drop_time(self, record: FrameRecord) -> float:
+        """A dropped frame is replaced in the slot when the next decodable frame arrives."""
+        for index in range(record.index + 1, len(self.records)):
+            if self.records[index].stamp_ns is not None:
+                return self.records[index].arrival
+        return record.arrival
+
+    def _static_engine_stats(self) -> dict:
+        stats = self.engine.stats()
+        static = {key: stats[key] for key in ("network", "device", "precision") if key in stats}
+        for key in ("input_size", "inference_size"):
+            if stats.get(key):
+                width, height = stats[key]
+                static[key] = [height, width]  # diagnostics write [height, width] as WxH
+        memory = stats.get("memory") or {}
+        if "allocated_mb" in memory:
+            static["device_memory_mb"] = memory["allocated_mb"]
+        return static
+
+
+_ENGINE_STAGES = ("host_copy", "upload", "preprocess", "forward", "postprocess", "download",
+                  "total")

@@ -1,0 +1,317 @@
+"""The content of the node's /diagnostics status, built without rclpy.
+
+`build_status()` turns engine statistics, frame counters, rates and image ages into a
+`DiagnosticStatusContent` (name, level, message, hardware id, key/values);
+`to_diagnostic_array()` fills any DiagnosticArray/DiagnosticStatus/KeyValue classes with
+it (rclpy's, whose `level` is a 1-byte `bytes`, or rosbags', whose `level` is an int).
+`DiagnosticsReporter` keeps the state between two reports (rates, ages, the previous
+counters) for the node and for replay; every time it takes comes from the caller, so the
+node passes its own clock (`use_sim_time` works) and replay the bag's.
+
+Engine statistics, as `SegmentationEngine.stats()` returns them; the keys this module
+reads (a missing key or a None value is left out of the status):
+
+    {
+      "frames": int,                    # frames the engine has run
+      "stages": {                       # per stage, over the engine's bounded window
+        "total": {"p50": ms, "p90": ms, "p95": ms, "p99": ms, "max": ms},
+        "host_copy": {...}, "upload": {...}, "preprocess": {...}, "forward": {...},
+        "postprocess": {...}, "download": {...},
+      },
+      "network": str, "device": str, "precision": str, "cuda_graph": bool,
+      "input_size": (width, height), "inference_size": (width, height),
+      "memory": {"allocated_mb": float, "peak_mb": float, "reserved_mb": float} | None,
+    }
+
+Levels (diagnostic_msgs values): ERROR when a frame failed since the previous report (not
+sticky: the next report without failures clears it, the total stays in the values);
+WARN when the p95 total latency exceeds `latency_budget_ms` (0 turns it off), when the
+output rate is under `min_output_hz` (0 turns it off) while images arrive, or when images
+were rejected since the previous report (a camera sending an unusable encoding must not
+look healthy); OK otherwise. The message says which of these, in words.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from swiftseg_ros.ros.frames import FrameCounters
+
+OK = 0
+WARN = 1
+ERROR = 2
+STALE = 3
+LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR", STALE: "STALE"}
+
+STAGES = ("host_copy", "upload", "preprocess", "forward", "postprocess", "download", "total")
+PERCENTILES = ("p50", "p90", "p95", "p99", "max")
+DEFAULT_NAME = "swiftseg: segmentation"
+
+
+@dataclass
+class DiagnosticStatusContent:
+    """One diagnostic_msgs/DiagnosticStatus as plain data."""
+
+    name: str
+    level: int
+    message: str
+    hardware_id: str = ""
+    values: list[tuple[str, str]] = field(default_factory=list)
+
+
+class RateMeter:
+    """Events per second over a sliding time window, on the caller's clock.
+
+    The rate is (events in the window - 1) / (now - oldest event in the window), so it is
+    exact for a steady stream, decays when events stop and is 0 with fewer than two
+    events in the window (streams slower than 2 / window_s read as 0). A clock that goes
+    back (a replayed bag looping under use_sim_time) restarts the meter.
+    """
+
+    def __init__(self, window_s: float = 5.0, max_events: int = 10_000):
+        if window_s <= 0:
+            raise ValueError(f"window_s is {window_s}, expected > 0")
+        self.window_s = float(window_s)
+        self._times: deque[float] = deque(maxlen=max_events)
+
+    def tick(self, now_s: float) -> None:
+        if self._times and now_s < self._times[-1]:
+            self._times.clear()
+        self._times.append(float(now_s))
+
+    def rate(self, now_s: float) -> float:
+        if self._times and now_s < self._times[-1]:
+            self._times.clear()
+        while self._times and self._times[0] <= now_s - self.window_s:
+            self._times.popleft()
+        span = now_s - self._times[0] if self._times else 0.0
+        if len(self._times) < 2 or span <= 0:
+            return 0.0
+        return (len(self._times) - 1) / span
+
+
+def stamp_seconds(stamp) -> float:
+    """A builtin_interfaces/Time (sec, nanosec; rclpy or rosbags) or float, in seconds."""
+    if isinstance(stamp, (int, float)):
+        return float(stamp)
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def _ms(value) -> str:
+    return f"{float(value):.2f}"
+
+
+def _size(value) -> str:
+    """(width, height) as the parameters write sizes, WxH."""
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return f"{int(value[0])}x{int(value[1])}"
+    return str(value)
+
+
+def build_status(
+    *,
+    counters: FrameCounters,
+    previous_counters: FrameCounters | None = None,
+    engine_stats: Mapping | None = None,
+    input_rate_hz: float = 0.0,
+    output_rate_hz: float = 0.0,
+    image_ages_ms: Sequence[float] = (),
+    latency_budget_ms: float = 0.0,
+    min_output_hz: float = 0.0,
+    name: str = DEFAULT_NAME,
+    hardware_id: str = "",
+) -> DiagnosticStatusContent:
+    """The status for one report period (see the module docstring for the rules).
+
+    `previous_counters` are those of the previous report (None: the first report);
+    `image_ages_ms` the ages (clock now - header stamp) of the images published since.
+    """
+    stats = engine_stats or {}
+    before = previous_counters or FrameCounters()
+    stages = stats.get("stages", {}) or {}
+    total = stages.get("total", {}) or {}
+
+    failed_now = counters.failed - before.failed
+    rejected_now = counters.rejected - before.rejected
+    errors: list[str] = []
+    warnings: list[str] = []
+    if failed_now > 0:
+        errors.append(
+            f"{failed_now} frame{'s' if failed_now != 1 else ''} failed since the last report"
+            + (f" (last: {counters.last_failure})" if counters.last_failure else "")
+        )
+    p95 = total.get("p95")
+    if latency_budget_ms > 0 and p95 is not None and p95 > latency_budget_ms:
+        warnings.append(
+            f"p95 total latency {p95:.1f} ms is over the {latency_budget_ms:g} ms budget"
+        )
+    if min_output_hz > 0 and input_rate_hz > 0 and output_rate_hz < min_output_hz:
+        slow_input = " (the input itself is slower)" if input_rate_hz < min_output_hz else ""
+        warnings.append(
+            f"output rate {output_rate_hz:.1f} Hz is under the minimum {min_output_hz:g} Hz "
+            f"with input at {input_rate_hz:.1f} Hz{slow_input}"
+        )
+    if rejected_now > 0:
+        warnings.append(
+            f"{rejected_now} image{'s' if rejected_now != 1 else ''} rejected since the last "
+            "report" + (f" (last: {counters.last_rejection})" if counters.last_rejection else "")
+        )
+
+    if errors:
+        level = ERROR
+    elif warnings:
+        level = WARN
+    else:
+        level = OK
+    if errors or warnings:
+        message = "; ".join(errors + warnings)
+    elif input_rate_hz <= 0:
+        message = "no input images arriving"
+    else:
+        message = f"segmenting {input_rate_hz:.1f} Hz in, {output_rate_hz:.1f} Hz out" + (
+            f", p95 total latency {p95:.1f} ms" if p95 is not None else ""
+        )
+
+    values: list[tuple[str, str]] = [
+        ("input rate (Hz)", f"{input_rate_hz:.2f}"),
+        ("output rate (Hz)", f"{output_rate_hz:.2f}"),
+        ("frames received", str(counters.received)),
+        ("frames processed", str(counters.processed)),
+        ("frames dropped", str(counters.dropped)),
+        ("frames rejected", str(counters.rejected)),
+        ("frames failed", str(counters.failed)),
+        ("image age last (ms)", _ms(image_ages_ms[-1]) if image_ages_ms else "n/a"),
+        ("image age max (ms)", _ms(max(image_ages_ms)) if image_ages_ms else "n/a"),
+    ]
+    for stage in STAGES:
+        numbers = stages.get(stage)
+        if numbers:
+            values.extend(
+                (f"latency {stage} {p} (ms)", _ms(numbers[p])) for p in PERCENTILES if p in numbers
+            )
+    for key in ("network", "device", "precision"):
+        if stats.get(key) is not None:
+            values.append((key, str(stats[key])))
+    if stats.get("cuda_graph") is not None:
+        values.append(("cuda graph", "yes" if stats["cuda_graph"] else "no"))
+    for key, label in (("input_size", "input size"), ("inference_size", "inference size")):
+        if stats.get(key) is not None:
+            values.append((label, _size(stats[key])))
+    memory = stats.get("memory") or {}
+    for key, label in (("allocated_mb", "allocated"), ("peak_mb", "peak"),
+                       ("reserved_mb", "reserved")):
+        if memory.get(key) is not None:
+            values.append((f"device memory {label} (MB)", f"{float(memory[key]):.1f}"))
+    if stats.get("frames") is not None:
+        values.append(("engine frames", str(stats["frames"])))
+    values.append(("latency budget (ms)", f"{latency_budget_ms:g}"))
+    values.append(("min output rate (Hz)", f"{min_output_hz:g}"))
+    if counters.last_failure:
+        values.append(("last failure", counters.last_failure))
+    if counters.last_rejection:
+        values.append(("last rejection", counters.last_rejection))
+
+    return DiagnosticStatusContent(
+        name=name,
+        level=level,
+        message=message,
+        hardware_id=hardware_id or str(stats.get("device", "")),
+        values=values,
+    )
+
+
+class DiagnosticsReporter:
+    """The state between two reports: input and output rates, image ages at publish,
+    the counters of the previous report. Thread-safe: the subscription, the worker and
+    the diagnostics timer call it from different threads."""
+
+    def __init__(self, *, name: str = DEFAULT_NAME, hardware_id: str = "",
+                 window_s: float = 5.0):
+        self.name = name
+        self.hardware_id = hardware_id
+        self._lock = threading.Lock()
+        self._input = RateMeter(window_s)
+        self._output = RateMeter(window_s)
+        self._ages_ms: list[float] = []
+        self._previous: FrameCounters | None = None
+
+    def frame_received(self, now_s: float) -> None:
+        with self._lock:
+            self._input.tick(now_s)
+
+    def frame_published(self, now_s: float, stamp) -> float:
+        """Record one published frame; returns its age (now - header stamp) in ms."""
+        age_ms = (now_s - stamp_seconds(stamp)) * 1000.0
+        with self._lock:
+            self._output.tick(now_s)
+            self._ages_ms.append(age_ms)
+        return age_ms
+
+    def report(self, now_s: float, counters: FrameCounters, engine_stats: Mapping | None, *,
+               latency_budget_ms: float = 0.0, min_output_hz: float = 0.0
+               ) -> DiagnosticStatusContent:
+        """The status for the period since the previous `report()`; starts a new period."""
+        with self._lock:
+            ages, self._ages_ms = self._ages_ms, []
+            previous, self._previous = self._previous, counters
+            input_rate = self._input.rate(now_s)
+            output_rate = self._output.rate(now_s)
+        return build_status(
+            counters=counters,
+            previous_counters=previous,
+            engine_stats=engine_stats,
+            input_rate_hz=input_rate,
+            output_rate_hz=output_rate,
+            image_ages_ms=ages,
+            latency_budget_ms=latency_budget_ms,
+            min_output_hz=min_output_hz,
+            name=self.name,
+            hardware_id=self.hardware_id,
+        )
+
+
+def to_diagnostic_array(statuses, header, array_cls, status_cls, kv_cls):
+    """A DiagnosticArray of `array_cls` holding `statuses` (one content or a list).
+
+    Works with rclpy's diagnostic_msgs classes and with rosbags' dataclasses: every
+    message is built with keyword arguments, and `level` takes the type of the class's
+    own `OK` constant (bytes in rclpy, int in rosbags).
+    """
+    if isinstance(statuses, DiagnosticStatusContent):
+        statuses = [statuses]
+    as_bytes = isinstance(getattr(status_cls, "OK", 0), bytes)
+    messages = [
+        status_cls(
+            level=bytes([status.level]) if as_bytes else int(status.level),
+            name=status.name,
+            message=status.message,
+            hardware_id=status.hardware_id,
+            values=[kv_cls(key=key, value=value) for key, value in status.values],
+        )
+        for status in statuses
+    ]
+    return array_cls(header=header, status=messages)
+
+
+def rosbags_diagnostic_array(statuses, stamp_ns: int, typestore=None, frame_id: str = ""):
+    """A rosbags diagnostic_msgs/msg/DiagnosticArray (ROS 2 Humble types unless a type
+    store is given) stamped `stamp_ns` nanoseconds, for replay to write into a bag."""
+    if typestore is None:
+        from rosbags.typesys import Stores, get_typestore
+
+        typestore = get_typestore(Stores.ROS2_HUMBLE)
+    types = typestore.types
+    stamp = types["builtin_interfaces/msg/Time"](
+        sec=int(stamp_ns) // 1_000_000_000, nanosec=int(stamp_ns) % 1_000_000_000
+    )
+    header = types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
+    return to_diagnostic_array(
+        statuses,
+        header,
+        types["diagnostic_msgs/msg/DiagnosticArray"],
+        types["diagnostic_msgs/msg/DiagnosticStatus"],
+        types["diagnostic_msgs/msg/KeyValue"],
+    )

@@ -1,0 +1,440 @@
+"""The swiftseg ROS 2 lifecycle node: a thin rclpy shell over the segmentation pipeline.
+
+    ros2 run swiftseg_ros swiftseg_node --ros-args -r image:=/camera/image_raw
+    ros2 lifecycle set /swiftseg configure && ros2 lifecycle set /swiftseg activate
+
+The only module of the package that imports rclpy. Parameters, message conversion, the
+latest-frame worker, diagnostics content and the engine live in ROS-free modules
+(`params`, `conversions`, `frames`, `diagnostics`, `pipeline`); this file creates the
+ROS entities and moves data between them and the pipeline.
+
+rclpy behaviour this file relies on, read in the ros2/rclpy sources
+(rclpy/rclpy/lifecycle/node.py, managed_entity.py, publisher.py; identical in Humble and
+Jazzy unless noted):
+- `LifecycleNodeMixin.on_activate` / `on_deactivate` are what enable and disable the
+  lifecycle publishers (through `SimpleManagedEntity`); an override must return
+  `super().on_activate(state)` (`on_deactivate` likewise) or nothing is ever published.
+- An exception raised in a transition callback is caught by `__execute_callback`, turned
+  into ERROR and not logged (`# TODO(ivanpauno): log sth here`), so every transition here
+  catches, logs one line and returns FAILURE itself.
+- A disabled `LifecyclePublisher.publish` drops the message silently, so ~/label_info,
+  which must go out right after configure, uses a plain (transient-local) publisher.
+- Subscriptions and timers are not managed entities: they are created in activate and
+  destroyed in deactivate.
+- `declare_parameter` runs the on-set-parameters callbacks (Jazzy's docstring says so;
+  Humble behaves the same), so the callback lets everything through while unconfigured.
+- Publishing from the worker thread is allowed: `Publisher.publish` holds the publisher
+  handle for the call and rcl_publish "is thread safe so long as access to both the
+  publisher and the ros_message is synchronized" (ros2/rcl, rcl/include/rcl/publisher.h);
+  each message is built and published by one thread only. rcl documents
+  `rcl_publisher_get_subscription_count`, which the output check calls from the executor
+  thread meanwhile, as thread-safe.
+
+Where Humble and Jazzy differ, and what this file does about it:
+- Ctrl-C: Humble's `rclpy.spin` raises KeyboardInterrupt; Jazzy's signal handler shuts
+  the context down and spin raises `rclpy.executors.ExternalShutdownException` (the
+  class exists in both); `main()` ends cleanly on either.
+- Logging: `get_logger().warning(..., throttle_duration_sec=...)` exists in both
+  (rclpy/impl/rcutils_logger.py); `warn()`, deprecated in both, is gone from newer rclpy,
+  and the throttle's `throttle_time_source_type` changed type after Jazzy, so it is not
+  passed.
+- The launch file, not `LifecycleNode(autostart=...)` (newer Jazzy launch_ros only),
+  drives configure and activate.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import Node, State, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+from vision_msgs.msg import LabelInfo, VisionClass
+
+from swiftseg_ros.engine import SegmentationEngine
+from swiftseg_ros.errors import ConfigError, SwiftsegError
+from swiftseg_ros.ros.diagnostics import to_diagnostic_array
+from swiftseg_ros.ros.params import (
+    BY_NAME,
+    DEFAULT_NODE_NAME,
+    PARAMETERS,
+    ParamDef,
+    SegParams,
+    apply_parameter_changes,
+    engine_config_from_params,
+    validate_parameters,
+)
+from swiftseg_ros.ros.pipeline import (
+    SegmentationPipeline,
+    camera_info_fields,
+    camera_info_topic,
+    wanted_outputs,
+)
+
+OUTPUT_NAMES = ("label", "color", "confidence", "overlay")
+# How often subscriber counts are read to switch unwatched outputs off: often enough that
+# a new viewer gets images within a second, rarely enough to cost nothing per frame.
+OUTPUT_CHECK_PERIOD_S = 1.0
+# Rejected or failed frames are logged at most this often (they are all counted).
+FRAME_LOG_PERIOD_S = 5.0
+# How long deactivate waits for the frame in progress before giving up on it.
+STOP_TIMEOUT_S = 30.0
+# A camera's format before its first frame: what configure prepares for `input_size`.
+FIRST_GUESS_FORMAT = {"raw": "rgb8", "compressed": "bgr8"}
+
+SUCCESS = TransitionCallbackReturn.SUCCESS
+FAILURE = TransitionCallbackReturn.FAILURE
+
+OUTPUT_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                        reliability=ReliabilityPolicy.RELIABLE)
+LATCHED_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def descriptor_for(definition: ParamDef) -> ParameterDescriptor:
+    """The rclpy descriptor of one parameter definition.
+
+    No parameter is declared read_only: rclpy would then refuse it even while the node is
+    unconfigured, where fixing a bad value and configuring again must work. The lifecycle
+    rule (static parameters change only while unconfigured) is the set-parameters
+    callback's, with a reason the caller sees.
+    """
+    when = ("may change while the node runs" if definition.dynamic
+            else "changes only while the node is unconfigured")
+    descriptor = ParameterDescriptor(
+        description=definition.description,
+        additional_constraints=f"allowed: {definition.allowed()}; {when}",
+    )
+    if definition.minimum is not None and definition.maximum is not None:
+        if definition.type is int:
+            descriptor.integer_range = [IntegerRange(
+                from_value=int(definition.minimum), to_value=int(definition.maximum), step=1)]
+        elif definition.type is float:
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float(definition.minimum), to_value=float(definition.maximum),
+                step=0.0)]
+    return descriptor
+
+
+class _RosLogHandler(logging.Handler):
+    """Forwards the package's Python log records (engine, pipeline) to the node's logger,
+    so they reach the console and /rosout like the node's own lines."""
+
+    def __init__(self, logger):
+        super().__init__(level=logging.INFO)
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = self.format(record)
+        # one call site per severity: rclpy's logger refuses a call site whose severity
+        # changes between calls (rcutils_logger.py, "Logger severity cannot be changed")
+        if record.levelno >= logging.ERROR:
+            self._logger.error(message)
+        elif record.levelno >= logging.WARNING:
+            self._logger.warning(message)
+        else:
+            self._logger.info(message)
+
+
+class SegmentationNode(Node):
+    """Lifecycle node: configure builds the engine, activate subscribes and starts the
+    worker, deactivate stops both, cleanup and shutdown release the engine."""
+
+    def __init__(self, node_name: str = DEFAULT_NODE_NAME, **kwargs):
+        # attribute names stay clear of rclpy's own (Node keeps _timers, _publishers,
+        # _subscriptions, _parameters, _descriptors; LifecycleNode _callbacks,
+        # _managed_entities, _state_machine): a subclass that reuses one breaks the node
+        self._settings: SegParams | None = None  # set exactly while configured
+        self._engine: SegmentationEngine | None = None
+        self._pipeline: SegmentationPipeline | None = None
+        self._output_pubs: dict = {}
+        self._camera_info_pub = None
+        self._diagnostics_pub = None
+        self._label_info_pub = None
+        self._image_sub = None
+        self._camera_info_sub = None
+        self._run_timers: list = []
+        self._camera_info: CameraInfo | None = None
+        self._computed: tuple[str, ...] = ()
+        super().__init__(node_name, **kwargs)
+        self._log_handler = _RosLogHandler(self.get_logger())
+        logging.getLogger("swiftseg_ros").addHandler(self._log_handler)
+        logging.getLogger("swiftseg_ros").setLevel(logging.INFO)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    # --------------------------------------------------------------- transitions
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            self._declare_parameters()
+            params = validate_parameters(
+                {p.name: self.get_parameter(p.name).value for p in PARAMETERS})
+            self._engine = SegmentationEngine(engine_config_from_params(params))
+            self._pipeline = SegmentationPipeline(
+                self._engine, Image,
+                compressed=params.transport == "compressed",
+                publish=self._publish_frame,
+                now_s=self._now_s,
+                on_rejected=self._log_rejected,
+                on_failed=self._log_failed,
+                diagnostics_name=f"{self.get_name()}: segmentation",
+                hardware_id=str(self._engine.device),
+            )
+            if params.input_size is not None:
+                self._pipeline.prepare(params.input_size.width, params.input_size.height,
+                                       FIRST_GUESS_FORMAT[params.transport])
+            self._create_publishers()
+            self._publish_label_info()
+        except Exception as exc:
+            self._release()
+            return self._failed("configure", exc)
+        self._settings = params
+        self._computed = self._engine.outputs
+        if params.device == "auto" and not self._engine.on_cuda:
+            self.get_logger().warning("device auto: no CUDA GPU visible to PyTorch, running "
+                                      "on the CPU (slow); set device to cpu to silence this")
+        self.get_logger().info(
+            f"configured: {self._engine.network} on {self._engine.device} "
+            f"({params.precision}), {self._engine.num_classes} classes, outputs "
+            f"{', '.join(params.outputs)}")
+        return SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        try:
+            self._pipeline.start()
+            self._subscribe()
+            self._run_timers = [
+                self.create_timer(self._settings.diagnostics_period, self._publish_diagnostics),
+                self.create_timer(OUTPUT_CHECK_PERIOD_S, self._update_outputs),
+            ]
+            self.get_logger().info(
+                f"active: segmenting {self._image_sub.topic_name} "
+                f"({self._settings.reliability}, depth {self._settings.depth})")
+        except Exception as exc:
+            self._stop_processing()
+            return self._failed("activate", exc)
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        try:
+            self._stop_processing()
+        except Exception as exc:
+            return self._failed("deactivate", exc)
+        self.get_logger().info("inactive: not taking images")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        try:
+            self._release()
+        except Exception as exc:
+            return self._failed("cleanup", exc)
+        self.get_logger().info("cleaned up: engine released")
+        return SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        # shutdown may come from active, where no deactivate ran before it
+        try:
+            self.close()
+        except Exception as exc:
+            return self._failed("shutdown", exc)
+        return SUCCESS
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        # SUCCESS goes back to unconfigured: the node can be configured again
+        try:
+            self.close()
+        except Exception as exc:
+            return self._failed("error processing", exc)
+        return SUCCESS
+
+    def close(self) -> None:
+        """Stop processing and release the engine (shutdown, error, or Ctrl-C in main)."""
+        self._stop_processing()
+        self._release()
+
+    def destroy_node(self):
+        logging.getLogger("swiftseg_ros").removeHandler(self._log_handler)
+        return super().destroy_node()
+
+    def _failed(self, transition: str, exc: Exception) -> TransitionCallbackReturn:
+        # one line that says what to fix; a SwiftsegError message is written for that
+        what = str(exc) if isinstance(exc, SwiftsegError) else f"{type(exc).__name__}: {exc}"
+        self.get_logger().error(f"{transition} failed: {what}")
+        return FAILURE
+
+    # ------------------------------------------------------------------- set up
+
+    def _declare_parameters(self) -> None:
+        """Declare every parameter once (the first configure); later configures reread
+        them. A value of the wrong type in the parameter file fails configure here."""
+        for definition in PARAMETERS:
+            if not self.has_parameter(definition.name):
+                self.declare_parameter(definition.name, definition.default,
+                                       descriptor_for(definition))
+
+    def _create_publishers(self) -> None:
+        # all four outputs exist while configured, so the dynamic publish_* switches need
+        # no publisher changes while active; an output switched off is never computed
+        self._output_pubs = {
+            name: self.create_lifecycle_publisher(Image, f"~/{name}", OUTPUT_QOS)
+            for name in OUTPUT_NAMES
+        }
+        self._camera_info_pub = self.create_lifecycle_publisher(
+            CameraInfo, "~/camera_info", OUTPUT_QOS)
+        self._diagnostics_pub = self.create_lifecycle_publisher(
+            DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+        self._label_info_pub = self.create_publisher(LabelInfo, "~/label_info", LATCHED_QOS)
+
+    def _publish_label_info(self) -> None:
+        """Class id -> name, once per configure; transient-local keeps it for late
+        subscribers (the semantic_segmentation_layer for Nav2 reads it with ~/label)."""
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
+        class_map = [VisionClass(class_id=index, class_name=name)
+                     for index, name in enumerate(self._engine.class_names)]
+        self._label_info_pub.publish(LabelInfo(header=header, class_map=class_map,
+                                               threshold=0.0))
+
+    def _subscribe(self) -> None:
+        params = self._settings
+        reliability = (ReliabilityPolicy.RELIABLE if params.reliability == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        qos = QoSProfile(depth=params.depth, history=HistoryPolicy.KEEP_LAST,
+                         reliability=reliability)
+        compressed = params.transport == "compressed"
+        self._image_sub = self.create_subscription(
+            CompressedImage if compressed else Image,
+            "image/compressed" if compressed else "image",
+            self._pipeline.offer, qos)
+        # the image_transport convention: camera_info next to the image, after remapping
+        self._camera_info_sub = self.create_subscription(
+            CameraInfo, camera_info_topic(self._image_sub.topic_name, compressed),
+            self._on_camera_info, qos)
+
+    def _stop_processing(self) -> None:
+        """Destroy the subscriptions and timers, then let the frame in progress finish."""
+        for timer in self._run_timers:
+            self.destroy_timer(timer)
+        self._run_timers = []
+        for subscription in (self._image_sub, self._camera_info_sub):
+            if subscription is not None:
+                self.destroy_subscription(subscription)
+        self._image_sub = self._camera_info_sub = None
+        if self._pipeline is not None and not self._pipeline.stop(timeout=STOP_TIMEOUT_S):
+            raise SwiftsegError(
+                f"the frame in progress did not finish within {STOP_TIMEOUT_S:g} s; the "
+                "worker will stop after it")
+
+    def _release(self) -> None:
+        """Destroy the publishers and release the engine and its device memory."""
+        for publisher in (*self._output_pubs.values(), self._camera_info_pub,
+                          self._diagnostics_pub):
+            if publisher is not None:
+                self.destroy_lifecycle_publisher(publisher)
+        if self._label_info_pub is not None:
+            self.destroy_publisher(self._label_info_pub)
+        self._output_pubs = {}
+        self._camera_info_pub = self._diagnostics_pub = self._label_info_pub = None
+        self._pipeline = None
+        self._camera_info = None
+        if self._engine is not None:
+            self._engine.release()
+        self._engine = None
+        self._settings = None
+
+    # ------------------------------------------------------------------ running
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _publish_frame(self, segmented, messages: dict) -> None:
+        """Worker thread: publish one frame's outputs and, if the camera has one, its
+        camera_info with the same header (scaled when the masks are network-sized)."""
+        switched_on = self._settings.outputs
+        for name, message in messages.items():
+            if name in switched_on:
+                self._output_pubs[name].publish(message)
+        info = self._camera_info
+        if info is not None:
+            width, height = segmented.output_size()
+            self._camera_info_pub.publish(
+                CameraInfo(**camera_info_fields(info, segmented.header, width, height)))
+
+    def _update_outputs(self) -> None:
+        """Timer: compute only the switched-on outputs that someone subscribes to."""
+        counts = {name: pub.get_subscription_count() for name, pub in self._output_pubs.items()}
+        wanted = wanted_outputs(self._settings.outputs, counts)
+        if wanted != self._computed:
+            self._pipeline.request_outputs(wanted)
+            self._computed = wanted
+            self.get_logger().info(f"computing {', '.join(wanted)} (outputs with subscribers)")
+
+    def _publish_diagnostics(self) -> None:
+        params = self._settings
+        status = self._pipeline.report(latency_budget_ms=params.latency_budget_ms,
+                                       min_output_hz=params.min_output_hz)
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
+        self._diagnostics_pub.publish(
+            to_diagnostic_array(status, header, DiagnosticArray, DiagnosticStatus, KeyValue))
+
+    def _log_rejected(self, reason: str) -> None:
+        self.get_logger().warning(f"image rejected: {reason}",
+                                  throttle_duration_sec=FRAME_LOG_PERIOD_S)
+
+    def _log_failed(self, exc: BaseException) -> None:
+        self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}",
+                                throttle_duration_sec=FRAME_LOG_PERIOD_S)
+
+    # --------------------------------------------------------------- parameters
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """While configured: refuse static parameters with a reason, check and apply
+        dynamic ones at once. While unconfigured: accept; configure checks everything."""
+        changes = {p.name: p.value for p in parameters if p.name in BY_NAME}
+        current = self._settings
+        if current is None or not changes:
+            return SetParametersResult(successful=True)
+        try:
+            updated = apply_parameter_changes(current, changes, configured=True)
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self._settings = updated
+        if updated.overlay_alpha != current.overlay_alpha:
+            self._pipeline.request_overlay_alpha(updated.overlay_alpha)
+        if updated.outputs != current.outputs:
+            self._update_outputs()
+        return SetParametersResult(successful=True)
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = SegmentationNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        # Ctrl-C: Humble's spin raises KeyboardInterrupt; Jazzy's signal handler shuts the
+        # context down first and spin raises ExternalShutdownException
+        pass
+    finally:
+        node.close()
+        node.destroy_node()
+        if rclpy.ok():  # Jazzy: already shut down by the signal handler
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

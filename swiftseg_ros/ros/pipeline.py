@@ -1,0 +1,268 @@
+"""One camera frame through the engine, the same code path for the ROS node and replay.
+
+`SegmentationPipeline` glues the ROS-free parts: an image message is decoded
+(`conversions`), segmented by the `SegmentationEngine`, and turned into output Image
+messages that carry the input header unchanged; a `LatestFrameWorker` (`frames`) sits in
+front for the node, and a `DiagnosticsReporter` (`diagnostics`) collects rates, ages and
+counters for /diagnostics. Message classes are passed in (rclpy's in the node, rosbags'
+in replay and tests), so nothing here imports rclpy.
+
+Threads: the engine is not thread-safe, so every engine call happens on the thread that
+runs `segment` (the worker in the node), except `report()`, which takes the engine lock
+for the short `stats()` read. Output and overlay changes requested from other threads
+(`request_outputs`, `request_overlay_alpha`: the node's timers and parameter callback)
+are applied by the segmenting thread before its next frame.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from swiftseg_ros.engine import FrameError, SegmentationEngine, SegResult
+from swiftseg_ros.engine.config import check_outputs
+from swiftseg_ros.ros.conversions import (
+    OUTPUT_ENCODINGS,
+    ImageRejected,
+    build_image,
+    decode_compressed,
+    decode_image,
+)
+from swiftseg_ros.ros.diagnostics import DiagnosticsReporter, DiagnosticStatusContent
+from swiftseg_ros.ros.frames import FrameCounters, LatestFrameWorker
+
+# A frame that is bad input (not a processing failure): counted as rejected.
+REJECTED = (ImageRejected, FrameError)
+
+
+@dataclass
+class SegmentedFrame:
+    """One segmented input: its header (unchanged), the engine's result (views of reused
+    buffers, valid until the next frame) and the pixel format it was decoded to."""
+
+    header: Any
+    result: SegResult
+    pixel_format: str
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The outputs the engine computed for this frame, by name."""
+        result = self.result
+        named = {"label": result.label, "color": result.color,
+                 "confidence": result.confidence, "overlay": result.overlay}
+        return {name: array for name, array in named.items() if array is not None}
+
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the published masks."""
+        height, width = next(iter(self.arrays().values())).shape[:2]
+        return width, height
+
+
+class SegmentationPipeline:
+    """Decode, segment and package frames; optionally through the latest-frame worker.
+
+    `image_cls` builds the output messages. `publish(frame, messages)` (worker mode) is
+    called on the worker thread with the `SegmentedFrame` and its output messages by
+    name. `now_s()` is the clock for rates and image ages (the node passes its ROS clock,
+    so `use_sim_time` works). `on_rejected(reason)` and `on_failed(exc)` are called on the
+    worker thread for a frame that is bad input or that failed (the node logs them,
+    throttled); the frame is counted either way.
+    """
+
+    def __init__(
+        self,
+        engine: SegmentationEngine,
+        image_cls: type,
+        *,
+        compressed: bool = False,
+        publish: Callable[[SegmentedFrame, dict[str, Any]], None] | None = None,
+        now_s: Callable[[], float] = time.monotonic,
+        on_rejected: Callable[[str], None] | None = None,
+        on_failed: Callable[[BaseException], None] | None = None,
+        diagnostics_name: str = "",
+        hardware_id: str = "",
+    ):
+        self.engine = engine
+        self.image_cls = image_cls
+        self.compressed = compressed
+        self._decode = decode_compressed if compressed else decode_image
+        self._publish = publish
+        self._now_s = now_s
+        self._on_rejected = on_rejected
+        self._engine_lock = threading.Lock()
+        self._requests_lock = threading.Lock()
+        self._requested_outputs: tuple[str, ...] | None = None
+        self._requested_alpha: float | None = None
+        self._last_format: str | None = None
+        reporter_args = {"hardware_id": hardware_id}
+        if diagnostics_name:
+            reporter_args["name"] = diagnostics_name
+        self.reporter = DiagnosticsReporter(**reporter_args)
+        self.worker = LatestFrameWorker(
+            self._process,
+            on_error=(lambda _frame, exc: on_failed(exc)) if on_failed else None,
+            reject_types=REJECTED,
+        )
+
+    # --------------------------------------------------------------- one frame
+
+    def prepare(self, width: int, height: int, pixel_format: str) -> None:
+        """Allocate and warm up for frames of this size and format before the first one."""
+        with self._engine_lock:
+            self.engine.prepare(height, width, pixel_format)
+            self._last_format = pixel_format
+
+    def segment(self, msg) -> SegmentedFrame:
+        """Decode `msg` (Image, or CompressedImage when `compressed`) and segment it.
+
+        Raises ImageRejected for a malformed message and FrameError for an image the
+        engine refuses (larger than max_input_size); both mean "bad input".
+        """
+        frame, pixel_format = self._decode(msg)
+        with self._engine_lock:
+            self._apply_requests()
+            result = self.engine.infer(frame, pixel_format)
+            self._last_format = pixel_format
+        return SegmentedFrame(msg.header, result, pixel_format)
+
+    def output_messages(self, segmented: SegmentedFrame) -> dict[str, Any]:
+        """An Image message per computed output, each with the input header unchanged
+        (peers synchronize on stamp and frame_id); the data is copied out of the engine's
+        buffers, so the messages stay valid after the next frame."""
+        return {
+            name: build_image(self.image_cls, array, OUTPUT_ENCODINGS[name], segmented.header)
+            for name, array in segmented.arrays().items()
+        }
+
+    # ------------------------------------------------------------ worker mode
+
+    def start(self) -> None:
+        """Start the worker: from now on `offer()`ed frames are segmented and published."""
+        if self._publish is None:
+            raise RuntimeError("SegmentationPipeline was made without a publish callback; "
+                               "call segment() directly instead")
+        self.worker.start()
+
+    def offer(self, msg) -> None:
+        """Hand a received message to the worker without waiting (a frame still waiting
+        is replaced and counted as dropped). Called from the subscription callback."""
+        self.reporter.frame_received(self._now_s())
+        self.worker.offer(msg)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop taking frames and wait for the frame in progress to be published."""
+        return self.worker.stop(timeout)
+
+    def counters(self) -> FrameCounters:
+        return self.worker.counters()
+
+    def report(self, *, latency_budget_ms: float = 0.0,
+               min_output_hz: float = 0.0) -> DiagnosticStatusContent:
+        """The diagnostics status for the period since the previous report."""
+        with self._engine_lock:
+            stats = self.engine.stats()
+        return self.reporter.report(self._now_s(), self.worker.counters(), stats,
+                                    latency_budget_ms=latency_budget_ms,
+                                    min_output_hz=min_output_hz)
+
+    def _process(self, msg) -> None:
+        try:
+            segmented = self.segment(msg)
+        except REJECTED as exc:
+            if self._on_rejected is not None:
+                self._on_rejected(str(exc))
+            raise
+        self._publish(segmented, self.output_messages(segmented))
+        self.reporter.frame_published(self._now_s(), segmented.header.stamp)
+
+    # ------------------------------------------------------- changes at run time
+
+    def request_outputs(self, outputs: Iterable[str]) -> None:
+        """Ask for these outputs from the next frame on (checked now, applied by the
+        segmenting thread; re-plans the engine once if they differ)."""
+        checked = check_outputs(tuple(outputs))
+        with self._requests_lock:
+            self._requested_outputs = checked
+
+    def request_overlay_alpha(self, alpha: float) -> None:
+        """Blend the overlay with this alpha from the next frame on."""
+        with self._requests_lock:
+            self._requested_alpha = float(alpha)
+
+    def _apply_requests(self) -> None:
+        with self._requests_lock:
+            outputs, self._requested_outputs = self._requested_outputs, None
+            alpha, self._requested_alpha = self._requested_alpha, None
+        engine = self.engine
+        if alpha is not None and alpha != engine.config.overlay_alpha:
+            # the alpha is baked into the post-processing plan (and its CUDA graph), so a
+            # new alpha means a new plan for the current input, as set_outputs does
+            engine.config = engine.config.replace(overlay_alpha=alpha)
+            if engine.input_size is not None and "overlay" in engine.outputs \
+                    and (outputs is None or outputs == engine.outputs):
+                width, height = engine.input_size
+                engine.prepare(height, width, self._last_format)
+        if outputs is not None:
+            engine.set_outputs(outputs)
+
+
+def camera_info_fields(info, header, width: int, height: int) -> dict[str, Any]:
+    """The fields of a CameraInfo for outputs of `width` x `height`: `info` with `header`
+    and, when the size differs, the intrinsics scaled as image_proc's resize does (fx, cx
+    and P's x terms by width / info.width, fy, cy and P's y terms by height / info.height;
+    the region of interest likewise). An uncalibrated info (size 0) is passed unscaled.
+    """
+    scale_x = width / info.width if info.width else 1.0
+    scale_y = height / info.height if info.height else 1.0
+    k = np.array(info.k, dtype=np.float64).reshape(9)
+    p = np.array(info.p, dtype=np.float64).reshape(12)
+    k[[0, 2]] *= scale_x
+    k[[4, 5]] *= scale_y
+    p[[0, 2, 3]] *= scale_x
+    p[[5, 6]] *= scale_y
+    roi = info.roi
+    scaled_roi = type(roi)(
+        x_offset=int(round(roi.x_offset * scale_x)),
+        y_offset=int(round(roi.y_offset * scale_y)),
+        height=int(round(roi.height * scale_y)),
+        width=int(round(roi.width * scale_x)),
+        do_rectify=roi.do_rectify,
+    )
+    return {
+        "header": header,
+        "height": int(height),
+        "width": int(width),
+        "distortion_model": info.distortion_model,
+        "d": info.d,
+        "k": k,
+        "r": np.array(info.r, dtype=np.float64).reshape(9),
+        "p": p,
+        "binning_x": info.binning_x,
+        "binning_y": info.binning_y,
+        "roi": scaled_roi,
+    }
+
+
+def camera_info_topic(image_topic: str, compressed: bool = False) -> str:
+    """Where the camera_info of an image topic is, by the image_transport convention: next
+    to the image, e.g. /cam/image_raw (or /cam/image_raw/compressed) -> /cam/camera_info."""
+    topic = image_topic.rstrip("/")
+    if compressed and topic.endswith("/compressed"):
+        topic = topic[: -len("/compressed")]
+    parent = topic.rsplit("/", 1)[0] if "/" in topic else ""
+    return f"{parent}/camera_info" if parent or topic.startswith("/") else "camera_info"
+
+
+def wanted_outputs(switched_on: Iterable[str], subscribers: Mapping[str, int]) -> tuple[str, ...]:
+    """The outputs worth computing: those switched on that someone subscribes to.
+
+    The label mask is the floor: it is the cheapest output, the one every other is
+    derived from, and it keeps the engine's latency statistics alive while nobody
+    listens.
+    """
+    wanted = [name for name in switched_on if subscribers.get(name, 0) > 0]
+    return check_outputs(wanted or ["label"])

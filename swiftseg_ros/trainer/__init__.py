@@ -1,0 +1,1 @@
+"""Offline training: datasets, synthetic scenes, evaluation, the training loop and export."""

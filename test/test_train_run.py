@@ -1,0 +1,222 @@
+"""swiftseg-train end to end on tiny synthetic scenes (CPU): learning, files, resumption,
+interruption by SIGTERM, and the one-line errors."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from swiftseg_ros.checkpoint import load_checkpoint, load_model, make_meta, save_checkpoint
+from swiftseg_ros.cli import train as train_cli
+from swiftseg_ros.nets import build_model
+from swiftseg_ros.trainer.config import load_recipe
+from swiftseg_ros.trainer.loop import train
+from swiftseg_ros.trainer.progress import read_metrics
+from swiftseg_ros.trainer.synth import write_dataset
+
+# Tiny frames, train set = validation set: the short run must fit these frames.
+TINY = ["model.name=fastscnn", "data.val_split=train", "augment.crop=[64, 128]",
+        "augment.scale_min=1.0", "augment.scale_max=1.25", "train.batch_size=2",
+        "train.workers=0", "log.tensorboard=false"]
+# Tuned to fit 8 frames in 80 steps: no augmentation, no auxiliary heads or dropout, and a
+# cosine decay to almost 0 so that the BatchNorm running statistics catch up with the
+# weights before the last validation.
+LEARN = ["train.epochs=40", "train.val_every=20", "train.batch_size=4", "train.workers=1",
+         "augment.scale_max=1.0", "augment.flip=false", "model.options.aux_heads=false",
+         "model.options.dropout=0.0", "optim.name=adam", "optim.lr=0.01",
+         "optim.schedule=cosine", "optim.min_lr=1e-6"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Train on one thread: on a machine shared by parallel jobs two threads wait on each
+    other most of the time (5-10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("synth"), frames=8, width=128, height=64,
+                         seed=0, progress=False)
+
+
+def tiny_config(data: Path, *overrides: str) -> dict:
+    return load_recipe(None, [*TINY, f"data.root={data}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory) -> Path:
+    """TINY as a recipe file, for the command line."""
+    config = load_recipe(None, TINY)
+    path = tmp_path_factory.mktemp("recipe") / "tiny.yaml"
+    path.write_text(yaml.safe_dump({section: config[section]
+                                    for section in ("model", "data", "augment", "train")}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def short_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return train(tiny_config(tiny_data, *LEARN), out)
+
+
+def test_short_run_lowers_the_loss_and_fits_the_frames(short_run):
+    losses = [row["train_loss"] for row in short_run.history]
+    assert losses[-1] < 0.6 * losses[0]
+    assert short_run.best_miou >= 0.5
+
+
+def test_run_writes_checkpoints_metrics_and_curves(short_run):
+    out = short_run.out_dir
+    assert {p.name for p in out.iterdir()} >= {"last.pt", "best.pt", "final.pt", "metrics.csv",
+                                               "curves.png"}
+    rows = read_metrics(out / "metrics.csv")
+    assert [r["epoch"] for r in rows] == list(range(1, 41))
+    assert [r["epoch"] for r in rows if r["val_miou"] is not None] == [20, 40]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_checkpoint_holds_resumable_state_readable_safely(short_run):
+    payload = torch.load(short_run.out_dir / "last.pt", weights_only=True)
+    training = payload["training"]
+    assert (training["epoch"], training["step"]) == (40, 80)
+    assert training["optimizer"]["state"] and training["scheduler"]["last_epoch"] == 80
+    assert isinstance(training["rng"]["torch"], torch.Tensor)
+    assert training["config"]["optim"]["lr"] == 0.01
+
+
+def test_exported_checkpoint_has_no_training_state_and_loads_for_inference(short_run):
+    state, meta, training = load_checkpoint(short_run.out_dir / "final.pt")
+    assert training is None
+    assert meta["network"] == "fastscnn" and meta["num_classes"] == 9
+    assert meta["class_names"][0] == "sky" and meta["train_size"] == [64, 128]
+    assert meta["provenance"]["val_miou"] == pytest.approx(short_run.best_miou)
+    model, _ = load_model(short_run.out_dir / "final.pt")
+    assert model(torch.zeros(1, 3, 64, 128)).shape == (1, 9, 64, 128)
+
+
+RESUME = ["train.epochs=3", "train.val_every=3", "optim.name=sgd", "optim.lr=0.01",
+          "optim.schedule=poly"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_data, tmp_path_factory):
+    return train(tiny_config(tiny_data, *RESUME), tmp_path_factory.mktemp("full"))
+
+
+def test_export_drops_the_auxiliary_heads(uninterrupted):
+    trained, _, _ = load_checkpoint(uninterrupted.out_dir / "last.pt")
+    exported, meta, _ = load_checkpoint(uninterrupted.out_dir / "final.pt")
+    assert any(k.startswith("aux_heads.") for k in trained)
+    assert set(exported) == {k for k in trained if not k.startswith("aux_heads.")}
+    assert meta["network_options"]["aux_heads"] is False
+    load_model(uninterrupted.out_dir / "final.pt")
+
+
+@pytest.mark.parametrize("stop_at", [4, 6], ids=["after-an-epoch", "mid-epoch"])
+def test_resumed_run_ends_with_the_parameters_of_an_uninterrupted_one(
+        tiny_data, tmp_path, uninterrupted, stop_at):
+    config = tiny_config(tiny_data, *RESUME)
+    first = train(config, tmp_path, stop=lambda step: step >= stop_at)
+    assert first.interrupted_by is not None and first.step == stop_at
+    assert not (tmp_path / "final.pt").exists()
+    resumed = train(config, tmp_path, resume=True)
+    assert resumed.step == uninterrupted.step == 12
+    reference = uninterrupted.model.state_dict()
+    for name, value in resumed.model.state_dict().items():
+        assert torch.equal(value, reference[name]), name
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+
+
+def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(tiny_data, recipe, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "swiftseg_ros.trainer.train", "--config", str(recipe),
+               "--out", str(out), "--data", str(tiny_data), "--epochs", "1000"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 60
+    while not (out / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    _, _, training = load_checkpoint(out / "last.pt")
+    assert training["epoch"] >= 1
+    assert "--resume" in stderr.splitlines()[-1]
+
+
+def test_resume_without_a_recipe_continues_with_the_runs_own(tiny_data, tmp_path, capsys):
+    config = tiny_config(tiny_data, "train.epochs=2", "train.val_every=2")
+    train(config, tmp_path, stop=lambda step: step >= 2)
+    assert train_cli(["--out", str(tmp_path), "--resume"]) == 0
+    _, _, training = load_checkpoint(tmp_path / "last.pt")
+    assert (training["epoch"], training["step"]) == (2, 8)
+    assert training["config"] == config
+    assert (tmp_path / "final.pt").exists()
+
+
+# errors ------------------------------------------------------------------------------------
+
+def run_cli(argv, capsys) -> tuple[int, str]:
+    code = train_cli(argv)
+    return code, capsys.readouterr().err.strip()
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_missing_dataset_folder_is_a_one_line_error(recipe, tmp_path, capsys):
+    code, err = run_cli(["--config", str(recipe), "--out", str(tmp_path / "o"),
+                         "--data", str(tmp_path / "nowhere")], capsys)
+    assert_one_line_error(code, err, "nowhere", "does not exist")
+
+
+def test_unknown_config_key_is_a_one_line_error(tiny_data, recipe, tmp_path, capsys):
+    code, err = run_cli(["--config", str(recipe), "--out", str(tmp_path), "--data", str(tiny_data),
+                         "--set", "optim.learning_rate=0.1"], capsys)
+    assert_one_line_error(code, err, "optim.learning_rate", "optim.lr")
+
+
+def test_set_value_of_the_wrong_type_is_a_one_line_error(tiny_data, recipe, tmp_path, capsys):
+    code, err = run_cli(["--config", str(recipe), "--out", str(tmp_path), "--data", str(tiny_data),
+                         "--set", "train.batch_size=big"], capsys)
+    assert_one_line_error(code, err, "train.batch_size", "'big'", "integer")
+
+
+def test_resume_without_a_checkpoint_is_a_one_line_error(tiny_data, recipe, tmp_path, capsys):
+    code, err = run_cli(["--config", str(recipe), "--out", str(tmp_path), "--data",
+                         str(tiny_data), "--resume"], capsys)
+    assert_one_line_error(code, err, "nothing to resume")
+
+
+def test_resume_from_a_checkpoint_of_another_network_is_a_one_line_error(
+        tiny_data, recipe, tmp_path, capsys):
+    other = build_model("swiftnet_mnv2", 9)
+    save_checkpoint(tmp_path / "last.pt", other, make_meta("swiftnet_mnv2", 9),
+                    training={"epoch": 1, "step": 4})
+    code, err = run_cli(["--config", str(recipe), "--out", str(tmp_path), "--data",
+                         str(tiny_data), "--resume"], capsys)
+    assert_one_line_error(code, err, "swiftnet_mnv2", "fastscnn")
+
+
+def test_starting_over_an_existing_run_is_refused(tiny_data, recipe, tmp_path, capsys):
+    save_checkpoint(tmp_path / "last.pt", build_model("fastscnn", 9), make_meta("fastscnn", 9),
+                    training={"epoch": 1, "step": 4})
+    code, err = run_cli(["--config", str(recipe), "--out", str(tmp_path), "--data",
+                         str(tiny_data)], capsys)
+    assert_one_line_error(code, err, "--resume")
