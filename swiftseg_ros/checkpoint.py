@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from swiftseg_ros.errors import CheckpointError
+from swiftseg_ros.statedict import fit_problems
 
 FORMAT = "swiftseg-checkpoint"
 VERSION = 1
@@ -173,18 +174,8 @@ def load_state_strict(model: torch.nn.Module, state: dict, where: str) -> None:
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
               for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {_short(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_short(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches {_short(shapes)}")
-        raise CheckpointError(f"{where}: weights do not fit the network: {'; '.join(parts)}")
+    problems = fit_problems(missing, unexpected, shapes)
+    if problems:
+        raise CheckpointError(f"{where}: weights do not fit the network: {problems}")
     model.load_state_dict(state, strict=True)
 
-
-def _short(items: list[str], limit: int = 5) -> str:
-    more = f" and {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more

@@ -95,15 +95,6 @@ def to_output(image_nchw, upsample, output_hw):
     return image_nchw[0, 0]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine spinning threads wait
-    on each other; restored afterwards for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from swiftseg_ros.checkpoint import load_checkpoint
 from swiftseg_ros.errors import CheckpointError, ConfigError
+from swiftseg_ros.paths import resolve_weights
 from swiftseg_ros.ros.params import (
     NETWORK_NAMES,
     PARAMETERS,
@@ -37,11 +39,13 @@ def write(tmp_path, text, name="params.yaml"):
 # ------------------------------------------------------------------------ definitions
 
 
-def test_defaults_are_valid_and_run_fastscnn_with_random_weights():
+def test_defaults_are_valid_and_load_the_shipped_demo_weights():
     params = validate_parameters()
-    assert (params.network, params.weights) == ("fastscnn", "")
+    assert (params.network, params.weights) == ("", "fastscnn_synth.pt")
     assert params.max_input_size == Size(4096, 4096)
     assert params.input_size is None
+    _, meta, training = load_checkpoint(resolve_weights(params.weights))
+    assert meta["network"] == "fastscnn" and training is None
 
 
 def test_validated_fields_are_the_definitions_in_order():
@@ -273,7 +277,8 @@ def test_missing_param_file_is_a_config_error_with_its_path(tmp_path):
 
 
 def test_engine_config_carries_the_parameters_over():
-    params = validate_parameters({"device": "cpu", "precision": "bf16", "threads": 2,
+    params = validate_parameters({"network": "fastscnn", "weights": "",
+                                  "device": "cpu", "precision": "bf16", "threads": 2,
                                   "inference_size": "512x256", "upsample": "labels",
                                   "publish_confidence": True, "overlay_alpha": 0.3,
                                   "max_input_size": "1920x1080", "palette": "camvid"})

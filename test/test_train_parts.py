@@ -156,6 +156,11 @@ def test_enet_weights_grow_as_a_class_gets_rarer():
     assert weights[2].item() == pytest.approx(1 / np.log(1.02 + 0.01), rel=1e-6)
 
 
+def test_a_larger_enet_c_flattens_the_weights():
+    sharp, flat = enet_class_weights([990, 10]), enet_class_weights([990, 10], c=1.2)
+    assert flat[1] / flat[0] < sharp[1] / sharp[0]
+
+
 def test_class_weights_scale_each_classs_pixels_in_the_loss():
     logits = torch.zeros(1, 2, 1, 4)
     target = torch.tensor([[[0, 0, 0, 1]]])

@@ -2,8 +2,9 @@
 
 The SwiftNet paper's method (its Figure 5): batch 1, from the image in host memory to
 the predictions back in host memory, after warm-up. Three runners share each
-iteration, in rotating order, so that machine drift (other processes, clocks, heat)
-hits all alike and their ratios stay meaningful on a busy machine:
+iteration, in a random order drawn anew each iteration, so that machine drift (other
+processes, clocks, heat) and each runner's after-effects (cold caches) hit all alike
+and their ratios stay meaningful on a busy machine:
 
 - engine: `SegmentationEngine.infer` on a host uint8 frame, per stage;
 - bare: the engine's own fused model, `forward_logits` + `max(1)` on the engine's
@@ -219,9 +220,14 @@ def _bench_one(args, network, weights, width, height, precisions, progress) -> l
             for key in order:
                 runners[key]()
             progress.update(1)
-        for i in range(args.iters):
-            rotation = i % len(order)
-            for key in order[rotation:] + order[:rotation]:
+        shuffler = np.random.default_rng(0)
+        for _ in range(args.iters):
+            # a fresh random order each iteration: on average every runner follows every
+            # other one equally often (the naive runner's 40 MB of full-size logits leave caches and
+            # the allocator cold for whoever comes next; a fixed rotation would hand that
+            # cost to one runner more than to the others)
+            for index in shuffler.permutation(len(order)):
+                key = order[index]
                 elapsed, timings = runners[key]()
                 times[key].append(elapsed)
                 if timings is not None:

@@ -77,6 +77,8 @@ def describe_network(name: str, num_classes: int, width: int, height: int,
     model = build_model(name, num_classes, **info.inference_options).eval()
     row = {
         "network": name,
+        "description": info.description,
+        "paper": info.paper,
         "params": count_parameters(model),
         "paper_params_m": info.paper_params_m,
         "gmacs_2048x1024": count_macs(model, PAPER_SIZE[1], PAPER_SIZE[0]) / 1e9,
@@ -134,8 +136,11 @@ def main(argv=None) -> int:
     rows = [describe_network(name, args.num_classes, width, height, iters)
             for name in tqdm(names, desc="networks", file=sys.stderr, leave=False)]
     print(format_table(rows, width, height))
+    print()
+    for row in rows:
+        print(f"{row['network']}: {row['description']}; paper figures: {row['paper']}")
     if iters:
-        print(f"\nCPU, batch 1, {torch.get_num_threads()} threads, median of {iters} after "
+        print(f"CPU, batch 1, {torch.get_num_threads()} threads, median of {iters} after "
               f"{WARMUP_ITERS} warm-up; logits ms = forward_logits (output stride), full ms = "
               f"model(x) (logits resized to {width}x{height}); conv->BN fused, channels_last, "
               f"fp32; torch {torch.__version__}")

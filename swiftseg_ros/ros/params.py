@@ -107,15 +107,17 @@ def _number(value: float, kind: type) -> str:
 
 PARAMETERS: tuple[ParamDef, ...] = (
     ParamDef(
-        "network", str, "fastscnn",
-        "Network architecture. With weights, it must match the checkpoint's network; "
-        "empty takes the checkpoint's.",
+        "network", str, "",
+        "Network architecture. Empty takes the checkpoint's; with weights, it must match "
+        "the checkpoint's network; without weights, it runs random weights.",
         choices=("", *NETWORK_NAMES)),
     ParamDef(
-        "weights", str, "",
+        "weights", str, "fastscnn_synth.pt",
         "Checkpoint file (.pt): an absolute path, relative to the working directory, or "
-        "a file in the package's models/ folder. Empty runs random weights (for testing "
-        "only; the node warns loudly).",
+        "a file in the package's models/ folder. The default is the demo Fast-SCNN trained "
+        "on synthetic road scenes (models/README.md): train or import weights for real "
+        "cameras. Empty with a network runs random weights (for testing only; the node "
+        "warns loudly).",
         allowed_text="a checkpoint file, or empty"),
     ParamDef(
         "device", str, "auto",
@@ -146,11 +148,11 @@ PARAMETERS: tuple[ParamDef, ...] = (
         "CPU threads for inference (torch.set_num_threads); 0 keeps PyTorch's default.",
         minimum=0, maximum=1024),
     ParamDef(
-        "upsample", str, "labels",
-        "labels: class selection at network resolution, then nearest upsampling of the "
-        "labels (the engine's default: cheapest, edges blocky at the network's stride). "
+        "upsample", str, "logits",
         "logits: bilinear upsampling of the class scores, then class selection (the "
-        "papers' way: smoother edges, costly on the CPU).",
+        "papers' way: smooth edges, thin objects kept; on a 2-core CPU ~9 ms more at "
+        "1024x512). labels: class selection at network resolution, then nearest upsampling "
+        "of the labels (cheapest; edges blocky at the network's stride, 8 px for Fast-SCNN).",
         choices=("labels", "logits")),
     ParamDef(
         "output_size", str, "input",

@@ -77,8 +77,10 @@ SCHEMA: dict[str, Option] = {
                               choices=("auto", "fp32", "bf16", "fp16")),
     "train.aux_weight": Option(0.4, "float", "weight of each auxiliary loss"),
     "train.class_weights": Option("none", "str", "per-class loss weights; enet: "
-                                  "1 / ln(1.02 + pixel frequency in the training labels), "
+                                  "1 / ln(c + pixel frequency in the training labels), "
                                   "for rare classes", choices=("none", "enet")),
+    "train.enet_c": Option(1.02, "float", "c of the enet class weights (ENet's 1.02; larger "
+                           "is flatter: rare classes weigh at most 1 / ln(c))"),
     "train.val_every": Option(1, "int", "validate every N epochs (and after the last)"),
     # optimizer
     "optim.name": Option("adam", "str", "optimizer", choices=("adam", "sgd")),
@@ -136,6 +138,7 @@ def validate(config: dict) -> None:
     need(config["train"]["workers"] >= 0, "train.workers", "must be 0 or more")
     need(config["train"]["val_every"] >= 1, "train.val_every", "must be at least 1")
     need(config["train"]["aux_weight"] >= 0, "train.aux_weight", "must be 0 or more")
+    need(config["train"]["enet_c"] > 1, "train.enet_c", "must be greater than 1")
     need(min(config["augment"]["crop"]) >= 1, "augment.crop", "sides must be positive")
     need(0 < config["augment"]["scale_min"] <= config["augment"]["scale_max"],
          "augment.scale_min", "must be positive and at most augment.scale_max")

@@ -33,6 +33,7 @@ from swiftseg_ros.cli import write_json
 from swiftseg_ros.errors import CheckpointError, ConfigError
 from swiftseg_ros.nets import NETWORKS, build_model, load_imagenet_encoder
 from swiftseg_ros.nets.pretrained import read_state_dict
+from swiftseg_ros.statedict import fit_problems
 
 SOURCES = ("swiftnet-official", "torchvision")
 OFFICIAL_NETWORKS = ("swiftnet_rn18",)
@@ -58,7 +59,6 @@ OFFICIAL_SCALE = "backbone.img_scale"
 OFFICIAL_OPTIONS = {"lateral_after_relu": True}
 OFFICIAL_TRAIN_SIZE = (768, 768)
 CITYSCAPES_CLASSES = 19
-_LISTED = 6
 
 
 def _template_regex(template: str) -> re.Pattern:
@@ -130,17 +130,11 @@ def convert_official(state: dict, network: str, source: str) -> tuple[dict, dict
                      + [k for k in OFFICIAL_NORMALIZATION if k not in state])
     mismatched = [f"{ours_to_official(k)} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
                   for k, v in renamed.items() if v.shape != own[k].shape]
-    if unexpected or missing or mismatched:
-        problems = []
-        if unexpected:
-            problems.append(f"unexpected keys {_listing(sorted(unexpected))}")
-        if missing:
-            problems.append(f"missing keys {_listing(missing)}")
-        if mismatched:
-            problems.append(f"shape mismatches {_listing(mismatched)}")
+    problems = fit_problems(missing, sorted(unexpected), mismatched)
+    if problems:
         raise CheckpointError(
             f"{source}: not the SwiftNet authors' single-scale ResNet-18 model "
-            f"(orsic/swiftnet SemsegModel over resnet18): {'; '.join(problems)}"
+            f"(orsic/swiftnet SemsegModel over resnet18): {problems}"
             f"{_release_2019_hint(state)}")
     load_state_strict(model, renamed, source)
     mean, std = official_normalization(state, source)
@@ -215,11 +209,6 @@ def _class_set(classes: str, num_classes: int, flag: str) -> tuple[list, list]:
         raise ConfigError(f"{flag} {classes}: {class_set.num_classes} classes, but the weights "
                           f"predict {num_classes}; give a class set with {num_classes} classes")
     return list(class_set.class_names), [list(c) for c in class_set.palette]
-
-
-def _listing(keys: list[str]) -> str:
-    more = f" and {len(keys) - _LISTED} more" if len(keys) > _LISTED else ""
-    return ", ".join(keys[:_LISTED]) + more
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -392,7 +392,8 @@ class _Run:
                                            enabled=self.dtype == torch.float16)
         weights = None
         if train_cfg["class_weights"] == "enet":
-            weights = enet_class_weights(self._class_pixel_counts()).to(proc.device)
+            weights = enet_class_weights(self._class_pixel_counts(),
+                                         train_cfg["enet_c"]).to(proc.device)
         self.criterion = SegmentationLoss(train_cfg["aux_weight"], class_weights=weights)
         self.mean = torch.tensor(config["data"]["mean"], device=proc.device).view(1, 3, 1, 1)
         self.std = torch.tensor(config["data"]["std"], device=proc.device).view(1, 3, 1, 1)

@@ -1,6 +1,6 @@
 """Training loss: cross-entropy at full crop resolution, ignore label skipped, plus the
 weighted auxiliary losses of Fast-SCNN (its section 4.1: 0.4 each), optionally with
-per-class weights for rare classes (ENet's 1 / ln(1.02 + frequency))."""
+per-class weights for rare classes (ENet's 1 / ln(c + frequency))."""
 
 from __future__ import annotations
 
@@ -56,8 +56,9 @@ def split_output(output) -> tuple[torch.Tensor, list[torch.Tensor]]:
 def enet_class_weights(pixel_counts, c: float = 1.02) -> torch.Tensor:
     """ENet's class weights (Paszke et al. 2016): 1 / ln(c + frequency of the class).
 
-    Bounded between 1 / ln(1 + c) (a class covering everything) and 1 / ln(c) (about 50,
-    a class never seen), so rare thin classes such as poles weigh up to ~50x a dominant one.
+    Bounded between 1 / ln(1 + c) (a class covering everything) and 1 / ln(c) (a class
+    never seen: about 50 with ENet's c = 1.02, so that rare thin classes such as poles
+    weigh up to ~35x a dominant one; a larger c flattens the weights).
     """
     counts = np.asarray(pixel_counts, dtype=np.float64)
     frequency = counts / max(counts.sum(), 1.0)
