@@ -10,14 +10,13 @@ expected.
 from __future__ import annotations
 
 import datetime as _dt
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from swiftseg_ros.errors import CheckpointError
-from swiftseg_ros.statedict import fit_problems
+from swiftseg_ros.statedict import fit_problems, read_torch_file
 
 FORMAT = "swiftseg-checkpoint"
 VERSION = 1
@@ -82,21 +81,7 @@ def save_checkpoint(path, model: torch.nn.Module | dict, meta: dict, training: d
 def load_checkpoint(path) -> tuple[dict, dict, dict | None]:
     """Read (state_dict, meta, training or None) from a checkpoint file, safely."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder, expected a checkpoint file (.pt)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # weights_only refused a global: the file would have run code or built objects
-        raise CheckpointError(
-            f"{path}: refused for safety: it holds Python objects beyond tensors and plain "
-            f"values ({str(exc).strip().splitlines()[-1][:120]})") from exc
-    except Exception as exc:  # torch's loader raises many types on corrupt bytes
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable swiftseg checkpoint "
-                              f"(truncated, corrupt or another format: {reason})") from exc
+    payload = read_torch_file(path, "checkpoint", "a swiftseg checkpoint")
     if not isinstance(payload, dict) or "meta" not in payload or "state_dict" not in payload:
         keys = sorted(map(str, payload))[:8] if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
+import torch
+
+from swiftseg_ros.errors import CheckpointError
+
 LISTED_KEYS = 6
 
 
@@ -21,3 +28,33 @@ def fit_problems(missing=(), unexpected=(), mismatched=()) -> str:
         ("unexpected keys", unexpected), ("missing keys", missing),
         ("shape mismatches", mismatched)) if keys]
     return "; ".join(parts)
+
+
+def read_torch_file(path: Path, kind: str, what: str):
+    """`torch.load(weights_only=True)` of an untrusted file, every failure a CheckpointError.
+
+    `kind` names the file in "no such {kind} file"; `what` is what it should have been
+    ("a swiftseg checkpoint"). A file that would build Python objects is refused for
+    safety, without repeating torch's advice to load it unsafely.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such {kind} file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: is a folder, expected {what} (.pt)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # garbage bytes fail the unpickler too
+            raise CheckpointError(f"{path}: cannot be read as {what} (truncated, corrupt or "
+                                  f"another format: not a PyTorch file)") from exc
+        blocked = next(line for line in str(exc).splitlines() if "global" in line.lower())
+        raise CheckpointError(
+            f"{path}: refused for safety: it holds Python objects beyond tensors and plain "
+            f"values ({blocked.strip()[:120]})") from exc
+    except OSError:
+        raise
+    except Exception as exc:  # torch's loader raises many types on corrupt bytes
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot be read as {what} "
+                              f"(truncated, corrupt or another format: {reason})") from exc

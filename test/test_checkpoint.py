@@ -90,7 +90,7 @@ def test_folder_is_not_a_checkpoint(tmp_path):
 def test_garbage_bytes_are_not_a_checkpoint(tmp_path):
     path = tmp_path / "junk.pt"
     path.write_bytes(b"this is not a torch file at all" * 10)
-    with pytest.raises(CheckpointError, match="not a readable swiftseg checkpoint"):
+    with pytest.raises(CheckpointError, match="cannot be read as a swiftseg checkpoint"):
         load_checkpoint(path)
 
 
@@ -165,3 +165,15 @@ def test_resolve_weights_tries_cwd_then_models_folder(tmp_path, monkeypatch):
         resolve_weights("absent.pt")
     with pytest.raises(CheckpointError, match="empty"):
         resolve_weights("  ")
+
+
+@pytest.mark.parametrize("name, network", [("fastscnn_synth.pt", "fastscnn"),
+                                           ("swiftnet_mnv2_synth.pt", "swiftnet_mnv2")])
+def test_shipped_demo_weights_load_exported_and_small(name, network):
+    path = resolve_weights(name)
+    assert path.stat().st_size < 10 * 2**20
+    _, meta, training = load_checkpoint(path)
+    assert training is None and meta["num_classes"] == 9
+    model, _ = load_model(path, network=network)
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 64, 128)).shape == (1, 9, 64, 128)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from swiftseg_ros.errors import CheckpointError, ConfigError
+from swiftseg_ros.statedict import fit_problems, listing, read_torch_file
 
 # classifier parts of the torchvision models that the segmentation encoders do not have
 IGNORED_PREFIXES = {
@@ -26,7 +27,6 @@ _SIGNATURE_KEYS = {
     "resnet18": "layer1.0.conv1.weight",
     "mobilenet_v2": "features.1.conv.0.0.weight",
 }
-_LISTED_KEYS = 6
 
 
 class EncoderLoadResult(NamedTuple):
@@ -55,35 +55,18 @@ def load_imagenet_encoder(model: nn.Module, path: str | Path) -> EncoderLoadResu
     unexpected = sorted(k for k in state if k not in own)
     mismatched = [f"{k} {tuple(state[k].shape)} (encoder: {tuple(own[k].shape)})"
                   for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"missing keys {_listing(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys {_listing(unexpected)}")
-        if mismatched:
-            problems.append(f"shape mismatches {_listing(mismatched)}")
+    problems = fit_problems(missing, unexpected, mismatched)
+    if problems:
         raise CheckpointError(
             f"{path}: not a torchvision {arch} state_dict{_other_model_hint(state, arch)}: "
-            f"{'; '.join(problems)}")
+            f"{problems}")
     encoder.load_state_dict(state, strict=False)
     return EncoderLoadResult(loaded=sorted(state), ignored=ignored)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state_dict (bare or under 'state_dict') from a file, safely, as CPU tensors."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file" if not path.exists()
-                              else f"{path}: is not a file, expected a .pth state_dict")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # arbitrary bytes make the unpickler fail in arbitrary ways
-        if isinstance(exc, OSError):
-            raise
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot be read as a PyTorch state_dict file "
-                              f"(truncated, corrupt, or holding Python objects: {reason})") from exc
+    payload = read_torch_file(path, "weights", "a PyTorch state_dict file")
     if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
         payload = payload["state_dict"]
     if not isinstance(payload, dict) or not payload or not all(
@@ -111,12 +94,7 @@ def _other_model_hint(state: dict, arch: str) -> str:
     return ""
 
 
-def _listing(keys: list[str]) -> str:
-    more = f" and {len(keys) - _LISTED_KEYS} more" if len(keys) > _LISTED_KEYS else ""
-    return ", ".join(keys[:_LISTED_KEYS]) + more
-
-
 def _describe(payload) -> str:
     if isinstance(payload, dict):
-        return f"a dict with keys {_listing(sorted(map(str, payload)))}" if payload else "an empty dict"
+        return f"a dict with keys {listing(sorted(map(str, payload)))}" if payload else "an empty dict"
     return type(payload).__name__
