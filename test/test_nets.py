@@ -25,15 +25,6 @@ from swiftseg_ros.nets.swiftnet import SPP_BN_MOMENTUM, BNReLUConv, SpatialPyram
 NAMES = ["swiftnet_rn18", "swiftnet_mnv2", "swiftnet_rn18_pyramid", "fastscnn"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """Tiny tensors gain nothing from threads, and spinning OpenMP threads on a shared
-    2-core machine slow the tests several-fold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @functools.cache
 def eval_model(name, num_classes=3):

@@ -14,15 +14,6 @@ MOBILENET_V2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 
                         (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """Tiny tensors gain nothing from threads, and spinning OpenMP threads on a shared
-    2-core machine slow the tests several-fold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def add_batch_norm(shapes, prefix, channels):
     for name in ("weight", "bias", "running_mean", "running_var"):

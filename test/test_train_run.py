@@ -33,16 +33,6 @@ LEARN = ["train.epochs=40", "train.val_every=20", "train.batch_size=4", "train.w
          "optim.schedule=cosine", "optim.min_lr=1e-6"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Train on one thread: on a machine shared by parallel jobs two threads wait on each
-    other most of the time (5-10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("synth"), frames=8, width=128, height=64,

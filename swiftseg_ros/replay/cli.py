@@ -233,13 +233,11 @@ def main(argv=None) -> int:
         with open_bag(bag_path) as bag:
             images = ", ".join(bag.image_topics()) or "none"
         return fail(f"give --image-topic; image topics in {bag_path}: {images}")
-    options = ReplayOptions(
+    options = ReplayOptions.for_node(
+        params,
         image_topic=args.image_topic,
         label_topic=args.label_topic,
         mode=args.mode,
-        diagnostics_period_s=params.diagnostics_period,
-        latency_budget_ms=params.latency_budget_ms,
-        min_output_hz=params.min_output_hz,
         montage_frames=args.montage_frames,
         progress=not args.no_progress,
     )

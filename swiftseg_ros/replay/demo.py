@@ -108,13 +108,11 @@ def main(argv=None) -> int:
 
     params = node_parameters(None, weights=str(weights), device=args.device,
                              threads=args.threads)
-    options = ReplayOptions(
+    options = ReplayOptions.for_node(
+        params,
         image_topic=spec.image_topic,
         label_topic=spec.label_topic,
         mode=args.mode,
-        diagnostics_period_s=params.diagnostics_period,
-        latency_budget_ms=params.latency_budget_ms,
-        min_output_hz=params.min_output_hz,
         progress=not args.no_progress,
     )
     print(f"replaying it through {weights} on {args.device} ({args.mode} mode)")

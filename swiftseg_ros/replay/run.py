@@ -85,6 +85,13 @@ class ReplayOptions:
         if self.diagnostics_period_s <= 0:
             raise ConfigError(f"diagnostics period {self.diagnostics_period_s} s, expected > 0")
 
+    @classmethod
+    def for_node(cls, params, **fields) -> ReplayOptions:
+        """Options whose diagnostics settings are the node's validated parameters'."""
+        return cls(diagnostics_period_s=params.diagnostics_period,
+                   latency_budget_ms=params.latency_budget_ms,
+                   min_output_hz=params.min_output_hz, **fields)
+
     def output_topic(self, output: str) -> str:
         return f"/{self.node_name}/{output}"
 
