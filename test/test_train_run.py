@@ -131,13 +131,16 @@ def test_resumed_run_ends_with_the_parameters_of_an_uninterrupted_one(
 def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(tiny_data, recipe, tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "swiftseg_ros.trainer.train", "--config", str(recipe),
-               "--out", str(out), "--data", str(tiny_data), "--epochs", "1000"]
+               "--out", str(out), "--data", str(tiny_data), "--epochs", "1000",
+               "--set", "train.workers=1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               start_new_session=True)
     deadline = time.monotonic() + 60
     while not (out / "last.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
+    # to the whole process group, DataLoader worker included, as systemd and SLURM do
+    os.killpg(process.pid, signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     _, _, training = load_checkpoint(out / "last.pt")

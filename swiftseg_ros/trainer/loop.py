@@ -169,8 +169,12 @@ class EpochSampler(DistributedSampler):
 
 
 def _worker_init(worker_id: int) -> None:
-    # Ctrl-C is the main process's to handle, so that it can finish the step and save.
+    # Ctrl-C and SIGTERM are the main process's to handle: a terminal, systemd or SLURM
+    # signal the whole process group, and a worker that died of it would end the main
+    # process with a DataLoader error instead of letting it finish the step and save.
+    # The main process shuts its workers down itself; they also exit if it dies.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def open_dataset(config: dict, split: str, root: str | None = None):
