@@ -121,6 +121,7 @@ def test_output_bag_has_the_node_topics_with_input_headers_and_bag_times(raw_bag
     last = dict((kv.key, kv.value) for kv in diagnostics[-1][1].status[0].values)
     assert last["frames received"] == str(FRAMES)
     assert last["frames processed"] == str(FRAMES)
+    assert last["input size"] == f"{WIDTH}x{HEIGHT}"  # the node's WxH, not transposed
 
 
 @pytest.fixture(scope="module")

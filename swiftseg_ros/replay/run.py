@@ -613,17 +613,11 @@ class Replay:
         return record.arrival
 
     def _static_engine_stats(self) -> dict:
+        """The engine's settings as diagnostics reads them (the engine's own stats shape)."""
         stats = self.engine.stats()
-        static = {key: stats[key] for key in ("network", "device", "precision") if key in stats}
-        for key in ("input_size", "inference_size"):
-            if stats.get(key):
-                width, height = stats[key]
-                static[key] = [height, width]  # diagnostics write [height, width] as WxH
-        memory = stats.get("memory") or {}
-        if "allocated_mb" in memory:
-            static["device_memory_mb"] = memory["allocated_mb"]
-        return static
-
+        return {key: stats[key] for key in ("network", "device", "precision", "cuda_graph",
+                                            "input_size", "inference_size", "memory")
+                if key in stats}
 
 _ENGINE_STAGES = ("host_copy", "upload", "preprocess", "forward", "postprocess", "download",
                   "total")
