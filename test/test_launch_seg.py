@@ -18,7 +18,7 @@ import launch_testing  # noqa: E402
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
 from ament_index_python.packages import get_package_share_directory  # noqa: E402
-from launch.actions import IncludeLaunchDescription  # noqa: E402
+from launch.actions import IncludeLaunchDescription, SetEnvironmentVariable  # noqa: E402
 from launch.launch_description import LaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from lifecycle_msgs.srv import GetState  # noqa: E402
@@ -32,6 +32,10 @@ def generate_test_description():
     launch_file = os.path.join(
         get_package_share_directory("swiftseg_ros"), "launch", "seg.launch.py")
     return LaunchDescription([
+        # rcutils logs to stderr, fully buffered on a pipe; proc_output.assertWaitFor reads
+        # stdout only (launch_testing asserts/assert_output.py), so log to stdout, by line
+        SetEnvironmentVariable("RCUTILS_LOGGING_USE_STDOUT", "1"),
+        SetEnvironmentVariable("RCUTILS_LOGGING_BUFFERED_STREAM", "1"),
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(launch_file),
             launch_arguments={"namespace": NAMESPACE, "device": "cpu"}.items(),

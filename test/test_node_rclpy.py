@@ -163,7 +163,8 @@ def test_static_parameter_is_refused_while_configured_with_a_reason(make_node):
     result = node.set_parameters([Parameter("network", value="swiftnet_mnv2")])[0]
     assert not result.successful
     assert "read-only while the node is configured" in result.reason
-    assert node.get_parameter("network").value == "fastscnn"
+    # unchanged: the default "" (the checkpoint's network); configure does not write it
+    assert node.get_parameter("network").value == ""
 
 
 def test_static_parameter_can_change_again_after_cleanup(make_node):

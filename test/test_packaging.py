@@ -1,5 +1,6 @@
 """The package installs both ways: colcon (ament_python) and pip in a plain venv."""
 
+import ast
 import configparser
 import shutil
 import sys
@@ -29,12 +30,37 @@ def test_package_xml_declares_the_ros_run_dependencies():
     assert root.get("format") == "3"
     run = {e.text for e in root.iter("exec_depend")}
     for dep in ("rclpy", "lifecycle_msgs", "sensor_msgs", "std_msgs", "diagnostic_msgs",
-                "vision_msgs", "cv_bridge", "launch", "launch_ros", "python3-numpy",
+                "vision_msgs", "launch", "launch_ros", "python3-numpy",
                 "python3-opencv", "python3-yaml", "python3-torch"):
         assert dep in run, dep
     tests = {e.text for e in root.iter("test_depend")}
     assert {"launch_testing", "python3-pytest"} <= tests
     assert root.find("export/build_type").text == "ament_python"
+
+
+# ROS packages are the ones rosdep resolves from package.xml; everything else the node
+# and launch file import is the standard library, this package, or a python3-* key
+ROS_IMPORTERS = ("swiftseg_ros/ros/node.py", "launch/seg.launch.py")
+NOT_ROS = {"swiftseg_ros", "__future__", "numpy", "cv2", "yaml", "torch", *sys.stdlib_module_names}
+
+
+def imported_roots(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_package_xml_run_dependencies_are_exactly_the_ros_packages_imported():
+    imported = set().union(*(imported_roots(ROOT / p) for p in ROS_IMPORTERS)) - NOT_ROS
+    declared = {e.text for e in ET.parse(ROOT / "package.xml").getroot().iter("exec_depend")}
+    ros_declared = {d for d in declared if not d.startswith("python3-")}
+    assert imported - declared == set(), "imported but not in package.xml"
+    assert ros_declared - imported == set(), "in package.xml but never imported"
 
 
 def test_setup_installs_share_folders_for_ros():
