@@ -111,3 +111,14 @@ def test_montage_stacks_titled_rows_and_pads_short_ones():
     # three rows of cells under their titles, the second row padded to two columns
     assert picture.shape[1] == 4 + 2 * (W + 4)
     assert picture.shape[0] > 3 * H + 3 * 22
+
+
+@pytest.mark.parametrize("weights", ["fastscnn_synth.pt", "swiftnet_mnv2_synth.pt"])
+def test_shipped_demo_weights_segment_unseen_synthetic_frames(tmp_path, weights):
+    # seed 3 is held out of training and model selection (models/README.md); its first 12
+    # frames give 74.0 % (Fast-SCNN) and 81.3 % (SwiftNet-MNV2); 100 frames: that README
+    data = write_dataset(tmp_path / "synth", 12, 512, 256, seed=3, split="test", progress=False)
+    out_json = tmp_path / "eval.json"
+    assert cli.evaluate(["--weights", weights, "--data", str(data), "--split", "test",
+                         "--size", "512x256", "--json", str(out_json), "--quiet"]) == 0
+    assert json.loads(out_json.read_text())["miou"] >= 0.72

@@ -150,12 +150,18 @@ def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(tiny_data, recipe, t
 
 def test_resume_without_a_recipe_continues_with_the_runs_own(tiny_data, tmp_path, capsys):
     config = tiny_config(tiny_data, "train.epochs=2", "train.val_every=2")
-    train(config, tmp_path, stop=lambda step: step >= 2)
+    train(config, tmp_path, stop=lambda step: step >= 2, command="swiftseg-train --first",
+          recipe="tiny.yaml")
     assert train_cli(["--out", str(tmp_path), "--resume"]) == 0
     _, _, training = load_checkpoint(tmp_path / "last.pt")
     assert (training["epoch"], training["step"]) == (2, 8)
     assert training["config"] == config
-    assert (tmp_path / "final.pt").exists()
+    _, meta, _ = load_checkpoint(tmp_path / "final.pt")
+    # the shipped file still names the command that started the run, and what continued it
+    assert meta["provenance"]["command"] == "swiftseg-train --first"
+    assert meta["provenance"]["resumed_with"] == [
+        f"swiftseg-train --out {tmp_path} --resume"]
+    assert meta["provenance"]["recipe"] == "tiny.yaml"
 
 
 # errors ------------------------------------------------------------------------------------

@@ -359,6 +359,7 @@ class _Run:
         self.config, self.out_dir, self.proc = config, out_dir, proc
         self.signals, self.extra_stop = signals, stop
         self.command, self.recipe = command, recipe
+        self.resumed_with: list[str] = []  # the commands that continued this run
         train_cfg = config["train"]
         self.seed = train_cfg["seed"]
         self.dtype = autocast_dtype(train_cfg["precision"], proc.device)
@@ -451,8 +452,8 @@ class _Run:
                 "dataset": str(Path(self.train_set.root).resolve()),
                 "layout": self.train_set.layout, "train_split": self.train_set.split,
                 "train_frames": len(self.train_set), "recipe": self.recipe,
-                "command": self.command, "epochs": epoch, "seed": self.seed,
-                "val_miou": miou, "val_frames": len(self.val_set) if self.val_set else 0,
+                "command": self.command, "resumed_with": self.resumed_with,
+                "epochs": epoch, "seed": self.seed, "val_miou": miou, "val_frames": len(self.val_set) if self.val_set else 0,
             })
 
     # resume --------------------------------------------------------------------------
@@ -487,6 +488,12 @@ class _Run:
         self.epoch, self.step = training["epoch"], training["step"]
         self.epoch_step, self.epoch_loss = training["epoch_step"], training["epoch_loss"]
         self.best_miou, self.best_epoch = training["best_miou"], training["best_epoch"]
+        # the provenance names the command that started the run, not only the last one
+        started = meta.get("provenance") or {}
+        if started.get("command"):
+            self.resumed_with = [*started.get("resumed_with", []), self.command]
+            self.command = started["command"]
+        self.recipe = self.recipe or started.get("recipe")
         if self.proc.is_main:
             where = (f"epoch {self.epoch + 1} step {self.epoch_step}/{self.steps_per_epoch}"
                      if self.epoch_step else f"the start of epoch {self.epoch + 1}")
