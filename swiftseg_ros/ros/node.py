@@ -429,10 +429,12 @@ def main(args=None) -> int:
         # context down first and spin raises ExternalShutdownException
         pass
     finally:
-        node.close()
-        node.destroy_node()
-        if rclpy.ok():  # Jazzy: already shut down by the signal handler
-            rclpy.shutdown()
+        try:
+            node.close()
+        finally:  # the node and the context go even if releasing the engine failed
+            node.destroy_node()
+            if rclpy.ok():  # Jazzy: already shut down by the signal handler
+                rclpy.shutdown()
     return 0
 
 
