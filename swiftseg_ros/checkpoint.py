@@ -64,6 +64,8 @@ def save_checkpoint(path, model: torch.nn.Module | dict, meta: dict, training: d
     (the exported demo weights), loading converts them back.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; give the checkpoint file to write (.pt)")
     _check_meta(meta, str(path))
     state = model.state_dict() if isinstance(model, torch.nn.Module) else dict(model)
     state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu()

@@ -58,7 +58,7 @@ def load_class_set(name_or_path: str | Path) -> ClassSet:
         classes = data["classes"]
         names = tuple(str(c["name"]) for c in classes)
         palette = validate_palette([c["color"] for c in classes], len(names), str(path))
-    except (yaml.YAMLError, KeyError, TypeError) as exc:
+    except (yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise ConfigError(
             f"{path}: expected `classes: [{{name: ..., color: [r, g, b]}}, ...]` ({exc})"
         ) from exc

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import json
 import sys
+import traceback
 from pathlib import Path
 
 from swiftseg_ros.errors import SwiftsegError
@@ -55,12 +56,40 @@ def _run(module: str, argv=None) -> int:
         main = importlib.import_module(module).main
         return int(main(argv) or 0)
     except SwiftsegError as exc:
+        _release_frames(exc)
+        return fail(_worker_message(str(exc)))
+    except OSError as exc:  # a missing, unwritable or unreadable file: the user's to fix
+        _release_frames(exc)
         return fail(str(exc))
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        return fail(str(exc))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        _release_frames(exc)
         print("interrupted", file=sys.stderr)
         return 130
+    except BaseException as exc:  # a bug: the traceback still prints, without the locals
+        _release_frames(exc)
+        raise
+
+
+def _release_frames(exc: BaseException | None) -> None:
+    """Free the locals of the frames an exception's traceback holds.
+
+    A training run's DataLoader iterator can sit there in a reference cycle; freed now,
+    it shuts its workers down. Left to the garbage collector at exit, its queues are
+    closed first and the workers, which ignore SIGTERM (trainer/loop.py), never exit:
+    multiprocessing's exit handler would wait for them forever.
+    """
+    while exc is not None:
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+
+
+def _worker_message(text: str) -> str:
+    """An error torch re-raised from a DataLoader worker ("Caught DatasetError in
+    DataLoader worker process 0." and the worker's traceback): its own message only."""
+    lines = text.strip().splitlines()
+    if len(lines) < 2 or "in DataLoader worker process" not in lines[0]:
+        return text
+    return lines[-1].split(": ", 1)[-1]
 
 
 def models(argv=None) -> int:

@@ -39,7 +39,8 @@ def models_dir() -> Path:
 
 
 def resolve_weights(path: str | Path) -> Path:
-    """Find a weights file: absolute; else relative to the working directory; else in models/.
+    """Find a weights file: absolute; else relative to the working directory; else in models/
+    (where a leading "models/" names the package's models/ folder itself).
 
     Raises CheckpointError naming every place that was tried.
     """
@@ -55,12 +56,17 @@ def resolve_weights(path: str | Path) -> Path:
         if tried[0].is_file():
             return tried[0]
         try:
-            in_models = models_dir() / candidate
+            # "models/x.pt", as the docs write it from the checkout, works from anywhere
+            inside = Path(*candidate.parts[1:]) if candidate.parts[0] == "models" else candidate
+            in_models = models_dir() / inside
             tried.append(in_models)
             if in_models.is_file():
                 return in_models
         except FileNotFoundError:
             pass
+    if tried[0].is_dir():
+        raise CheckpointError(f"weights {text!r} is a folder ({tried[0]}); give a checkpoint "
+                              f"file (.pt)")
     raise CheckpointError(
         f"weights file {text!r} not found (looked at: {', '.join(str(p) for p in tried)})"
     )

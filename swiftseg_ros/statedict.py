@@ -52,9 +52,13 @@ def read_torch_file(path: Path, kind: str, what: str):
         raise CheckpointError(
             f"{path}: refused for safety: it holds Python objects beyond tensors and plain "
             f"values ({blocked.strip()[:120]})") from exc
-    except OSError:
-        raise
+    except OSError as exc:
+        if exc.filename is not None:  # the file itself could not be opened (permissions)
+            raise
+        raise CheckpointError(f"{path}: cannot be read as {what} (truncated or corrupt: "
+                              f"torch's zip reader failed, {exc.strerror or exc})") from exc
     except Exception as exc:  # torch's loader raises many types on corrupt bytes
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = reason.split(". This is an internal")[0]  # drop torch's advice after it
         raise CheckpointError(f"{path}: cannot be read as {what} "
                               f"(truncated, corrupt or another format: {reason})") from exc

@@ -39,3 +39,16 @@ def test_bench_writes_a_json_row_per_network_size_and_precision(tmp_path, capsys
 def test_bench_rejects_an_unknown_precision_in_one_line(capsys):
     assert cli.bench(["--precision", "int4", "--iters", "1"]) == 2
     assert "int4" in capsys.readouterr().err
+
+
+def test_bench_finds_shipped_weights_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # neither fastscnn_synth.pt nor models/ here
+    threads = torch.get_num_threads()
+    try:
+        for weights in ("fastscnn_synth.pt", "models/fastscnn_synth.pt"):
+            status = cli.bench(["--weights", weights, "--sizes", "64x32", "--iters", "1",
+                                "--warmup", "0", "--threads", "1"])
+            assert status == 0, capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)
+    assert "fastscnn" in capsys.readouterr().out

@@ -102,6 +102,22 @@ def test_truncated_file_is_an_error(tmp_path):
         load_checkpoint(path)
 
 
+def test_file_cut_in_its_first_record_is_an_error(tmp_path):
+    # torch's zip reader raises a bare OSError (EINVAL) for some cuts of larger files
+    path = tmp_path / "w.pt"
+    torch.save({"meta": {}, "state_dict": {"w": torch.zeros(300_000)}}, path)
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(path)
+
+
+def test_saving_onto_a_folder_is_an_error_and_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(CheckpointError, match="is a folder"):
+        save_checkpoint(tmp_path / "out", tiny_model(), tiny_meta())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_bare_state_dict_points_to_the_importer(tmp_path):
     path = tmp_path / "bare.pt"
     torch.save(tiny_model().state_dict(), path)
@@ -165,6 +181,15 @@ def test_resolve_weights_tries_cwd_then_models_folder(tmp_path, monkeypatch):
         resolve_weights("absent.pt")
     with pytest.raises(CheckpointError, match="empty"):
         resolve_weights("  ")
+
+
+def test_resolve_weights_names_a_folder_as_a_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    with pytest.raises(CheckpointError, match="'run' is a folder"):
+        resolve_weights("run")
+    with pytest.raises(CheckpointError, match="is a folder"):
+        resolve_weights(str(tmp_path / "run"))
 
 
 @pytest.mark.parametrize("name, network", [("fastscnn_synth.pt", "fastscnn"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from swiftseg_ros.errors import DatasetError
+from swiftseg_ros.errors import DatasetError, SwiftsegError
 from swiftseg_ros.trainer.datasets import (
     CamVidDataset,
     CityscapesDataset,
@@ -173,6 +173,13 @@ def test_generic_without_classes_yaml_is_an_error(tmp_path):
     (tmp_path / "classes.yaml").unlink()
     (tmp_path / "images").mkdir(exist_ok=True)
     with pytest.raises(DatasetError, match=r"classes\.yaml does not exist"):
+        GenericDataset(tmp_path, "train")
+
+
+def test_generic_binary_classes_yaml_is_an_error_naming_it(tmp_path):
+    make_generic(tmp_path, {"f": np.zeros((H, W), np.uint8)})
+    (tmp_path / "classes.yaml").write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(SwiftsegError, match=r"classes\.yaml: expected `classes:"):
         GenericDataset(tmp_path, "train")
 
 

@@ -104,6 +104,34 @@ def test_missing_weights_flag_exits_2(setup, capsys):
     assert "--weights is required" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("montage", ["montage.txt", "folder"])
+def test_montage_path_that_is_not_an_image_file_exits_2_before_evaluating(setup, tmp_path,
+                                                                         capsys, montage):
+    _, data, weights = setup
+    (tmp_path / "folder").mkdir()
+    code = cli.evaluate(["--weights", str(weights), "--data", str(data), "--quiet",
+                         "--montage", str(tmp_path / montage)])
+    assert code == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and "--montage" in err and "mIoU" not in out
+
+
+def test_json_path_under_a_file_is_one_line_and_exit_2(setup, tmp_path, capsys):
+    _, data, weights = setup
+    (tmp_path / "file").write_text("x")
+    code = cli.evaluate(["--weights", str(weights), "--data", str(data), "--quiet",
+                         "--json", str(tmp_path / "file" / "eval.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "file" in err
+
+
+def test_unwritable_montage_is_an_os_error_not_a_cv2_error(tmp_path):
+    image = np.zeros((H, W, 3), np.uint8)
+    with pytest.raises(OSError, match="cannot write the montage"):
+        make_montage([[image]], path=tmp_path / "montage.txt")
+
+
 def test_montage_stacks_titled_rows_and_pads_short_ones():
     image = np.zeros((H, W, 3), np.uint8)
     picture = make_montage([[image, image], [image[:, :, 0]], [image]], ["a", "b", "c"],

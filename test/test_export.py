@@ -211,6 +211,13 @@ def test_opset_below_17_is_a_config_error(rn18, tmp_path):
         export_onnx(weights, tmp_path / "x.onnx", size=SIZE, opset=13)
 
 
+@pytest.mark.parametrize("opset", [26, 99])
+def test_opset_above_what_the_exporter_writes_is_a_config_error(tmp_path, opset):
+    weights = make_checkpoint(tmp_path / "f.pt", "fastscnn")
+    with pytest.raises(ConfigError, match=f"opset {opset}: .* 17 to 23"):
+        export_onnx(weights, tmp_path / "x.onnx", size=SIZE, opset=opset, verify=False)
+
+
 def test_missing_onnxruntime_is_one_error_line_naming_the_package(rn18, tmp_path, capsys,
                                                                   monkeypatch):
     weights, path, _ = rn18

@@ -261,6 +261,13 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
         load_param_file(path)
 
 
+def test_binary_file_is_not_a_parameter_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(ConfigError, match="is not a text file"):
+        load_param_file(path)
+
+
 def test_file_that_is_not_a_parameter_file_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="expected a ROS 2 parameter file"):
         load_param_file(write(tmp_path, "- just\n- a list\n"))

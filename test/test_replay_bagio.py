@@ -89,6 +89,12 @@ def test_empty_folder_is_not_a_bag(tmp_path):
         open_bag(tmp_path)
 
 
+def test_folder_with_binary_garbage_metadata_is_not_a_bag(tmp_path):
+    (tmp_path / "metadata.yaml").write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(BagError, match="not a rosbag2 bag"):
+        open_bag(tmp_path)
+
+
 def test_mcap_with_garbage_content_is_a_bag_error(tmp_path):
     (tmp_path / "junk.mcap").write_bytes(b"not an mcap file at all" * 10)
     with pytest.raises(BagError, match="junk.mcap"):

@@ -83,6 +83,27 @@ def test_unknown_key_in_a_recipe_file_names_the_file(tmp_path: Path):
         load_recipe(recipe)
 
 
+def test_binary_file_given_as_recipe_is_a_config_error(tmp_path: Path):
+    recipe = tmp_path / "weights.pt"
+    recipe.write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(ConfigError, match=r"weights\.pt: not a text file"):
+        load_recipe(recipe)
+
+
+def test_fastscnn_batch_of_one_is_refused_before_training():
+    with pytest.raises(ConfigError, match="train.batch_size = 1: fastscnn trains with at least 2"):
+        load_recipe(None, ["model.name=fastscnn", "train.batch_size=1"])
+    assert load_recipe(None, ["model.name=swiftnet_mnv2", "train.batch_size=1"])
+
+
+def test_crop_that_the_network_cannot_take_names_a_size_that_fits():
+    with pytest.raises(ConfigError, match=r"augment.crop = \[50, 70\]: .*multiples of 32, e\.g\. "
+                                          r"\[64, 96\]"):
+        load_recipe(None, ["model.name=fastscnn", "augment.crop=[50, 70]"])
+    with pytest.raises(ConfigError, match="multiples of 64"):
+        load_recipe(None, ["model.name=swiftnet_rn18_pyramid", "augment.crop=[96, 96]"])
+
+
 def test_wrong_type_names_key_value_and_expected_type():
     with pytest.raises(ConfigError, match=r"train\.epochs = 'many'.*expected an integer"):
         load_recipe(None, ["train.epochs=many"])

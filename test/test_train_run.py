@@ -219,3 +219,23 @@ def test_starting_over_an_existing_run_is_refused(tiny_data, recipe, tmp_path, c
     code, err = run_cli(["--config", str(recipe), "--out", str(tmp_path), "--data",
                          str(tiny_data)], capsys)
     assert_one_line_error(code, err, "--resume")
+
+
+def test_unreadable_frame_in_a_worker_is_one_line_and_the_process_exits(recipe, tmp_path):
+    # torch re-raises a worker's error with the worker's traceback in its message, and a
+    # worker that ignores SIGTERM used to keep the process from ever exiting
+    data = write_dataset(tmp_path / "data", frames=8, width=128, height=64, seed=0,
+                         progress=False)
+    broken = sorted((data / "images").rglob("*.png"))[3]
+    broken.write_bytes(b"not a png")
+    command = [sys.executable, "-m", "swiftseg_ros.trainer.train", "--config", str(recipe),
+               "--out", str(tmp_path / "run"), "--data", str(data),
+               "--set", "train.workers=1"]
+    process = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert process.returncode == 2, process.stderr
+    assert "Traceback" not in process.stderr
+    errors = [line for line in process.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].endswith(f"{broken}: cannot read the image "
+                                                   "(missing, unreadable, or not an image "
+                                                   "format OpenCV reads)"), process.stderr

@@ -90,6 +90,10 @@ def main(argv=None) -> int:
             raise ConfigError(f"--threads {args.threads}, expected >= 1")
         torch.set_num_threads(args.threads)
     if args.weights:
+        from swiftseg_ros.paths import resolve_weights
+
+        # the naive runner loads the file itself, so look it up (models/ too) once here
+        args.weights = str(resolve_weights(args.weights))
         networks = [_checkpoint_network(args.weights, networks, args.networks)]
 
     rows = []

@@ -321,7 +321,7 @@ def _storage_files(folder: Path) -> list[Path]:
             files = [folder / Path(p).name for p in info["relative_file_paths"]]
             if files and all(f.is_file() for f in files):
                 return files
-        except (yaml.YAMLError, KeyError, TypeError, OSError):
+        except (yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError, OSError):
             pass
     return sorted(p for p in folder.iterdir() if p.suffix in STORAGE_SUFFIXES and p.is_file())
 

@@ -187,6 +187,11 @@ def summary_lines(report: dict) -> list[str]:
             f"mIoU {'n/a' if miou is None else f'{100 * miou:.1f} %'}, pixel accuracy "
             f"{accuracy_text} over {accuracy['ground_truth']['matched']} frames with ground "
             "truth")
+        truth = accuracy["ground_truth"]
+        if truth["rejected"]:
+            reason = next(iter(truth["rejection_reasons"]), "")
+            lines.append(f"{truth['rejected']} of {truth['messages']} ground-truth messages "
+                         f"rejected (first reason: {reason})")
     speed = f"{fps:.1f} FPS" if fps else "n/a FPS"
     if latency:
         speed += f", latency p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms"

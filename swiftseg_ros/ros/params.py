@@ -426,6 +426,9 @@ def load_param_file(path: str | Path, node_name: str = DEFAULT_NODE_NAME,
         text = file.read_text()
     except FileNotFoundError:
         raise ConfigError(f"parameter file {str(file)!r} not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"parameter file {str(file)!r} is not a text file (expected YAML "
+                          f"like config/seg.yaml)") from None
     except OSError as exc:
         raise ConfigError(f"parameter file {str(file)!r} cannot be read: {exc}") from None
     try:

@@ -135,11 +135,16 @@ def validate(config: dict) -> None:
 
     need(config["train"]["epochs"] >= 1, "train.epochs", "must be at least 1")
     need(config["train"]["batch_size"] >= 1, "train.batch_size", "must be at least 1")
+    # the 1x1 pyramid-pooling level holds one value per channel per image: BatchNorm
+    # cannot normalize it in a batch of one (docs/models.md)
+    need(config["model"]["name"] != "fastscnn" or config["train"]["batch_size"] >= 2,
+         "train.batch_size", "fastscnn trains with at least 2 images per batch (per process)")
     need(config["train"]["workers"] >= 0, "train.workers", "must be 0 or more")
     need(config["train"]["val_every"] >= 1, "train.val_every", "must be at least 1")
     need(config["train"]["aux_weight"] >= 0, "train.aux_weight", "must be 0 or more")
     need(config["train"]["enet_c"] > 1, "train.enet_c", "must be greater than 1")
     need(min(config["augment"]["crop"]) >= 1, "augment.crop", "sides must be positive")
+    _check_crop_fits_network(config, need)
     need(0 < config["augment"]["scale_min"] <= config["augment"]["scale_max"],
          "augment.scale_min", "must be positive and at most augment.scale_max")
     for name in ("brightness", "contrast", "saturation"):
@@ -152,12 +157,28 @@ def validate(config: dict) -> None:
          "must be between 0 and optim.lr")
 
 
+def _check_crop_fits_network(config: dict, need) -> None:
+    """Training crops go to the network as they are: sides must be multiples of its divisor."""
+    from swiftseg_ros.nets import NETWORKS
+
+    info = NETWORKS.get(config["model"]["name"])
+    if info is None:  # an unknown name is reported when the network is built
+        return
+    divisor = info.size_divisor
+    fitted = [-(-side // divisor) * divisor for side in config["augment"]["crop"]]
+    need(fitted == list(config["augment"]["crop"]), "augment.crop",
+         f"{info.name} needs [height, width] multiples of {divisor}, e.g. {fitted}")
+
+
 def read_recipe_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe {path}: no such file (the shipped ones are in config/train/)")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"recipe {path}: not a text file, expected a YAML recipe like "
+                          f"config/train/fastscnn_synth.yaml") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"recipe {path}: not valid YAML ({' '.join(str(exc).split())})") from exc
     if data is None:

@@ -19,6 +19,7 @@ import logging
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -74,6 +75,13 @@ def evaluate(engine: SegmentationEngine, dataset: SegmentationDataset, limit: in
     return matrix, kept, seconds
 
 
+def check_montage_path(path) -> None:
+    """Refuse a --montage path that cannot be written as an image, before evaluating."""
+    if path and (Path(path).is_dir() or not cv2.haveImageWriter(str(path))):
+        raise ConfigError(f"--montage {path}: expected an image file path such as "
+                          f"montage.png")
+
+
 def write_montage(path, kept, palette: np.ndarray, class_names) -> None:
     rows = [[image for image, _, _ in kept],
             [colorize(truth, palette) for _, truth, _ in kept],
@@ -114,6 +122,7 @@ def main(argv=None) -> int:
         raise ConfigError(f"--limit {args.limit}: must be at least 1")
     if args.samples < 1:
         raise ConfigError(f"--samples {args.samples}: must be at least 1")
+    check_montage_path(args.montage)
     size = parse_size(args.size, "--size") if args.size else None
     dataset = dataset_from_path(args.data, args.split)
     engine = SegmentationEngine(EngineConfig(

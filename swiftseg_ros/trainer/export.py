@@ -47,6 +47,9 @@ NATIVE_OPSET = 18
 # opset 17 is what TensorRT 8.5 and 8.6 read; below it the graph needs ops
 # (ReduceMean with axes as an input, ...) that older opsets spell differently
 MIN_OPSET = 17
+# the newest opset torch's exporter writes (its ONNX_MAX_OPSET); above it onnxscript's
+# converter fails with tracebacks of its own
+MAX_OPSET = 23
 MIN_LABEL_AGREEMENT = 0.999
 # largest |onnx - torch| logit difference allowed, relative to the largest |logit|:
 # fp32 graphs differ by kernel summation order only, fp16 weights by rounding
@@ -180,6 +183,9 @@ def export_onnx(weights, onnx_path, *, size=DEFAULT_SIZE, dynamic: bool = False,
         raise ConfigError(f"opset {opset}: the exporter writes opset {NATIVE_OPSET} or newer "
                           f"and can convert down to {MIN_OPSET} (TensorRT 8.5 and 8.6); "
                           f"lower opsets are not supported")
+    if opset > MAX_OPSET:
+        raise ConfigError(f"opset {opset}: the exporter writes opsets {MIN_OPSET} to "
+                          f"{MAX_OPSET}; use --opset {NATIVE_OPSET} (the default)")
     model, meta = load_inference_model(weights)
     divisor = int(model.size_divisor)
     if height % divisor or width % divisor:

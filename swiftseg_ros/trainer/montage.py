@@ -96,7 +96,15 @@ def make_montage(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str] | N
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(path), cv2.cvtColor(montage, cv2.COLOR_RGB2BGR)):
+        if not _write_image(path, montage):
             raise OSError(f"cannot write the montage to {path} (is it a .png path in a "
                           f"writable folder?)")
     return montage
+
+
+def _write_image(path: Path, rgb: np.ndarray) -> bool:
+    """cv2.imwrite, False (not cv2.error) for a path without an image extension or a folder."""
+    try:
+        return bool(cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
+    except cv2.error:
+        return False
