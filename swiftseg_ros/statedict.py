@@ -10,6 +10,8 @@ import torch
 from swiftseg_ros.errors import CheckpointError
 
 LISTED_KEYS = 6
+# torch.save writes a zip archive; files of torch < 1.6 are a bare pickle (protocol 2+)
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
 
 
 def listing(items: list[str], limit: int = LISTED_KEYS) -> str:
@@ -42,6 +44,7 @@ def read_torch_file(path: Path, kind: str, what: str):
         raise CheckpointError(f"{path}: no such {kind} file")
     if not path.is_file():
         raise CheckpointError(f"{path}: is a folder, expected {what} (.pt)")
+    _check_torch_file_start(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -62,3 +65,16 @@ def read_torch_file(path: Path, kind: str, what: str):
         reason = reason.split(". This is an internal")[0]  # drop torch's advice after it
         raise CheckpointError(f"{path}: cannot be read as {what} "
                               f"(truncated, corrupt or another format: {reason})") from exc
+
+
+def _check_torch_file_start(path: Path, what: str) -> None:
+    """Name an empty file or another format by its first bytes, before torch's loader
+    fails on it with an internal message (a pickle opcode, "pop from empty list")."""
+    with path.open("rb") as file:
+        head = file.read(8)
+    if not head:
+        raise CheckpointError(f"{path}: is empty, expected {what} (an interrupted copy or "
+                              f"download?)")
+    if not head.startswith(TORCH_FILE_STARTS):
+        raise CheckpointError(f"{path}: not a PyTorch file, expected {what} (torch.save "
+                              f"writes a zip archive; this file starts with {head!r})")

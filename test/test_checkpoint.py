@@ -87,10 +87,19 @@ def test_folder_is_not_a_checkpoint(tmp_path):
         load_checkpoint(tmp_path)
 
 
-def test_garbage_bytes_are_not_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("garbage", [b"this is not a torch file at all" * 10, b"e"])
+def test_garbage_bytes_are_named_another_format(tmp_path, garbage):
     path = tmp_path / "junk.pt"
-    path.write_bytes(b"this is not a torch file at all" * 10)
-    with pytest.raises(CheckpointError, match="cannot be read as a swiftseg checkpoint"):
+    path.write_bytes(garbage)
+    with pytest.raises(CheckpointError, match=r"not a PyTorch file, expected a swiftseg "
+                                              r"checkpoint .*starts with b'"):
+        load_checkpoint(path)
+
+
+def test_empty_file_is_named_empty(tmp_path):
+    path = tmp_path / "w.pt"
+    path.touch()
+    with pytest.raises(CheckpointError, match="w.pt: is empty"):
         load_checkpoint(path)
 
 

@@ -156,6 +156,12 @@ def test_missing_dataset_folder_is_an_error(tmp_path):
         dataset_from_path(tmp_path / "nowhere", "val")
 
 
+def test_a_file_given_as_the_dataset_is_named_a_file(tmp_path):
+    (tmp_path / "frames.zip").write_bytes(b"PK")
+    with pytest.raises(DatasetError, match=r"frames\.zip is a file; give the dataset's folder"):
+        dataset_from_path(tmp_path / "frames.zip", "val")
+
+
 def test_missing_split_folder_names_it(tmp_path):
     make_cityscapes(tmp_path, np.full((H, W), 7, np.uint8), split="train")
     with pytest.raises(DatasetError, match=r"leftImg8bit/val does not exist"):

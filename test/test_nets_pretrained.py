@@ -172,7 +172,7 @@ def test_missing_file_is_a_checkpoint_error(tmp_path):
 def test_unreadable_bytes_are_a_checkpoint_error(tmp_path, garbage):
     path = tmp_path / "junk.pth"
     path.write_bytes(garbage)
-    with pytest.raises(CheckpointError, match="cannot be read as a PyTorch state_dict"):
+    with pytest.raises(CheckpointError, match="not a PyTorch file, expected a PyTorch state_dict"):
         load_imagenet_encoder(build_model("swiftnet_mnv2", 3), path)
 
 

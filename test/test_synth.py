@@ -128,6 +128,15 @@ def test_cli_rejects_a_bad_size_in_one_line(tmp_path, capsys):
     assert "--size" in err and "WIDTHxHEIGHT" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("size", ["16x16", "100000x100000"])
+def test_cli_rejects_a_size_out_of_range_in_one_line_before_any_work(tmp_path, capsys, size):
+    code = cli.synth(["--out", str(tmp_path / "out"), "--frames", "1", "--size", size])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--size: {size!r}" in err and "at most 8192" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_negative_seed_is_refused():
     with pytest.raises(ValueError, match="seed -1"):
         generate_frame(-1, 0, W, H)

@@ -185,6 +185,13 @@ def test_missing_dataset_folder_is_a_one_line_error(recipe, tmp_path, capsys):
     assert_one_line_error(code, err, "nowhere", "does not exist")
 
 
+def test_dataset_given_as_a_file_is_a_one_line_error(recipe, tmp_path, capsys):
+    (tmp_path / "frames.tar").write_bytes(b"x")
+    code, err = run_cli(["--config", str(recipe), "--out", str(tmp_path / "o"),
+                         "--data", str(tmp_path / "frames.tar")], capsys)
+    assert_one_line_error(code, err, "frames.tar is a file")
+
+
 def test_unknown_config_key_is_a_one_line_error(tiny_data, recipe, tmp_path, capsys):
     code, err = run_cli(["--config", str(recipe), "--out", str(tmp_path), "--data", str(tiny_data),
                          "--set", "optim.learning_rate=0.1"], capsys)

@@ -263,7 +263,7 @@ def _suggest(key: str) -> str:
 
 def _checked(key: str, value: Any, option: Option, source: str) -> Any:
     def wrong(expected: str) -> ConfigError:
-        return ConfigError(f"{source}: {key} = {value!r} is a {type(value).__name__}, "
+        return ConfigError(f"{source}: {key} = {value!r} is of type {type(value).__name__}, "
                            f"expected {expected}")
 
     if value is None:

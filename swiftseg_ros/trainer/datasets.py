@@ -314,11 +314,20 @@ class GenericDataset(SegmentationDataset):
 LAYOUTS = {"cityscapes": CityscapesDataset, "camvid": CamVidDataset, "generic": GenericDataset}
 
 
-def detect_layout(root: str | Path) -> str:
-    """Which layout a dataset folder has: cityscapes, camvid or generic."""
+def require_dataset_folder(root: str | Path) -> Path:
+    """`root` as a Path; DatasetError unless it is an existing folder."""
     root = Path(root)
+    if root.is_file():
+        raise DatasetError(f"dataset {root} is a file; give the dataset's folder (the one "
+                           f"holding images/ and labels/, or leftImg8bit/ and gtFine/)")
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
+    return root
+
+
+def detect_layout(root: str | Path) -> str:
+    """Which layout a dataset folder has: cityscapes, camvid or generic."""
+    root = require_dataset_folder(root)
     if (root / GENERIC_CLASSES_FILE).is_file() or (root / "images").is_dir():
         return "generic"
     if (root / "leftImg8bit").is_dir() or (root / "gtFine").is_dir():
@@ -337,6 +346,5 @@ def dataset_from_path(root: str | Path, split: str = "train", transform: Callabl
     name = layout or detect_layout(root)
     if name not in LAYOUTS:
         raise DatasetError(f"unknown dataset layout {name!r} (known: {', '.join(LAYOUTS)})")
-    if not Path(root).is_dir():
-        raise DatasetError(f"dataset folder {root} does not exist")
+    require_dataset_folder(root)
     return LAYOUTS[name](root, split, transform)

@@ -182,8 +182,6 @@ def open_dataset(config: dict, split: str, root: str | None = None):
     if not root:
         raise ConfigError("no dataset: give --data DIR (or data.root in the recipe)")
     root = str(Path(root).expanduser())
-    if not Path(root).is_dir():
-        raise DatasetError(f"dataset folder {root} does not exist")
     layout = config["data"]["layout"]
     return dataset_from_path(root, split, layout=None if layout == "auto" else layout)
 

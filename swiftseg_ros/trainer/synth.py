@@ -31,15 +31,21 @@ from swiftseg_ros.trainer.datasets import GENERIC_CLASSES_FILE
 from swiftseg_ros.trainer.scene import CLASS_NAMES, PALETTE, Canvas, World
 
 MIN_SIZE = (32, 16)
+MAX_SIDE = 8192  # a frame's float buffers grow with its area; beyond 8K nobody trains
 MAX_SEED = 2**63 - 1
 
 
 def parse_frame_size(text: str) -> tuple[int, int]:
-    """'WxH' -> (width, height), both at least 32x16."""
+    """'WxH' -> (width, height), from 32x16 up to 8192 a side."""
     width, height = parse_size(text, "--size")
-    if width < MIN_SIZE[0] or height < MIN_SIZE[1]:
-        raise ConfigError(f"--size: {text!r}, at least {MIN_SIZE[0]}x{MIN_SIZE[1]} pixels")
+    if not _size_ok(width, height):
+        raise ConfigError(f"--size: {text!r}, expected {MIN_SIZE[0]}x{MIN_SIZE[1]} pixels "
+                          f"or more and at most {MAX_SIDE} a side")
     return width, height
+
+
+def _size_ok(width: int, height: int) -> bool:
+    return (MIN_SIZE[0] <= width <= MAX_SIDE) and (MIN_SIZE[1] <= height <= MAX_SIDE)
 
 
 def _check(seed: int, index: int, width: int, height: int) -> None:
@@ -47,8 +53,9 @@ def _check(seed: int, index: int, width: int, height: int) -> None:
         raise ConfigError(f"seed {seed}: must be an integer in 0..{MAX_SEED}")
     if int(index) < 0:
         raise ConfigError(f"frame index {index}: must be 0 or more")
-    if width < MIN_SIZE[0] or height < MIN_SIZE[1]:
-        raise ConfigError(f"frame size {width}x{height}: at least {MIN_SIZE[0]}x{MIN_SIZE[1]}")
+    if not _size_ok(width, height):
+        raise ConfigError(f"frame size {width}x{height}: expected {MIN_SIZE[0]}x{MIN_SIZE[1]} "
+                          f"or more and at most {MAX_SIDE} a side")
 
 
 @functools.lru_cache(maxsize=4)
