@@ -20,6 +20,14 @@ from swiftseg_ros.errors import SwiftsegError
 EXIT_USAGE = 2
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the tools' error policy: a bad flag is one line on stderr (what is
+    wrong and where the help is), not the usage block followed by the error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def add_common_flags(parser: argparse.ArgumentParser, *, weights=True, network=True,
                      device=True, precision=True, json_out=True) -> None:
     """The flags every tool spells the same way (DESIGN.md, CLI contract)."""

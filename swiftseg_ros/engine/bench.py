@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from swiftseg_ros.cli import add_common_flags, write_json
+from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
 from swiftseg_ros.engine.config import OUTPUTS, PRECISIONS, EngineConfig, parse_size
 from swiftseg_ros.engine.engine import SegmentationEngine
 from swiftseg_ros.engine.timing import PERCENTILES, STAGES
@@ -39,7 +39,7 @@ RUNNERS = ("engine", "bare", "naive")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="swiftseg-bench",
         description="Time the segmentation engine end to end (host frame in, host outputs "
                     "out) against the bare network and the paper's naive loop, interleaved.")

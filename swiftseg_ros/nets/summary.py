@@ -16,7 +16,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from swiftseg_ros.cli import add_common_flags, write_json
+from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.nets.complexity import count_macs, count_parameters
 from swiftseg_ros.nets.fusion import fuse_conv_bn
@@ -38,7 +38,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="swiftseg-models",
         description="List the networks with parameters, multiply-adds (GMACs) and CPU "
                     "forward time (batch 1, fused, channels_last, median after warm-up).")

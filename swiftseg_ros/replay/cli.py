@@ -21,7 +21,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from swiftseg_ros.cli import add_common_flags, fail, write_json
+from swiftseg_ros.cli import ArgumentParser, add_common_flags, fail, write_json
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.replay.bagio import OUTPUT_STORAGES, BagError, OutputBag, open_bag
 from swiftseg_ros.replay.run import MODES, Replay, ReplayOptions, ReplayResult, check_topics
@@ -33,7 +33,7 @@ REPORT_FILES = ("report.json", "report.md", "latency.png", "montage.png")
 
 
 def build_parser(prog: str = "swiftseg-replay") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description="Replay a rosbag2 camera bag (folder, .mcap or .db3) through the "
                     "segmentation node's code path: output bag, accuracy against ground "

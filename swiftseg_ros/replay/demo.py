@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from swiftseg_ros.cli import ArgumentParser
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.paths import resolve_weights
 from swiftseg_ros.replay.cli import (
@@ -70,7 +71,7 @@ def cached_camera_bag(folder: Path, spec: CameraBagSpec) -> tuple[Path, bool]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="swiftseg-demo",
         description="Write a synthetic camera bag with ground truth (once), replay it "
                     "through the demo weights on the CPU, print the results.")

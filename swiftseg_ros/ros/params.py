@@ -19,7 +19,6 @@ which win; other entries (other nodes, `/**/swiftseg`, which rclpy ignores) are 
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import math
 import re
@@ -32,6 +31,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from swiftseg_ros.cli import ArgumentParser
 from swiftseg_ros.errors import ConfigError
 
 DEFAULT_NODE_NAME = "swiftseg"
@@ -633,7 +633,7 @@ def generated_files(root: Path) -> dict[Path, str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m swiftseg_ros.ros.params",
         description="Print config/seg.yaml as generated from the parameter definitions, "
                     "or write it and the parameter tables (docs/parameters.md, README.md).")

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from swiftseg_ros.cli import add_common_flags, write_json
+from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
 from swiftseg_ros.engine import EngineConfig, SegmentationEngine, colorize
 from swiftseg_ros.engine.config import UPSAMPLE_MODES, parse_size
 from swiftseg_ros.errors import ConfigError, DatasetError
@@ -91,7 +91,7 @@ def write_montage(path, kept, palette: np.ndarray, class_names) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="swiftseg-eval",
         description="Per-class IoU, mIoU and pixel accuracy of a checkpoint on a labelled "
                     "dataset (Cityscapes, CamVid or the generic layout), run through the "

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from swiftseg_ros.checkpoint import load_checkpoint, load_model
-from swiftseg_ros.cli import add_common_flags, write_json
+from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
 from swiftseg_ros.engine.config import parse_size
 from swiftseg_ros.errors import CheckpointError, ConfigError, SwiftsegError
 from swiftseg_ros.paths import resolve_weights
@@ -432,7 +432,7 @@ def _require_onnxruntime():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="swiftseg-export",
         description="Export a checkpoint to ONNX (for ONNX Runtime, TensorRT's trtexec on "
                     "Jetson, ...) and check the file against PyTorch with ONNX Runtime.")

@@ -29,7 +29,7 @@ import torch
 
 from swiftseg_ros.checkpoint import load_state_strict, make_meta, save_checkpoint
 from swiftseg_ros.classes import default_palette, load_class_set
-from swiftseg_ros.cli import write_json
+from swiftseg_ros.cli import ArgumentParser, write_json
 from swiftseg_ros.errors import CheckpointError, ConfigError
 from swiftseg_ros.nets import NETWORKS, build_model, load_imagenet_encoder
 from swiftseg_ros.nets.pretrained import read_state_dict
@@ -212,7 +212,7 @@ def _class_set(classes: str, num_classes: int, flag: str) -> tuple[list, list]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="swiftseg-import",
         description="Convert weights made elsewhere into a swiftseg checkpoint: the SwiftNet "
                     "authors' released Cityscapes model, or torchvision ImageNet encoders.")

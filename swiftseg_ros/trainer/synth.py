@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from swiftseg_ros.cli import ArgumentParser
 from swiftseg_ros.engine.config import parse_size
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.trainer.datasets import GENERIC_CLASSES_FILE
@@ -117,7 +118,7 @@ def write_dataset(out: str | Path, frames: int, width: int, height: int, seed: i
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="swiftseg-synth",
         description="Write procedural road scenes with exact labels (generic dataset layout).")
     parser.add_argument("--out", required=True, help="dataset folder to write into")

@@ -18,6 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from swiftseg_ros.cli import ArgumentParser
 from swiftseg_ros.errors import CheckpointError, ConfigError
 from swiftseg_ros.trainer import config as recipes
 from swiftseg_ros.trainer.loop import FINAL, LAST, train
@@ -26,7 +27,7 @@ EXIT_SIGNAL_BASE = 128
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="swiftseg-train", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="recipe keys (--set KEY=VALUE, VALUE in YAML):\n" + recipes.describe())
