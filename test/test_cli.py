@@ -5,15 +5,18 @@ import pytest
 from swiftseg_ros import cli
 from swiftseg_ros.ros import params
 
-TOOLS = [cli.models, cli.bench, cli.replay, cli.demo, cli.synth, cli.train, cli.evaluate,
-         cli.export, cli.import_weights, params.main]
+# each tool with a flag of its own that takes a value (given here without one)
+TOOLS = [(cli.models, "--json"), (cli.bench, "--json"), (cli.replay, "--json"),
+         (cli.demo, "--out"), (cli.synth, "--out"), (cli.train, "--out"),
+         (cli.evaluate, "--json"), (cli.export, "--json"), (cli.import_weights, "--json"),
+         (params.main, "--json")]
 
 
-@pytest.mark.parametrize("tool", TOOLS, ids=lambda tool: f"{tool.__module__}.{tool.__name__}")
-@pytest.mark.parametrize("argv", [["--no-such-flag"], ["--json"]], ids=["unknown", "no-value"])
-def test_a_bad_flag_is_one_line_that_points_to_help(tool, argv, capsys):
-    if argv == ["--json"] and tool in (cli.demo, cli.synth, cli.train):
-        argv = ["--out"]  # these tools write no JSON; --out takes a value in all three
+@pytest.mark.parametrize("tool, value_flag", TOOLS,
+                         ids=[f"{tool.__module__}.{tool.__name__}" for tool, _ in TOOLS])
+@pytest.mark.parametrize("bad", ["unknown", "no-value"])
+def test_a_bad_flag_is_one_line_that_points_to_help(tool, value_flag, bad, capsys):
+    argv = ["--no-such-flag"] if bad == "unknown" else [value_flag]
     with pytest.raises(SystemExit) as stopped:
         tool(argv)
     assert stopped.value.code == cli.EXIT_USAGE

@@ -33,6 +33,7 @@ from swiftseg_ros.engine.config import OUTPUTS, PRECISIONS, EngineConfig, parse_
 from swiftseg_ros.engine.engine import SegmentationEngine
 from swiftseg_ros.engine.timing import PERCENTILES, STAGES
 from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.paths import resolve_weights
 
 DEFAULT_NETWORKS = ("swiftnet_rn18", "swiftnet_mnv2", "swiftnet_rn18_pyramid", "fastscnn")
 RUNNERS = ("engine", "bare", "naive")
@@ -90,9 +91,7 @@ def main(argv=None) -> int:
             raise ConfigError(f"--threads {args.threads}, expected >= 1")
         torch.set_num_threads(args.threads)
     if args.weights:
-        from swiftseg_ros.paths import resolve_weights
-
-        # the naive runner loads the file itself, so look it up (models/ too) once here
+        # every runner loads this one path; names are looked up in models/ too
         args.weights = str(resolve_weights(args.weights))
         networks = [_checkpoint_network(args.weights, networks, args.networks)]
 
@@ -114,9 +113,8 @@ def main(argv=None) -> int:
 
 def _checkpoint_network(weights, networks, flag_text) -> str:
     from swiftseg_ros.checkpoint import load_checkpoint
-    from swiftseg_ros.paths import resolve_weights
 
-    _, meta, _ = load_checkpoint(resolve_weights(weights))
+    _, meta, _ = load_checkpoint(weights)
     explicit = flag_text != ",".join(DEFAULT_NETWORKS)
     if explicit and networks != [meta["network"]]:
         raise ConfigError(f"--weights holds {meta['network']!r} but --networks asks for "

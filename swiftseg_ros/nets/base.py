@@ -42,7 +42,7 @@ class SegmentationNetwork(nn.Module):
             raise ValueError(
                 f"{self.network_name} needs input height and width that are multiples of "
                 f"{d}, got {height}x{width} (HxW); resize or pad to e.g. "
-                f"{-(-height // d) * d}x{-(-width // d) * d}")
+                f"{round_up_to_multiple(height, d)}x{round_up_to_multiple(width, d)}")
 
     def initialize_weights(self) -> None:
         """Kaiming normal (fan_out) convs with zero bias, BatchNorm weight 1 and bias 0."""
@@ -54,6 +54,11 @@ class SegmentationNetwork(nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+
+
+def round_up_to_multiple(value: int, divisor: int) -> int:
+    """The smallest multiple of `divisor` that is at least `value`: a size a network takes."""
+    return -(-value // divisor) * divisor
 
 
 def upsample_to(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -180,14 +180,12 @@ def summary_lines(report: dict) -> list[str]:
     ]
     accuracy = report["accuracy"]
     if accuracy:
-        miou = accuracy["miou"]
+        miou, truth = accuracy["miou"], accuracy["ground_truth"]
         accuracy_text = "n/a" if accuracy["pixel_accuracy"] is None else \
             f"{100 * accuracy['pixel_accuracy']:.1f} %"
         lines.append(
             f"mIoU {'n/a' if miou is None else f'{100 * miou:.1f} %'}, pixel accuracy "
-            f"{accuracy_text} over {accuracy['ground_truth']['matched']} frames with ground "
-            "truth")
-        truth = accuracy["ground_truth"]
+            f"{accuracy_text} over {truth['matched']} frames with ground truth")
         if truth["rejected"]:
             reason = next(iter(truth["rejection_reasons"]), "")
             lines.append(f"{truth['rejected']} of {truth['messages']} ground-truth messages "

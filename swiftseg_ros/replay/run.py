@@ -124,6 +124,10 @@ class FrameRecord:
         return (self.finish - stamp) * 1000.0
 
 
+# decodable image messages with their records, in bag order (Replay._decoded_images)
+DecodedImages = Iterator[tuple[FrameRecord, object]]
+
+
 @dataclass
 class Sample:
     """A frame kept for the montage: input RGB, prediction colours, ground truth colours."""
@@ -274,12 +278,12 @@ class Replay:
         with tqdm(total=total, unit="frame", desc="replay", disable=not opts.progress,
                   dynamic_ncols=True) as bar:
             self._bar = bar
-            stream = self._stream()
+            images = self._decoded_images(self._stream())
             if opts.mode == "all":
-                self._run_all(stream)
+                self._run_all(images)
             else:
-                self._run_realtime(stream)
-            self._drain(stream)
+                self._run_realtime(images)
+            self._drain(images)
         self._finish_ground_truth()
         self._write_diagnostics()
         wall_s = time.perf_counter() - started
@@ -337,19 +341,24 @@ class Replay:
 
     # ------------------------------------------------------------------ modes
 
-    def _run_all(self, stream: Iterator[BagMessage]) -> None:
+    def _decoded_images(self, stream: Iterator[BagMessage]) -> DecodedImages:
+        """The stream's decodable images as (record, message), in bag order; ground truth
+        is taken and undecodable images are recorded on the way."""
         for message in stream:
             if message.topic != self.options.image_topic:
                 self._ground_truth(message)
                 continue
             record, msg = self._new_record(message)
-            if msg is None:
-                continue
+            if msg is not None:
+                yield record, msg
+
+    def _run_all(self, images: DecodedImages) -> None:
+        for record, msg in images:
             duration = self._process(record, msg)
             record.start, record.finish = record.arrival, record.arrival + duration
             self._settle(record)
 
-    def _run_realtime(self, stream: Iterator[BagMessage]) -> None:
+    def _run_realtime(self, images: DecodedImages) -> None:
         index = self._index
         # Undecodable messages never reach a node (its middleware drops them): no arrivals.
         frames = [i for i, stamp in enumerate(index.image_stamps) if stamp is not None]
@@ -358,13 +367,9 @@ class Replay:
         taken: list[FrameRecord] = []
 
         def next_image() -> tuple[FrameRecord, object]:
-            for message in stream:
-                if message.topic != self.options.image_topic:
-                    self._ground_truth(message)
-                    continue
-                record, msg = self._new_record(message)
-                if msg is not None:
-                    return record, msg
+            image = next(images, None)
+            if image is not None:
+                return image
             raise BagError(f"{self.bag.path}: the bag held fewer images on the second read "
                            f"than on the first ({len(self.records)}); is it being written?")
 
@@ -387,16 +392,12 @@ class Replay:
         for record, outcome in zip(taken, placed, strict=True):
             record.start, record.finish = outcome.start, outcome.finish
 
-    def _drain(self, stream: Iterator[BagMessage]) -> None:
-        """What follows the last frame the policy took: ground truth, undecodable images."""
-        for message in stream:
-            if message.topic != self.options.image_topic:
-                self._ground_truth(message)
-                continue
-            record, msg = self._new_record(message)
-            if msg is not None:
-                record.outcome = "dropped"
-                self._settle(record)
+    def _drain(self, images: DecodedImages) -> None:
+        """What follows the last frame the policy took: dropped (ground truth and
+        undecodable images are recorded by `_decoded_images`)."""
+        for record, _ in images:
+            record.outcome = "dropped"
+            self._settle(record)
 
     # ------------------------------------------------------------------ one frame
 

@@ -21,6 +21,8 @@ import yaml
 
 from swiftseg_ros.checkpoint import CITYSCAPES_MEAN, CITYSCAPES_STD
 from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.nets import NETWORKS
+from swiftseg_ros.nets.base import round_up_to_multiple
 
 
 @dataclass(frozen=True)
@@ -159,13 +161,11 @@ def validate(config: dict) -> None:
 
 def _check_crop_fits_network(config: dict, need) -> None:
     """Training crops go to the network as they are: sides must be multiples of its divisor."""
-    from swiftseg_ros.nets import NETWORKS
-
     info = NETWORKS.get(config["model"]["name"])
     if info is None:  # an unknown name is reported when the network is built
         return
     divisor = info.size_divisor
-    fitted = [-(-side // divisor) * divisor for side in config["augment"]["crop"]]
+    fitted = [round_up_to_multiple(side, divisor) for side in config["augment"]["crop"]]
     need(fitted == list(config["augment"]["crop"]), "augment.crop",
          f"{info.name} needs [height, width] multiples of {divisor}, e.g. {fitted}")
 

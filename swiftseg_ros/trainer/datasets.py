@@ -122,21 +122,22 @@ def _require_dir(folder: Path, what: str) -> None:
 def _pair_by_key(images: dict, labels: dict, expected_label: Callable, expected_image: Callable
                  ) -> list[tuple[str, str]]:
     """Match image and label paths that share a key; any unmatched file is an error."""
-    lonely_images = sorted(k for k in images if k not in labels)
-    if lonely_images:
-        first = images[lonely_images[0]]
-        more = f" (and {len(lonely_images) - 1} more images without labels)" \
-            if len(lonely_images) > 1 else ""
-        raise DatasetError(f"{first}: image without a label (expected {expected_label(first)})"
-                           f"{more}")
-    lonely_labels = sorted(k for k in labels if k not in images)
-    if lonely_labels:
-        first = labels[lonely_labels[0]]
-        more = f" (and {len(lonely_labels) - 1} more labels without images)" \
-            if len(lonely_labels) > 1 else ""
-        raise DatasetError(f"{first}: label without an image (expected {expected_image(first)})"
-                           f"{more}")
+    _refuse_unmatched(images, labels, "image without a label", "images without labels",
+                      expected_label)
+    _refuse_unmatched(labels, images, "label without an image", "labels without images",
+                      expected_image)
     return [(str(images[k]), str(labels[k])) for k in sorted(images)]
+
+
+def _refuse_unmatched(files: dict, partners: dict, one: str, many: str,
+                      expected_partner: Callable) -> None:
+    """DatasetError naming the first of `files` whose key has no partner, and the count."""
+    lonely = sorted(k for k in files if k not in partners)
+    if not lonely:
+        return
+    first = files[lonely[0]]
+    more = f" (and {len(lonely) - 1} more {many})" if len(lonely) > 1 else ""
+    raise DatasetError(f"{first}: {one} (expected {expected_partner(first)}){more}")
 
 
 class SegmentationDataset(Dataset):

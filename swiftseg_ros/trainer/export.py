@@ -40,6 +40,7 @@ from swiftseg_ros.checkpoint import load_checkpoint, load_model
 from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
 from swiftseg_ros.engine.config import parse_size
 from swiftseg_ros.errors import CheckpointError, ConfigError, SwiftsegError
+from swiftseg_ros.nets.base import round_up_to_multiple
 from swiftseg_ros.paths import resolve_weights
 
 DEFAULT_SIZE = (1024, 512)
@@ -191,8 +192,8 @@ def export_onnx(weights, onnx_path, *, size=DEFAULT_SIZE, dynamic: bool = False,
     if height % divisor or width % divisor:
         raise ConfigError(
             f"size {width}x{height}: {meta['network']} needs width and height that are "
-            f"multiples of {divisor}, e.g. {-(-width // divisor) * divisor}x"
-            f"{-(-height // divisor) * divisor}")
+            f"multiples of {divisor}, e.g. {round_up_to_multiple(width, divisor)}x"
+            f"{round_up_to_multiple(height, divisor)}")
     graph = ExportGraph(model, meta["mean"], meta["std"], uint8_input=include_preprocess,
                         half=fp16).eval()
     example = (torch.zeros(1, height, width, 3, dtype=torch.uint8) if include_preprocess

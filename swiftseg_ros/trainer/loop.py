@@ -451,7 +451,8 @@ class _Run:
                 "layout": self.train_set.layout, "train_split": self.train_set.split,
                 "train_frames": len(self.train_set), "recipe": self.recipe,
                 "command": self.command, "resumed_with": self.resumed_with,
-                "epochs": epoch, "seed": self.seed, "val_miou": miou, "val_frames": len(self.val_set) if self.val_set else 0,
+                "epochs": epoch, "seed": self.seed,
+                "val_miou": miou, "val_frames": len(self.val_set) if self.val_set else 0,
             })
 
     # resume --------------------------------------------------------------------------

@@ -39,14 +39,14 @@ MAX_SEED = 2**63 - 1
 def parse_frame_size(text: str) -> tuple[int, int]:
     """'WxH' -> (width, height), from 32x16 up to 8192 a side."""
     width, height = parse_size(text, "--size")
-    if not _size_ok(width, height):
-        raise ConfigError(f"--size: {text!r}, expected {MIN_SIZE[0]}x{MIN_SIZE[1]} pixels "
-                          f"or more and at most {MAX_SIDE} a side")
+    _check_size(width, height, f"--size: {text!r}")
     return width, height
 
 
-def _size_ok(width: int, height: int) -> bool:
-    return (MIN_SIZE[0] <= width <= MAX_SIDE) and (MIN_SIZE[1] <= height <= MAX_SIDE)
+def _check_size(width: int, height: int, what: str) -> None:
+    if not (MIN_SIZE[0] <= width <= MAX_SIDE and MIN_SIZE[1] <= height <= MAX_SIDE):
+        raise ConfigError(f"{what}, expected {MIN_SIZE[0]}x{MIN_SIZE[1]} pixels or more and "
+                          f"at most {MAX_SIDE} a side")
 
 
 def _check(seed: int, index: int, width: int, height: int) -> None:
@@ -54,9 +54,7 @@ def _check(seed: int, index: int, width: int, height: int) -> None:
         raise ConfigError(f"seed {seed}: must be an integer in 0..{MAX_SEED}")
     if int(index) < 0:
         raise ConfigError(f"frame index {index}: must be 0 or more")
-    if not _size_ok(width, height):
-        raise ConfigError(f"frame size {width}x{height}: expected {MIN_SIZE[0]}x{MIN_SIZE[1]} "
-                          f"or more and at most {MAX_SIDE} a side")
+    _check_size(width, height, f"frame size {width}x{height}")
 
 
 @functools.lru_cache(maxsize=4)
