@@ -372,13 +372,13 @@ def test_new_pixel_format_alone_keeps_the_plan(engine_for, caplog):
     assert engine.stats()["pixel_format"] == "bgra8"
 
 
-def test_new_input_size_replans_with_a_log_line(engine_for, caplog):
+def test_new_input_size_prepares_a_plan_with_a_log_line(engine_for, caplog):
     engine = engine_for("swiftnet_mnv2")
     engine.infer(frame_for("rgb8"), "rgb8")
     with caplog.at_level(logging.INFO, logger="swiftseg_ros.engine"):
         result = engine.infer(frame_for("rgb8", 40, 50), "rgb8")
     assert result.label.shape == (40, 50)
-    assert any("re-planning" in r.getMessage() for r in caplog.records)
+    assert any("prepared 50x40" in r.getMessage() for r in caplog.records)
     assert engine.input_size == (50, 40) and engine.inference_size == (64, 32)
 
 
