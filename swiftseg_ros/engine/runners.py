@@ -110,7 +110,7 @@ class BareRunner:
         except Exception as exc:  # the eager runner then stands in, with the reason
             self.note = f"capture failed: {type(exc).__name__}: {exc}"
             return
-        self._graph, self._stream, self.note = graph, stream, "graph"
+        self._graph, self.note = graph, "graph"
 
     @property
     def graphed(self) -> bool:
@@ -119,8 +119,8 @@ class BareRunner:
     def runner(self):
         if self._graph is None:
             return timed(self._step, device_sync(self.device))
-        graph, stream = self._graph, self._stream
-        return timed(graph.replay, stream.synchronize)
+        # replayed on the current stream, like the engine's frames are waited for
+        return timed(self._graph.replay, device_sync(self.device))
 
     def close(self) -> None:
         """Drop the model, input and graph, so the engine's release frees them."""
