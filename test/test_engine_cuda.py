@@ -164,6 +164,21 @@ def test_bf16_is_refused_in_one_line_where_it_is_only_emulated(weights):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("network", NETWORK_NAMES)
+def test_memory_format_is_measured_per_network_and_both_give_the_same_labels(engine,
+                                                                            network):
+    measured, contiguous = engine(network, precision="fp16"), engine(
+        network, precision="fp16", channels_last=False)
+    frame = scene(seed=4)
+    a = measured.infer(frame, "rgb8").copy()
+    b = contiguous.infer(frame, "rgb8")
+    choice = measured.stats()["choices"]["memory_format"]
+    assert set(choice["times_ms"]) == {"channels_last", "contiguous"}
+    assert measured.stats()["memory_format"] == choice["picked"]
+    assert contiguous.stats()["memory_format"] == "contiguous"
+    assert agreement(a.label, b.label) >= 0.99
+
+
 # ------------------------------------------------------------------ timing
 
 def test_stage_timings_come_from_events_inside_the_graph_and_are_fresh(engine):

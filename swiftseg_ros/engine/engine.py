@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from swiftseg_ros.engine.autotune import Choice
 from swiftseg_ros.engine.buffers import FrameIO
 from swiftseg_ros.engine.config import (
     DEFAULT_MEAN,
@@ -42,6 +43,7 @@ from swiftseg_ros.engine.cuda_support import (
     math_mode,
 )
 from swiftseg_ros.engine.frames import channels_of, frame_as_hwc
+from swiftseg_ros.engine.memory_format import choose_memory_format
 from swiftseg_ros.engine.palette import palette_table, palette_tensor
 from swiftseg_ros.engine.plans import Plan, PlanCache, PlanKey
 from swiftseg_ros.engine.postprocess import Postprocessor
@@ -172,6 +174,8 @@ class SegmentationEngine:
         else:
             self._stream = None
             self._pool = None
+        self._channels_last = config.channels_last
+        self._choices: dict[str, Choice] = {}
         self._outputs = config.outputs
         self._window = StageWindow(config.stats_window)
         self._plans = PlanCache(config.plan_cache, on_evict=self._free_plan)
@@ -325,6 +329,8 @@ class SegmentationEngine:
             cuda_graph=plan is not None and plan.graph is not None,
             cuda_graph_note=None if plan is None else plan.note,
             onednn_convs=self.onednn_convs,
+            memory_format="channels_last" if self._channels_last else "contiguous",
+            choices={what: choice.as_dict() for what, choice in self._choices.items()},
             plans=self._plans.stats(),
             memory=self._memory(),
         )
@@ -385,6 +391,8 @@ class SegmentationEngine:
         started = time.perf_counter()
         clock = CudaStageClock(torch) if self.on_cuda else CpuStageClock()
         with torch.inference_mode(), math_mode(self.config.tf32):
+            if self.on_cuda and self.config.channels_last and not self._choices:
+                self._choose_memory_format(key)
             plan = self._build(key, clock)
             self._warm_up(plan)
             if self.on_cuda:
@@ -402,12 +410,24 @@ class SegmentationEngine:
                  plan.prepare_ms, len(self._plans))
         return plan
 
+    def _choose_memory_format(self, key: PlanKey) -> None:
+        """Time the network in channels_last and contiguous format at the first input's
+        inference size, on the engine's stream, and keep the faster (memory_format.py)."""
+        net_w, net_h = self.inference_size_for(key.width, key.height)
+        self._stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._stream):
+            choice, self.model = choose_memory_format(self.model, (net_h, net_w), self.dtype,
+                                                      sync=self._stream.synchronize)
+        self._channels_last = choice.picked == "channels_last"
+        self._choices["memory_format"] = choice
+        log.info("engine: %s", choice.describe())
+
     def _build(self, key: PlanKey, clock) -> Plan:
         config = self.config
         net_w, net_h = self.inference_size_for(key.width, key.height)
         io = FrameIO(key.height, key.width, self.device)
         pre = Preprocessor(io.device_rgb, (net_h, net_w), self.mean, self.std,
-                           self.dtype, config.channels_last)
+                           self.dtype, self._channels_last)
         # the logits' shape and memory format come from a real forward pass, which is
         # also the first warm-up pass
         io.device_rgb.zero_()
