@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from swiftseg_ros.engine import EngineConfig, SegmentationEngine
-from swiftseg_ros.engine.cuda_support import capture_graph, empty_host_cache, math_mode
+from swiftseg_ros.engine.cuda_support import (
+    abandon_failed_capture,
+    capture_graph,
+    empty_host_cache,
+    math_mode,
+)
 from swiftseg_ros.engine.plans import Plan, PlanCache, PlanKey
 from swiftseg_ros.errors import ConfigError
 
@@ -199,7 +204,8 @@ def _capture(graph, run, log):
         streams.append(stream)
 
     capture_graph(graph, run, "engine-stream", "pool", set_stream=set_stream,
-                  current_stream=lambda: streams[-1])
+                  current_stream=lambda: streams[-1],
+                  abandon=lambda pool: log.append(("abandon", pool)))
 
 
 def test_capture_restores_the_callers_stream_after_capture_end():
@@ -209,11 +215,11 @@ def test_capture_restores_the_callers_stream_after_capture_end():
                    "end", ("stream", "caller")]
 
 
-def test_failed_capture_end_still_restores_the_callers_stream():
+def test_failed_capture_end_abandons_the_pool_and_restores_the_callers_stream():
     log = []
     with pytest.raises(RuntimeError, match="stream is capturing"):
         _capture(_RecordingGraph(log, fail_end=True), lambda: log.append("run"), log)
-    assert log[-2:] == ["end", ("stream", "caller")]
+    assert log[-3:] == ["end", ("abandon", "pool"), ("stream", "caller")]
 
 
 def test_a_pass_that_fails_in_capture_keeps_its_error_and_ends_the_capture():
@@ -224,7 +230,24 @@ def test_a_pass_that_fails_in_capture_keeps_its_error_and_ends_the_capture():
 
     with pytest.raises(ValueError, match="synchronizing op"):
         _capture(_RecordingGraph(log, fail_end=True), run, log)
-    assert log[-2:] == ["end", ("stream", "caller")]
+    assert log[-3:] == ["end", ("abandon", "pool"), ("stream", "caller")]
+
+
+def test_a_capture_that_ended_well_is_not_abandoned_twice():
+    """When capture_end succeeds after the pass failed, graph.reset() releases the pool
+    (torch does): releasing it here too would free a pool other graphs still use."""
+    log = []
+
+    def run():
+        raise ValueError("python error, capture still valid")
+
+    with pytest.raises(ValueError):
+        _capture(_RecordingGraph(log), run, log)
+    assert ("abandon", "pool") not in log and log[-2:] == ["end", ("stream", "caller")]
+
+
+def test_abandoning_a_private_pool_does_nothing():
+    abandon_failed_capture(None)  # no handle: nothing torch lets us release
 
 
 def test_math_mode_sets_tf32_for_the_block_and_restores_it():

@@ -79,21 +79,26 @@ def empty_host_cache() -> bool:
     return True
 
 
-def capture_graph(graph, run, stream, pool=None, *, set_stream=None, current_stream=None):
+def capture_graph(graph, run, stream, pool=None, *, set_stream=None, current_stream=None,
+                  abandon=None):
     """Capture `run()` into `graph` on `stream`; the caller's stream is current afterwards.
 
     `torch.cuda.graph`'s `__exit__` calls `capture_end()` before it restores the previous
     stream, so a capture that fails there leaves the capture stream current for the
-    caller's later work. Here the stream is restored in a `finally`, after `capture_end`
-    ran (it must, to leave capture mode) whatever happened. The first error is the one
-    raised. Unlike `torch.cuda.graph`, no `empty_cache` runs before the capture: the
-    engine captures several plans into one pool and must not stall on each.
+    caller's later work. Here the stream is restored in a `finally`, whatever happened,
+    and the first error is the one raised. A capture that fails after it began leaves
+    the caching allocator holding the pool: `capture_end` is still called (to leave
+    capture mode), and when it fails too, `abandon(pool)` undoes what torch leaves
+    behind (see `abandon_failed_capture`). Unlike `torch.cuda.graph`, no `empty_cache`
+    runs before the capture: the engine captures several plans into one pool and must
+    not stall on each.
 
-    `set_stream`/`current_stream` default to torch.cuda's; tests on machines without
-    CUDA pass their own, with a stand-in graph, to check the ordering.
+    `set_stream`/`current_stream`/`abandon` default to torch's; tests on machines
+    without CUDA pass their own, with a stand-in graph, to check the ordering.
     """
     set_stream = set_stream or torch.cuda.set_stream
     current_stream = current_stream or torch.cuda.current_stream
+    abandon = abandon or abandon_failed_capture
     previous = current_stream()
     set_stream(stream)
     try:
@@ -101,13 +106,41 @@ def capture_graph(graph, run, stream, pool=None, *, set_stream=None, current_str
         try:
             run()
         except BaseException:
-            with contextlib.suppress(Exception):  # capture is already broken: keep run's error
+            try:
                 graph.capture_end()
+            except Exception:  # capture is broken: keep run's error, free what it held
+                abandon(pool)
             raise
-        graph.capture_end()
+        try:
+            graph.capture_end()
+        except BaseException:
+            abandon(pool)
+            raise
     finally:
         set_stream(previous)
     return graph
+
+
+def abandon_failed_capture(pool) -> None:
+    """Release the pool reference of a capture whose `capture_end` failed.
+
+    The capture's begin registered the pool with the caching allocator (routing and a
+    use count); a failed end never releases the use count (`CUDAGraph::reset` releases
+    only after a successful end), and torch before ~2.6 also skipped ending the routing.
+    Without this, the failed capture's memory stays reserved for good and, for a shared
+    pool, the next capture into it is refused ("already recording to mempool_id"). Only
+    for a pool given by handle: a private pool's id is not readable after a failed end.
+    """
+    if pool is None:
+        return
+    device = torch.cuda.current_device()
+    end = getattr(torch._C, "_cuda_endAllocateToPool", None)
+    release = getattr(torch._C, "_cuda_releasePool", None)
+    if end is not None:
+        with contextlib.suppress(Exception):  # newer torch ended the routing itself
+            end(device, pool)
+    if release is not None:
+        release(device, pool)
 
 
 def _begin(graph, pool) -> None:
