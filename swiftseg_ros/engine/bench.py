@@ -295,6 +295,7 @@ def _bench_one(args, network, weights, width, height, precisions, progress) -> l
             "pipelined_ms": pipelined_ms,
             "pipelined_fps": 1000.0 / pipelined_ms if pipelined_ms else None,
             "pipelined_speedup": engine_ms / pipelined_ms if pipelined_ms else None,
+            "pipelined_over_bare": pipelined_ms / floor_ms if pipelined_ms else None,
         }
         for stage in STAGES:
             row[f"{stage}_ms"] = _p50([t[stage] for t in stage_times[precision]])
