@@ -297,3 +297,17 @@ def test_memory_format_is_the_faster_of_both_and_computes_the_same():
     with torch.inference_mode():
         again = picked.forward_logits(torch.ones(1, 3, 64, 128))
     torch.testing.assert_close(again, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_a_new_overlay_alpha_needs_a_new_plan_only_for_the_overlay(engine):
+    e = engine(outputs=("label",))
+    frame = scene(64, 128, 1)
+    e.infer(frame, "rgb8")
+    e.config = e.config.replace(overlay_alpha=0.25)
+    e.infer(frame, "rgb8")
+    assert e.stats()["plans"]["prepares"] == 1
+    e.set_outputs(("label", "overlay"))
+    first = e.infer(frame, "rgb8").overlay.copy()
+    e.config = e.config.replace(overlay_alpha=0.75)
+    second = e.infer(frame, "rgb8").overlay
+    assert e.stats()["plans"]["prepares"] == 3 and not np.array_equal(first, second)

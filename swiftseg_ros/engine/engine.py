@@ -369,7 +369,9 @@ class SegmentationEngine:
                               f"{max_width}x{max_height} (max_input_size)")
 
     def _key(self, height: int, width: int, slot: int) -> PlanKey:
-        return PlanKey(height, width, self._outputs, float(self.config.overlay_alpha), slot)
+        # the alpha is baked into the overlay's plan only: other plans do not depend on it
+        alpha = float(self.config.overlay_alpha) if "overlay" in self._outputs else None
+        return PlanKey(height, width, self._outputs, alpha, slot)
 
     def _plan_for_frame(self, frame: np.ndarray, slot: int) -> Plan:
         height, width = frame.shape[:2]
@@ -435,7 +437,7 @@ class SegmentationEngine:
         output_hw = ((key.height, key.width) if config.output_size == "input"
                      else (net_h, net_w))
         post = Postprocessor(logits, key.outputs, config.upsample, output_hw,
-                             self._palette_device, key.overlay_alpha,
+                             self._palette_device, config.overlay_alpha,
                              _overlay_source(key, io, pre, output_hw, self.mean, self.std))
         post.run(logits)
         io.set_outputs({name: post.outputs[name] for name in key.outputs})

@@ -30,7 +30,7 @@ class PlanKey:
     height: int
     width: int
     outputs: tuple[str, ...]
-    overlay_alpha: float
+    overlay_alpha: float | None  # None when no overlay is computed
     slot: int = 0
 
 
