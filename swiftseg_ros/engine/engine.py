@@ -525,6 +525,7 @@ class SegmentationEngine:
             return None
         marks = plan.clock.graph_safe
         graph = torch.cuda.CUDAGraph()
+        failure = None
         try:
             capture_graph(graph, lambda: self._device_pass(plan, marks=marks),
                           self._stream, self._pool)
@@ -532,11 +533,17 @@ class SegmentationEngine:
                 graph.replay()
             self._stream.synchronize()
         except Exception as exc:  # any capture failure: run eager, keep the reason visible
-            plan.note = f"CUDA graph capture failed: {type(exc).__name__}: {exc}"
-            log.warning("engine: %s; running eager", plan.note)
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            failure = f"CUDA graph capture failed: {type(exc).__name__}: {first_line}"
+        if failure is not None:
+            # out of the except block: its traceback held the failed pass's tensors
+            plan.note = failure
+            log.warning("engine: %s; running eager", failure)
             with contextlib.suppress(Exception):
                 graph.reset()
             del graph
+            # later captures go to a fresh pool: the failed one may still be winding down
+            self._pool = torch.cuda.graph_pool_handle()
             torch.cuda.synchronize(self.device)
             torch.cuda.empty_cache()  # the failed capture's blocks
             return None
