@@ -36,6 +36,7 @@ TARGET_SIZE = "2048x1024"
 MAX_ENGINE_OVER_BARE = 1.05
 MIN_PIPELINED_SPEEDUP = 1.5
 BURST = 8
+STAGE_COLUMNS = ("host_copy", "upload", "preprocess", "forward", "postprocess", "download")
 
 
 def gpu_steps(iters: int) -> list[tuple[str, list[str], int]]:
@@ -206,8 +207,8 @@ def markdown(report: dict) -> str:
     if report.get("onnxruntime_note"):
         lines += [f"ONNX Runtime on the GPU: {report['onnxruntime_note']}", ""]
     lines += ["| step | network | size | prec | outputs | graph | engine ms | fps | "
-              "bare graph ms | eng/bare | pipelined fps | pipelined x | pre/fwd/post ms | "
-              "peak / reserved MB |", "|" + "---|" * 14]
+              "bare graph ms | eng/bare | pipelined fps | pipelined x | "
+              "copy/up/pre/fwd/post/down ms | peak / reserved MB |", "|" + "---|" * 14]
     for row in report["rows"]:
         lines.append("| " + " | ".join((
             row["step"], row["network"], row["size"], row["precision"],
@@ -215,8 +216,7 @@ def markdown(report: dict) -> str:
             _num(row["engine_ms"], 3), _num(row["fps"], 0), _num(row.get("bare_graph_ms"), 3),
             _num(row["engine_over_bare"], 3), _num(row.get("pipelined_fps"), 0),
             _num(row.get("pipelined_speedup"), 2),
-            "/".join(_num(row.get(f"{s}_ms"), 3) for s in ("preprocess", "forward",
-                                                            "postprocess")),
+            "/".join(_num(row.get(f"{s}_ms"), 3) for s in STAGE_COLUMNS),
             f"{_num(row.get('peak_mem_mb'), 0)} / {_num(row.get('reserved_mem_mb'), 0)}",
         )) + " |")
     lines += ["", "| target | value | met |", "|---|---|---|"]
