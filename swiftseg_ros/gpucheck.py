@@ -261,7 +261,11 @@ def main(argv=None) -> int:
     report = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "command": shlex.join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
               "environment": environment(), "steps": [], "rows": [], "targets": []}
-    if not on_cuda:
+    env = report["environment"]
+    if on_cuda:
+        print(f"gpu-check: {env['gpu']} (sm {env['capability']}), driver {env['driver']}, "
+              f"torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}", flush=True)
+    else:
         print(f"gpu-check: no CUDA device here (torch {torch.__version__}, CUDA build "
               f"{torch.version.cuda}); running the CPU-side parts only", flush=True)
     _write(report, folder)
