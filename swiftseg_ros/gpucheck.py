@@ -1,8 +1,8 @@
 """`make gpu-check`: the CUDA tests and the GPU benchmark matrix in one command, for a
 fresh NVIDIA machine whose Python has torch with CUDA but no package registry.
 
-It writes `gpu_check.json` and `gpu_check.md` into the folder it is given and prints the
-table last. The JSON is rewritten after every step, so a run stopped by a time limit
+It writes `gpu_check.json`, `gpu_check.md` and (on CUDA) `cuda_tests.log` into the
+folder it is given and prints the table last. The JSON is rewritten after every step, so a run stopped by a time limit
 still leaves what it measured. Each step runs in its own process with a timeout (a hung
 or crashed step costs its own budget, not the whole check), and steps that no longer
 fit the overall budget are skipped and listed as such. Without CUDA it says so in one
@@ -140,18 +140,22 @@ def _run(command: list[str], timeout_s: float) -> dict:
         output = "".join(part.decode(errors="replace") if isinstance(part, bytes) else part
                          for part in (exc.stdout, exc.stderr) if part)
     return {"command": shlex.join(command), "rc": rc,
-            "seconds": round(time.monotonic() - started, 1), "tail": output[-3000:]}
+            "seconds": round(time.monotonic() - started, 1), "output": output}
 
 
-def run_cuda_tests(timeout_s: float) -> dict:
+def run_cuda_tests(timeout_s: float, folder: Path) -> dict:
+    """pytest on test/test_engine_cuda.py; the whole output goes to cuda_tests.log."""
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs",
                str(ROOT / "test" / "test_engine_cuda.py")]
     if importlib.util.find_spec("pytest_timeout") is not None:
         command.append("--timeout=120")
     result = _run(command, timeout_s)
-    result["summary"] = next((line for line in reversed(result["tail"].splitlines())
-                              if " in " in line and ("passed" in line or "failed" in line
-                                                     or "error" in line)), "")
+    output = result.pop("output")
+    (folder / "cuda_tests.log").write_text(output)
+    result["tail"] = output[-3000:]
+    result["summary"] = next((line for line in reversed(output.splitlines())
+                              if " in " in line and any(word in line for word in (
+                                  "passed", "failed", "error", "skipped"))), "")
     return result
 
 
@@ -159,6 +163,7 @@ def run_bench(name: str, args: list[str], timeout_s: float, folder: Path) -> dic
     out = folder / f"bench_{name}.json"
     code = "import sys; from swiftseg_ros.cli import bench; sys.exit(bench(sys.argv[1:]))"
     result = _run([sys.executable, "-c", code, *args, "--json", str(out)], timeout_s)
+    result["tail"] = result.pop("output")[-3000:]
     result["rows"] = json.loads(out.read_text()) if out.is_file() else []
     for row in result["rows"]:
         row["step"] = name
@@ -274,7 +279,7 @@ def main(argv=None) -> int:
         return args.budget - (time.monotonic() - started)
 
     if on_cuda:
-        report["cuda_tests"] = run_cuda_tests(min(200.0, max(30.0, left() * 0.4)))
+        report["cuda_tests"] = run_cuda_tests(min(200.0, max(30.0, left() * 0.4)), folder)
         print(f"gpu-check: CUDA tests: {report['cuda_tests']['summary'] or report['cuda_tests']['rc']}",
               flush=True)
         _write(report, folder)

@@ -60,3 +60,10 @@ def test_onnxruntime_step_is_skipped_with_the_reason_without_a_gpu_provider():
     steps, note = gpucheck.ort_steps({"onnxruntime": "1.30.0",
                                       "onnxruntime_providers": ["CPUExecutionProvider"]}, 10)
     assert steps == [] and "no CUDA/TensorRT provider" in note
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU, run `make gpu-check` itself")
+def test_cuda_tests_step_logs_everything_and_summarises_the_run(tmp_path):
+    result = gpucheck.run_cuda_tests(120.0, tmp_path)
+    assert result["rc"] == 0 and "skipped" in result["summary"]
+    assert "test_engine_cuda.py" in (tmp_path / "cuda_tests.log").read_text()
