@@ -314,11 +314,12 @@ def test_set_outputs_recaptures_the_graph(engine):
 
 
 def _pinned_bytes():
+    """Bytes PyTorch's pinned host allocator holds (None where this torch cannot say)."""
     stats = getattr(torch.cuda, "host_memory_stats", None)
     if stats is None:
         return None
-    return stats().get("allocated_bytes.current",
-                       stats().get("allocated_bytes.all.current"))
+    numbers = stats()
+    return numbers.get("allocated_bytes.current", numbers.get("allocated_bytes.all.current"))
 
 
 def test_release_returns_device_and_pinned_memory_to_their_prior_level(weights):
@@ -336,8 +337,9 @@ def test_release_returns_device_and_pinned_memory_to_their_prior_level(weights):
     e.release()
     assert torch.cuda.memory_allocated() == allocated
     assert torch.cuda.memory_reserved() == reserved
-    if pinned is not None:
-        assert _pinned_bytes() <= pinned
+    after = _pinned_bytes()
+    if pinned is not None and after is not None:
+        assert after <= pinned
 
 
 def test_bench_on_cuda_reports_graphed_floor_pipelining_and_memory(tmp_path, weights):
