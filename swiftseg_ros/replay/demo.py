@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=MODES, default="realtime",
                         help="replay mode (default realtime: drops and image ages as on a "
                         "robot)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
+                        help="no progress display")
     return parser
 
 
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
         image_topic=spec.image_topic,
         label_topic=spec.label_topic,
         mode=args.mode,
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
     print(f"replaying it through {weights} on {args.device} ({args.mode} mode)")
     report, _ = replay_bag(bag, folder / "replay", options, params, force=True)
