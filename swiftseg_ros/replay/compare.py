@@ -29,7 +29,7 @@ from swiftseg_ros.trainer.montage import make_montage
 KEYS = ("a", "b")
 LATENCY_STAGES = ("decode", "preprocess", "forward", "postprocess", "total", "processing")
 PERCENTILES = ("p50", "p95", "p99")
-DISAGREE_COLOUR = (255, 0, 255)
+DISAGREE_COLOUR = (255, 220, 0)  # on the greyed input; no class palette colour is this
 PROG = "swiftseg-replay"
 
 
@@ -50,7 +50,7 @@ def configurations(args) -> list[tuple[str, object]]:
         params = node_parameters(params_file, weights=weights_file, network=args.network,
                                  device=args.device, precision=args.precision)
         parts = [Path(params.weights).name if params.weights else f"random {params.network}"]
-        if params_file:
+        if args.compare_params:
             parts.append(Path(params_file).name)
         found.append((f"{key.upper()} {', '.join(parts)}", params))
     return found
@@ -185,7 +185,7 @@ def disagreement(samples_a: list[Sample], samples_b: list[Sample]) -> dict:
 
 
 def write_disagreement_montage(path: Path, comparison: dict, runs) -> bool:
-    """Rows of input | A | B | where they differ (magenta on the greyed input)."""
+    """Rows of input | A | B | where they differ (yellow on the greyed input)."""
     (_, _, result_a), (_, _, result_b) = runs
     pairs = _common(result_a.samples, result_b.samples)
     if not pairs:
@@ -198,11 +198,10 @@ def write_disagreement_montage(path: Path, comparison: dict, runs) -> bool:
         shown = cv2.resize(grey, (differ.shape[1], differ.shape[0])) // 2 + 64
         shown[differ] = DISAGREE_COLOUR
         rows.append([a.image, a.prediction, b.prediction, shown])
-        titles.append(f"frame {a.index}: input | {labels['a'].split()[0]} | "
-                      f"{labels['b'].split()[0]} | differ on {100 * differ.mean():.1f} % "
-                      "of pixels (magenta)")
+        titles.append(f"frame {a.index}: input | {labels['a']} | {labels['b']} | they "
+                      f"differ on {100 * differ.mean():.1f} % of pixels (yellow)")
     legend = list(zip(result_a.class_names, result_a.palette.tolist(), strict=False))
-    legend.append(("A and B differ", DISAGREE_COLOUR))
+    legend.append(("A and B differ (4th column)", DISAGREE_COLOUR))
     make_montage(rows, titles, path, legend=legend)
     return True
 
@@ -282,6 +281,8 @@ def render_comparison(comparison: dict) -> str:
     accuracy = comparison["accuracy"]
     if accuracy:
         lines += ["## Accuracy (IoU %, difference B - A in points)", "",
+                  "Each configuration is scored on the frames it processed (in realtime "
+                  "mode, not the same frames when they drop differently).", "",
                   "| class | A | B | B - A |", "|---|---:|---:|---:|"]
         for name, pair in accuracy["per_class"].items():
             lines.append(f"| {name} | {_pct(pair['a'])} | {_pct(pair['b'])} | "

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from swiftseg_ros.checkpoint import load_checkpoint
 from swiftseg_ros.cli import ArgumentParser
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.paths import resolve_weights
@@ -33,6 +34,7 @@ from swiftseg_ros.replay.cli import (
 )
 from swiftseg_ros.replay.run import MODES, ReplayOptions
 from swiftseg_ros.replay.synthbag import CameraBagSpec, write_camera_bag
+from swiftseg_ros.replay.verdict import Thresholds
 
 DEMO_WEIGHTS = "fastscnn_synth.pt"
 DEFAULT_OUT = "demo_out"
@@ -101,6 +103,9 @@ def main(argv=None) -> int:
         raise ConfigError(f"--frames {args.frames}: at least 1")
     width, height = parse_size(args.size)
     weights = resolve_weights(args.weights)
+    load_checkpoint(weights)  # a file that is not a checkpoint is refused before the bag
+    params = node_parameters(None, weights=str(weights), device=args.device,
+                             threads=args.threads)
     began = time.perf_counter()
     folder = Path(args.out)
     spec = CameraBagSpec(frames=args.frames, width=width, height=height)
@@ -108,8 +113,6 @@ def main(argv=None) -> int:
     print(f"{'wrote' if written else 'reusing'} synthetic camera bag {bag} ({spec.frames} "
           f"frames {width}x{height} at {spec.rate_hz:g} Hz, ground truth on {spec.label_topic})")
 
-    params = node_parameters(None, weights=str(weights), device=args.device,
-                             threads=args.threads)
     options = ReplayOptions.for_node(
         params,
         image_topic=spec.image_topic,
@@ -118,7 +121,9 @@ def main(argv=None) -> int:
         progress=not args.quiet,
     )
     print(f"replaying it through {weights} on {args.device} ({args.mode} mode)")
-    report, _ = replay_bag(bag, folder / "replay", options, params, force=True)
+    # the verdict against the node's default latency budget is shown, not enforced
+    report, _ = replay_bag(bag, folder / "replay", options, params, force=True,
+                           thresholds=Thresholds(params.latency_budget_ms))
     print()
     for line in summary_lines(report):
         print(line)

@@ -70,7 +70,7 @@ def write_timeline(path: Path, records: list[FrameRecord], *, camera_period_ms: 
     if not processed:
         return False
     scored = [r for r in processed if r.miou is not None]
-    figure = _figure(10, 6.2 if scored else 3.8)
+    figure = _figure(11, 6.2 if scored else 3.8)
     panels = figure.subplots(2 if scored else 1, 1, sharex=True, squeeze=False)[:, 0]
     axes = panels[0]
     times = [r.arrival for r in processed]
@@ -85,13 +85,13 @@ def write_timeline(path: Path, records: list[FrameRecord], *, camera_period_ms: 
                      label=f"latency budget {latency_budget_ms:g} ms")
     dropped = [r.arrival for r in records if r.outcome == "dropped"]
     if dropped:
-        axes.plot(dropped, [0] * len(dropped), linestyle="none", marker="|", markersize=12,
-                  color="#aa3377", label=f"dropped frame ({len(dropped)})")
+        axes.plot(dropped, [0] * len(dropped), linestyle="none", marker="^", markersize=8,
+                  color="#aa3377", clip_on=False, label=f"dropped frame ({len(dropped)})")
     axes.set_ylim(bottom=0)
     axes.set_ylabel("latency (ms)")
     axes.set_title(f"{len(processed)} processed frames, {mode} mode")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="upper right")
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if scored:
         axes = panels[1]
         axes.plot([r.arrival for r in scored], [100 * r.miou for r in scored], marker=".",
@@ -107,7 +107,7 @@ def write_timeline(path: Path, records: list[FrameRecord], *, camera_period_ms: 
         axes.set_ylim(0, 100)
         axes.set_ylabel("mIoU of the frame (%)")
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=8, loc="lower right")
+        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     panels[-1].set_xlabel("bag time (s from the first image)")
     figure.savefig(path)
     return True
@@ -134,11 +134,12 @@ def write_comparison_chart(path: Path, comparison: dict) -> bool:
                      color=colour,
                      label=f"{labels[key]}: mIoU {_pct(accuracy['miou'][key])}")
         axes.set_xticks(x, names, rotation=45, ha="right")
-        axes.set_ylim(0, 100)
+        axes.set_ylim(0, 122)  # room above 100 % for the legend
+        axes.set_yticks(range(0, 101, 20))
         axes.set_ylabel("IoU (%)")
         axes.set_title("per-class IoU")
         axes.grid(axis="y", alpha=0.3)
-        axes.legend(fontsize=8, loc="lower left")
+        axes.legend(fontsize=8, loc="upper center", ncol=2)
     if latency is not None:
         axes = axes_list.pop(0)
         keys = ("p50", "p95", "p99")
@@ -151,10 +152,12 @@ def write_comparison_chart(path: Path, comparison: dict) -> bool:
             axes.axhline(budget, color="#cc3311", linewidth=1.2,
                          label=f"latency budget {budget:g} ms")
         axes.set_xticks(x, keys)
+        tallest = max([latency[k][key] or 0 for k in keys for key in ("a", "b")] + [budget])
+        axes.set_ylim(0, 1.35 * tallest)  # room for the legend
         axes.set_ylabel("processing time per frame (ms)")
         axes.set_title("latency percentiles")
         axes.grid(axis="y", alpha=0.3)
-        axes.legend(fontsize=8)
+        axes.legend(fontsize=8, loc="upper left")
     figure.savefig(path)
     return True
 
