@@ -333,3 +333,34 @@ def test_ctrl_c_during_replay_writes_the_partial_report_and_says_how_far(camera_
     err = capsys.readouterr().err
     assert f"interrupted after 3 of {FRAMES} frames; partial bag in {out / 'bag'}, report " \
            "written" in err
+
+
+# ------------------------------------------------------------------------ first-user edges
+
+
+def test_progress_off_a_terminal_is_whole_lines(capsys, camera_bag, weights, tmp_path):
+    status, stdout, err = run(capsys, camera_bag, "--image-topic", IMAGE, "--weights",
+                              weights[0], "--out", tmp_path / "out", "--montage-frames", 0)
+    assert status == 0
+    assert "\r" not in err and f"replay: {FRAMES}/{FRAMES} frame" in err
+
+
+def test_eval_and_replay_montages_share_one_layout(tmp_path):
+    import cv2
+
+    from swiftseg_ros.engine.palette import colorize
+    from swiftseg_ros.replay.report import write_montage as replay_montage
+    from swiftseg_ros.replay.run import Sample
+    from swiftseg_ros.trainer.evaluate import write_montage as eval_montage
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (32, 64, 3), dtype=np.uint8)
+    truth = rng.integers(0, len(CLASS_NAMES), (32, 64), dtype=np.uint8)
+    prediction = rng.integers(0, len(CLASS_NAMES), (32, 64), dtype=np.uint8)
+    palette = np.array(PALETTE, dtype=np.uint8)
+    eval_montage(tmp_path / "eval.png", [(5, image, truth, prediction)], palette, CLASS_NAMES)
+    replay_montage(tmp_path / "replay.png",
+                   [Sample(5, image, colorize(prediction, palette), colorize(truth, palette))],
+                   CLASS_NAMES, palette)
+    assert np.array_equal(cv2.imread(str(tmp_path / "eval.png")),
+                          cv2.imread(str(tmp_path / "replay.png")))

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
 from swiftseg_ros.engine import EngineConfig, SegmentationEngine, colorize
 from swiftseg_ros.engine.config import UPSAMPLE_MODES, parse_size
 from swiftseg_ros.errors import ConfigError, DatasetError
 from swiftseg_ros.metrics import ConfusionMatrix
+from swiftseg_ros.progress import progress as progress_display
 from swiftseg_ros.trainer.datasets import SegmentationDataset, dataset_from_path
 from swiftseg_ros.trainer.montage import frame_montage
 
@@ -63,8 +63,7 @@ def evaluate(engine: SegmentationEngine, dataset: SegmentationDataset, limit: in
         # allocate and warm up before timing, as the node does in configure
         height, width = dataset.load(0)[0].shape[:2]
         engine.prepare(height, width, "rgb8")
-    for index in tqdm(range(count), desc="eval", unit="frame", disable=not progress,
-                      leave=False):
+    for index in progress_display(range(count), desc="eval", unit="frame", enabled=progress):
         image, truth = dataset.load(index)
         started = time.perf_counter()
         prediction = engine.infer(image, "rgb8").label
@@ -109,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write input / ground truth / prediction of a few frames here")
     parser.add_argument("--samples", type=int, default=4,
                         help="frames in the montage (default 4)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
     return parser
 
 
