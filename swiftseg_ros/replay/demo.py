@@ -1,7 +1,7 @@
 """swiftseg-demo: the README's first command (`make demo`), end to end on the CPU.
 
     swiftseg-demo [--out DIR] [--frames N] [--size WxH] [--weights CKPT] [--mode M]
-                  [--device DEV] [--threads N]
+                  [--device DEV] [--threads N] [--quiet]
 
 1. On first run, writes a synthetic camera bag with ground truth into DIR/camera_bag
    (a `swiftseg-synth --sequence` drive: rgb8 images on /camera/image_raw, mono8 class
@@ -9,7 +9,8 @@
 2. Replays it through the shipped demo weights (models/fastscnn_synth.pt) on the CPU with
    `swiftseg-replay`'s code, in realtime mode: the bag's own timing and the node's
    latest-frame policy, as on a robot.
-3. Prints mIoU, FPS, p99 latency and drops, and where the output bag, the report and the
+3. Prints mIoU, the processing and delivered rates, p99 latency, drops and the verdict
+   against the node's latency budget, and where the output bag, the report and the
    pictures are (DIR/replay/).
 """
 
