@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from swiftseg_ros.replay.run import ReplayResult, Sample
+from swiftseg_ros.replay.verdict import verdict_line
 from swiftseg_ros.trainer.montage import frame_montage
 
 REPORT_VERSION = 1
@@ -137,16 +138,18 @@ def _accuracy(result: ReplayResult) -> dict | None:
 
 
 def top_confusions(counts: np.ndarray, class_names, limit: int = TOP_CONFUSIONS) -> list[dict]:
-    """The largest off-diagonal cells: ground-truth pixels of one class predicted as another,
-    with their share of that class's ground-truth pixels."""
+    """The worst off-diagonal cells: ground-truth pixels of one class predicted as another,
+    ranked by their share of that class's ground-truth pixels (by pixel count, a large
+    class's small slip would hide a small class that is mostly missed)."""
     counts = np.asarray(counts, dtype=np.float64)
     truth_pixels = counts.sum(axis=1)
-    cells = [(counts[i, j], i, j) for i in range(len(counts)) for j in range(len(counts))
+    cells = [(counts[i, j] / truth_pixels[i], counts[i, j], i, j)
+             for i in range(len(counts)) for j in range(len(counts))
              if i != j and counts[i, j] > 0]
     cells.sort(reverse=True)
     return [{"truth": str(class_names[i]), "predicted": str(class_names[j]),
-             "pixels": int(n), "share_of_truth": float(n / truth_pixels[i])}
-            for n, i, j in cells[:limit]]
+             "pixels": int(n), "share_of_truth": float(share)}
+            for share, n, i, j in cells[:limit]]
 
 
 # ------------------------------------------------------------------------ markdown
@@ -175,12 +178,6 @@ def render_markdown(report: dict) -> str:
     elif not report["complete"]:
         lines += [f"**Partial results: the bag is damaged** ({bag['damage']}); "
                   f"{bag['messages_read']} messages were read before it.", ""]
-    lines += [f"**{headline(report)}**", ""]
-    if report.get("verdict"):
-        from swiftseg_ros.replay.verdict import verdict_line
-
-        lines += ["## Verdict", "", f"- {verdict_line('This configuration', report['verdict'])}",
-                  ""]
     lines += [
         f"- Image topic: `{bag['image_topic']}` ({bag['image_type']}), ground truth: "
         + (f"`{bag['label_topic']}`" if bag.get("label_topic") else "none"),
@@ -190,6 +187,13 @@ def render_markdown(report: dict) -> str:
         f"- Input size {engine.get('input_size') or 'n/a'}, inference size "
         f"{engine.get('inference_size') or 'n/a'}",
         "",
+        f"**{headline(report)}**",
+        "",
+    ]
+    if report.get("verdict"):
+        lines += ["## Verdict", "", f"- {verdict_line('This configuration', report['verdict'])}",
+                  ""]
+    lines += [
         "## Frames",
         "",
         "| read | processed | dropped | rejected | failed |",
@@ -309,8 +313,9 @@ def _worst_frame_lines(accuracy: dict) -> list[str]:
     worst, spread = accuracy.get("worst_frames"), accuracy.get("per_frame_miou")
     if not worst:
         return []
-    lines = [f"Per-frame mIoU: p50 {_pct(spread['p50'])} %, lowest {_pct(min(w['miou'] for w in worst))} %. "
-             "Worst frames (shown at the end of the montage):", "",
+    lowest = min(w["miou"] for w in worst)
+    lines = [f"Per-frame mIoU: p50 {_pct(spread['p50'])} %, lowest {_pct(lowest)} %. Worst "
+             "frames (shown at the end of the montage):", "",
              "| frame | header stamp (ns) | bag time (s) | mIoU % |", "|---:|---:|---:|---:|"]
     lines += [f"| {w['index']} | {w['stamp_ns']} | {w['time_s']:.2f} | {_pct(w['miou'])} |"
               for w in worst]

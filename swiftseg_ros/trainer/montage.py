@@ -1,8 +1,9 @@
 """PNG montages: a grid of images with row titles and an optional class legend (OpenCV only).
 
 `frame_montage` is the one layout of evaluated frames, shared by `swiftseg-eval` and
-replay: a row per frame, input | ground truth | prediction, titled with the frame. Images are uint8 RGB (H x W x 3) or grey (H x W); every cell is scaled to
-the size of the first image, fitted to `cell_width`.
+replay: a row per frame, input | ground truth | prediction, titled with the frame.
+Images are uint8 RGB (H x W x 3) or grey (H x W); every cell is scaled to the size of
+the first image, fitted to `cell_width`.
 """
 
 from __future__ import annotations
