@@ -273,11 +273,9 @@ def write_figures(out: Path, report: dict, result: ReplayResult) -> None:
         "montage_png": write_montage(out / "montage.png", result.samples, result.class_names,
                                      result.palette, result.worst),
     }
-    names = {"latency_png": "latency.png", "timeline_png": "timeline.png",
-             "confusion_png": "confusion.png", "montage_png": "montage.png"}
     for key, done in drawn.items():
         if done:
-            files[key] = str(out / names[key])
+            files[key] = str(out / key.replace("_png", ".png"))
 
 
 def summary_lines(report: dict) -> list[str]:
