@@ -22,6 +22,18 @@ import numpy as np
 from swiftseg_ros.cli import write_json
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.replay.bagio import open_bag
+from swiftseg_ros.replay.cli import (
+    check_ground_truth,
+    exit_status,
+    node_parameters,
+    prepare_out_dir,
+    replay_bag,
+    replay_options,
+    require_image_topic,
+    summary_lines,
+    thresholds_from,
+)
+from swiftseg_ros.replay.plots import write_comparison_chart
 from swiftseg_ros.replay.run import ReplayResult, Sample, check_topics
 from swiftseg_ros.replay.verdict import EXIT_VERDICT_FAILED, verdict_line
 from swiftseg_ros.trainer.montage import make_montage
@@ -35,8 +47,6 @@ PROG = "swiftseg-replay"
 
 def configurations(args) -> list[tuple[str, object]]:
     """(label, validated parameters) of A and B, from --compare and --compare-params."""
-    from swiftseg_ros.replay.cli import node_parameters
-
     if args.compare and args.weights:
         raise ConfigError("--weights and --compare both name weights; give the two "
                           "checkpoints with --compare A.pt B.pt only")
@@ -58,17 +68,6 @@ def configurations(args) -> list[tuple[str, object]]:
 
 def main_compare(args, bag_path: Path) -> int:
     """The A/B form of swiftseg-replay's main."""
-    from swiftseg_ros.replay.cli import (
-        check_ground_truth,
-        exit_status,
-        prepare_out_dir,
-        replay_bag,
-        replay_options,
-        require_image_topic,
-        summary_lines,
-        thresholds_from,
-    )
-
     configs = configurations(args)
     thresholds = [thresholds_from(args, params) for _, params in configs]
     image_topic = require_image_topic(args, bag_path)
@@ -92,8 +91,6 @@ def main_compare(args, bag_path: Path) -> int:
             return exit_status(report, PROG)
         runs.append((label, report, result))
     comparison = build_comparison(runs, out)
-    from swiftseg_ros.replay.plots import write_comparison_chart
-
     if write_comparison_chart(out / "comparison.png", comparison):
         comparison["outputs"]["comparison_png"] = str(out / "comparison.png")
     if write_disagreement_montage(out / "disagreement.png", comparison, runs):
