@@ -162,7 +162,8 @@ def run_cuda_tests(timeout_s: float, folder: Path) -> dict:
 def run_bench(name: str, args: list[str], timeout_s: float, folder: Path) -> dict:
     out = folder / f"bench_{name}.json"
     code = "import sys; from swiftseg_ros.cli import bench; sys.exit(bench(sys.argv[1:]))"
-    result = _run([sys.executable, "-c", code, *args, "--json", str(out)], timeout_s)
+    result = _run([sys.executable, "-c", code, *args, "--quiet", "--json", str(out)],
+                  timeout_s)
     result["tail"] = result.pop("output")[-3000:]
     result["rows"] = json.loads(out.read_text()) if out.is_file() else []
     for row in result["rows"]:
