@@ -277,8 +277,35 @@ def parse_size(text: str, name: str = "size") -> Size | None:
     return Size(int(match.group(1)), int(match.group(2)))
 
 
+# The largest integer every smaller one of which a double holds exactly (2**53).
+_EXACT_DOUBLE_LIMIT = 2 ** 53
+
+
+def ros_type_name(value: Any) -> str:
+    """The ROS 2 name of the type of a parameter value as rclpy or YAML gives it."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "not set"
+    return "array"
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def _checked(definition: ParamDef, value: Any) -> Any:
-    """`value` as the parameter's Python value, or a one-line ConfigError."""
+    """`value` as the parameter's Python value, or a one-line ConfigError.
+
+    An integer is accepted for a double parameter when the double holds it exactly (a
+    parameter file's `overlay_alpha: 1`): the node stores it as that double.
+    """
     name, kind = definition.name, definition.type
     allowed = definition.allowed()
     if kind is bool:
@@ -286,15 +313,16 @@ def _checked(definition: ParamDef, value: Any) -> Any:
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and math.isfinite(value)
+        ok = isinstance(value, float) and math.isfinite(value) or \
+            isinstance(value, int) and not isinstance(value, bool) \
+            and abs(value) <= _EXACT_DOUBLE_LIMIT
     else:
         ok = isinstance(value, str)
     if not ok:
-        article = "an" if definition.type_name[0] in "aeiou" else "a"
+        given, expected = ros_type_name(value), definition.type_name
         raise ConfigError(
-            f"parameter {name!r} is {value!r} ({type(value).__name__}): expected "
-            f"{article} {definition.type_name}, {allowed}"
+            f"parameter {name!r} is {value!r}, {_article(given)} {given}: expected "
+            f"{_article(expected)} {expected} ({allowed})"
         )
     if kind is float:
         value = float(value)
@@ -313,6 +341,18 @@ def _checked(definition: ParamDef, value: Any) -> Any:
         if not _DEVICE_RE.match(value):
             raise ConfigError(f"parameter {name!r} is {value!r}: allowed {allowed}")
     return value
+
+
+def check_parameter_value(name: str, value: Any) -> Any:
+    """`value` for parameter `name` checked on its own (type, choices, range, size format)
+    and returned as the node stores it: an integer for a double parameter becomes that
+    double. One-line ConfigError otherwise. Combinations of parameters are checked by
+    `validate_parameters`, once every value is known (at configure)."""
+    definition = BY_NAME.get(name)
+    if definition is None:
+        raise unknown_parameter_error(name)
+    _checked(definition, value)
+    return float(value) if definition.type is float else value
 
 
 def unknown_parameter_error(name: str, where: str = "") -> ConfigError:
@@ -416,8 +456,8 @@ def load_param_file(path: str | Path, node_name: str = DEFAULT_NODE_NAME,
     """The parameter values a ROS 2 parameter file gives the node `namespace/node_name`.
 
     Applies `/**` then the node's own entry (rclpy's precedence), rejects unknown names
-    (with a suggestion) and values the node would refuse: ROS 2 does not accept an
-    integer for a double parameter, so `overlay_alpha: 1` is an error here too. Returns
+    (with a suggestion) and values the node would refuse; an integer for a double
+    (`overlay_alpha: 1`) is read as that double, as the node does. Returns
     only the names the file sets; `validate_parameters` fills in the defaults and checks
     combinations once other sources (launch arguments, flags) are merged in.
     """
@@ -472,11 +512,6 @@ def _file_value(file: Path, node: str, name: str, value: Any) -> Any:
             f"{file}: parameter {name!r} has no value; write '' for an empty string"
             if definition.type is str else
             f"{file}: parameter {name!r} has no value; expected {definition.allowed()}"
-        )
-    if definition.type is float and isinstance(value, int) and not isinstance(value, bool):
-        raise ConfigError(
-            f"{file}: parameter {name!r} is the integer {value} but is a double: write "
-            f"{float(value)!r} (ROS 2 refuses an integer for a double parameter)"
         )
     # each value on its own: combinations are checked once every source (file, launch
     # arguments, command-line flags) is merged, by validate_parameters
@@ -596,8 +631,10 @@ def render_parameters_doc() -> str:
         "are strings `WxH` (width first), empty for not set. Dynamic parameters can be "
         "changed while the node runs (`ros2 param set /swiftseg overlay_alpha 0.3`); the "
         "others are refused while the node is configured: deactivate and clean up, set "
-        "them, then configure again. A parameter file gives a double parameter as `1.0`, "
-        "never `1` (ROS 2 refuses an integer for a double).\n\n"
+        "them, then configure again. An integer given for a double parameter (`overlay_alpha: "
+        "1`) is read as that double; a value of another wrong type makes configure fail with "
+        "one line naming the parameter, the type given and the type expected, until it is "
+        "set right with `ros2 param set`.\n\n"
         + render_parameter_table()
     )
 
