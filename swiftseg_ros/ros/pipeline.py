@@ -149,8 +149,9 @@ class SegmentationPipeline:
 
     def offer(self, msg) -> None:
         """Hand a received message to the worker without waiting (a frame still waiting
-        is replaced and counted as dropped). Called from the subscription callback."""
-        self.reporter.frame_received(self._now_s())
+        is replaced and counted as dropped). Called from the subscription callback; the
+        header stamp feeds the estimate of frames lost before the node."""
+        self.reporter.frame_received(self._now_s(), msg.header.stamp)
         self.worker.offer(msg)
 
     def stop(self, timeout: float | None = None) -> bool:
