@@ -7,7 +7,7 @@ from setuptools import find_packages, setup
 PACKAGE = "swiftseg_ros"
 HERE = Path(__file__).parent
 TEST_REQUIRES = ["pytest>=6.2", "hypothesis>=6.36"]
-TOOLS_REQUIRES = ["rosbags>=0.10", "matplotlib>=3.5", "tqdm>=4.60"]
+TOOLS_REQUIRES = ["rosbags>=0.11", "matplotlib>=3.5", "tqdm>=4.60"]
 ONNX_REQUIRES = ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"]
 
 

@@ -220,6 +220,11 @@ class SegmentationNode(Node):
             if params.input_size is not None:
                 self._pipeline.prepare(params.input_size.width, params.input_size.height,
                                        FIRST_GUESS_FORMAT[params.transport])
+            else:
+                self.get_logger().info(
+                    "input_size is empty: the engine is prepared from the camera's camera_info "
+                    "if it comes first, else on the first image (a stall of up to a second); "
+                    "set input_size to the camera's WxH to prepare here")
             self._create_publishers()
             self._publish_label_info()
         except Exception as exc:
@@ -405,7 +410,15 @@ class SegmentationNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg
+        first, self._camera_info = self._camera_info is None, msg
+        if first and self._settings.input_size is None and msg.width and msg.height:
+            # the camera's size before its first image: prepare now rather than stall the
+            # first frame (a frame that came first has prepared the engine already)
+            if self._pipeline.prepare_unless_prepared(
+                    msg.width, msg.height, FIRST_GUESS_FORMAT[self._settings.transport]):
+                self.get_logger().info(
+                    f"prepared for {msg.width}x{msg.height} from camera_info, before the first "
+                    "image")
 
     def _publish_frame(self, segmented, messages: dict) -> None:
         """Worker thread: publish one frame's outputs and, if the camera has one, its

@@ -116,6 +116,17 @@ class SegmentationPipeline:
             self.engine.prepare(height, width, pixel_format)
             self._last_format = pixel_format
 
+    def prepare_unless_prepared(self, width: int, height: int, pixel_format: str) -> bool:
+        """`prepare()` unless the engine is prepared for some input already (a frame came
+        first): for the camera's camera_info, which may arrive before the first image.
+        True if it prepared."""
+        with self._engine_lock:
+            if self.engine.input_size is not None:
+                return False
+            self.engine.prepare(height, width, pixel_format)
+            self._last_format = pixel_format
+            return True
+
     def segment(self, msg) -> SegmentedFrame:
         """Decode `msg` (Image, or CompressedImage when `compressed`) and segment it.
 
