@@ -310,7 +310,7 @@ class SegmentationNode(Node):
         """Declare every parameter with its descriptor; a startup value (parameter file,
         command line) that is not allowed is one error line, and configure fails with it
         until the parameter is set right."""
-        fqn = self.get_fully_qualified_name()
+        fqn = f"{self.get_namespace().rstrip('/')}/{self.get_name()}"
         for definition in PARAMETERS:
             name = definition.name
             try:
@@ -506,7 +506,7 @@ def main(args=None) -> int:
             keep_going=rclpy.ok,
             stop=stop,
             close_steps=(node.close, executor.shutdown, node.destroy_node, shutdown_context),
-            ended_by=(ExternalShutdownException, KeyboardInterrupt),
+            ended_by=(ExternalShutdownException,),
         )
     return 0
 
