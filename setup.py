@@ -48,8 +48,9 @@ setup(
         "opencv-python-headless>=4.5,<5",
     ],
     # colcon picks pytest for `colcon test` when pytest is a test dependency: newer
-    # colcon-core reads extras_require["test"], older releases only tests_require
-    # (colcon_core/task/python/test/__init__.py, has_test_dependency)
+    # colcon-core reads extras_require["test"] (as ros2/demos' setup.py files declare it),
+    # older releases only tests_require (colcon_core/task/python/test/__init__.py,
+    # has_test_dependency); without either it runs `python -m unittest`, which finds none
     tests_require=TEST_REQUIRES,
     extras_require={
         "test": TEST_REQUIRES,

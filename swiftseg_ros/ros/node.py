@@ -22,7 +22,8 @@ Jazzy unless noted):
 - Subscriptions and timers are not managed entities: they are created in activate and
   destroyed in deactivate.
 - Parameters are declared in the constructor, so `ros2 param list/describe` and
-  rqt_reconfigure see them before configure (as ros2/demos lifecycle_py does). Each is
+  rqt_reconfigure see them before configure (a lifecycle node is a Node: declaring
+  needs no transition). Each is
   declared with `ParameterDescriptor(dynamic_typing=True)` (rcl_interfaces, Galactic and
   later): a value of the wrong type from the parameter file or command line is then
   stored, not raised as InvalidParameterTypeException in the constructor (node.py
