@@ -10,7 +10,10 @@ installation, so it is read as Python source (ast) here; test_launch_seg.py runs
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,3 +171,14 @@ def test_launch_uses_a_lifecycle_node_driven_by_change_state_events(tree):
     # activate after a successful configure; report a failed configure
     assert ("configuring", "inactive") in starts_and_goals
     assert ("configuring", "unconfigured") in starts_and_goals
+
+
+def test_what_the_launch_file_imports_of_this_package_needs_neither_torch_nor_opencv():
+    # `ros2 launch` runs on the system Python, which need not have PyTorch (build section
+    # of docs/ros.md: PyTorch may be in a virtual environment only the node uses)
+    code = ("import sys, swiftseg_ros.ros.params; "
+            "print(sorted(m for m in ('torch', 'cv2', 'numpy', 'rosbags') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, check=True).stdout
+    assert printed.strip() == "[]"
