@@ -453,3 +453,15 @@ def test_pipelined_worker_publishes_the_frame_in_flight_before_a_rejection(engin
 
 def test_pipelining_is_on_by_default_only_on_cuda(engine):
     assert SegmentationPipeline(engine, Image).pipelined is engine.on_cuda
+
+
+def test_camera_info_size_prepares_before_the_first_frame_but_not_after_it():
+    engine = make_engine()
+    pipeline = SegmentationPipeline(engine, Image)
+    try:
+        assert pipeline.prepare_unless_prepared(WIDTH, HEIGHT, "rgb8")
+        assert engine.input_size == (WIDTH, HEIGHT)
+        assert not pipeline.prepare_unless_prepared(2 * WIDTH, 2 * HEIGHT, "rgb8")
+        assert engine.input_size == (WIDTH, HEIGHT)
+    finally:
+        engine.release()
