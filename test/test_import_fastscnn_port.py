@@ -33,6 +33,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # the port's global feature extractor: (channels, blocks, first stride), expansion 6
 PORT_BOTTLENECKS = ((64, 3, 2), (96, 3, 2), (128, 3, 1))
 PORT_PYRAMID_BINS = (1, 2, 3, 6)
+# REFERENCE_NOTES: the port has 1.138M parameters for 19 classes
+PORT_PARAMETERS_M = 1.138
 PAPER_OPTIONS = {"align_corners": False, "depthwise_relu": False, "fusion_dilation": 4,
                  "first_conv_padding": 1}
 
@@ -209,6 +211,12 @@ def port_import(tmp_path_factory):
 
 # ---------------------------------------------------------------------------------------
 # the import reproduces the port's model
+
+
+def test_port_key_table_holds_the_ports_parameter_count():
+    parameters = sum(v.numel() for k, v in port_state_dict().items()
+                     if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert round(parameters / 1e6, 3) == PORT_PARAMETERS_M
 
 
 def test_every_port_key_maps_to_one_of_ours_and_back(port_import):
