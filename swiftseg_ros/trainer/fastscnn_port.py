@@ -115,9 +115,9 @@ def read_port_file(path: Path) -> dict:
         return read_state_dict(path)
     except UnsafeFileError as exc:
         raise CheckpointError(
-            f"{path}: a pickled Python object ({exc.blocked or 'unknown class'}), not a "
-            f"state_dict: a whole model saved with torch.save(model), which cannot be read "
-            f"without running code; where the port's code is installed and only if you trust "
+            f"{path}: a pickled Python object ({exc.blocked or 'unknown class'}), not a plain "
+            f"state_dict: most likely a whole model saved with torch.save(model), which cannot "
+            f"be read without running code; where the port's code is installed and only if you trust "
             f"the file, save its weights with torch.save(torch.load(FILE, weights_only=False)"
             f".state_dict(), 'fast_scnn_state.pth') and import that file") from exc
 
