@@ -401,7 +401,7 @@ def test_pickled_whole_model_is_refused_saying_what_it_is_and_what_to_do(tmp_pat
     err = capsys.readouterr().err.strip()
     assert status == 2 and not out.exists()
     assert len(err.splitlines()) == 1
-    assert "PortLikeModel" in err and "not a state_dict" in err
+    assert "PortLikeModel" in err and "not a plain state_dict" in err
     assert "torch.save(model)" in err and ".state_dict()" in err
 
 
