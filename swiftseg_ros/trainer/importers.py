@@ -241,22 +241,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.source != "torchvision" and args.num_classes is not None:
-        raise ConfigError(f"--num-classes: the {args.source} file fixes the class count; "
-                          f"leave it out")
-    if args.source == "fastscnn-tramac":
-        if args.network not in (None, fastscnn_port.NETWORK):
-            raise ConfigError(f"--network {args.network}: the Fast-SCNN port's model imports "
-                              f"as {fastscnn_port.NETWORK}; leave --network out")
-        info = fastscnn_port.import_port(args.file, args.out, classes=args.classes)
-        print(fastscnn_port.summary_line(info, args.file))
-    elif args.source == "swiftnet-official":
+    if args.source == "swiftnet-official":
+        if args.num_classes is not None:
+            raise ConfigError("--num-classes: the authors' file fixes the class count; "
+                              "leave it out")
         info = import_official(args.file, args.network or OFFICIAL_NETWORKS[0], args.out,
                                classes=args.classes)
         print(f"wrote {info['out']}: {info['network']}, {info['num_classes']} classes, all "
               f"{info['keys_mapped']} keys of {args.file} mapped; input mean "
               f"{[round(m, 3) for m in info['mean']]} std {[round(s, 3) for s in info['std']]} "
               f"on 0-255 RGB (from the file)")
+    elif args.source == "fastscnn-tramac":
+        if args.num_classes is not None:
+            raise ConfigError("--num-classes: the port's file fixes the class count; "
+                              "leave it out")
+        if args.network not in (None, fastscnn_port.NETWORK):
+            raise ConfigError(f"--network {args.network}: the Fast-SCNN port's model imports "
+                              f"as {fastscnn_port.NETWORK}; leave --network out")
+        info = fastscnn_port.import_port(args.file, args.out, classes=args.classes)
+        print(fastscnn_port.summary_line(info, args.file))
     else:
         if args.network is None:
             raise ConfigError("--network is required with --from torchvision: the network "
