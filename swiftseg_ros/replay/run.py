@@ -649,7 +649,8 @@ class Replay:
                 position += 1
                 if kind == "arrive":
                     counts["received"] += 1
-                    reporter.frame_received(when)
+                    reporter.frame_received(when, None if record.stamp_ns is None
+                                            else (record.stamp_ns - self._t0) / 1e9)
                 elif kind == "drop":
                     counts["dropped"] += 1
                 else:
