@@ -337,7 +337,8 @@ class SegmentationEngine:
                      else (net_h, net_w))
         self._post = Postprocessor(logits, plan.outputs, config.upsample, output_hw,
                                    self._palette_device, config.overlay_alpha,
-                                   self._overlay_source(plan, output_hw))
+                                   self._overlay_source(plan, output_hw),
+                                   align_corners=self.model.align_corners)
         self._post.run(logits)
         self._io.set_outputs({name: self._post.outputs[name] for name in plan.outputs})
 
