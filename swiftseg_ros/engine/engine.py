@@ -438,7 +438,8 @@ class SegmentationEngine:
                      else (net_h, net_w))
         post = Postprocessor(logits, key.outputs, config.upsample, output_hw,
                              self._palette_device, config.overlay_alpha,
-                             _overlay_source(key, io, pre, output_hw, self.mean, self.std))
+                             _overlay_source(key, io, pre, output_hw, self.mean, self.std),
+                             align_corners=self.model.align_corners)
         post.run(logits)
         io.set_outputs({name: post.outputs[name] for name in key.outputs})
         return Plan(key, io, pre, post, clock)

@@ -69,16 +69,18 @@ class Postprocessor:
     output name. `overlay_source` is the image under the overlay at the output size:
     `(image, scale, offset)`, a (1, 3, H, W) RGB tensor and per channel the `scale` and
     `offset` that give `pixel = offset + scale * image` on 0-255 (the uint8 frame: 1
-    and 0; the normalized network input: std and mean).
+    and 0; the normalized network input: std and mean). `align_corners` is the network's
+    (`model.align_corners`), so upsampled logits are those of `model(x)`.
     """
 
     def __init__(self, logits: torch.Tensor, outputs: tuple[str, ...], upsample: str,
                  output_hw: tuple[int, int], palette: torch.Tensor, overlay_alpha: float,
-                 overlay_source=None):
+                 overlay_source=None, align_corners: bool = False):
         device = logits.device
         _, num_classes, net_h, net_w = logits.shape
         out_h, out_w = output_hw
         self.upsample = upsample
+        self.align_corners = bool(align_corners)
         self.palette = palette
         want_color = "color" in outputs or "overlay" in outputs
         want_conf = "confidence" in outputs
@@ -147,8 +149,8 @@ class Postprocessor:
     def run(self, logits: torch.Tensor) -> None:
         if self.upsample == "logits":
             scores = self.upsampled
-            aten.upsample_bilinear2d.out(logits, list(scores.shape[-2:]), False, None, None,
-                                         out=scores)
+            aten.upsample_bilinear2d.out(logits, list(scores.shape[-2:]), self.align_corners,
+                                         None, None, out=scores)
         else:
             scores = logits
         torch.max(scores, 1, out=(self.max_values, self.indices))
@@ -194,7 +196,7 @@ class Postprocessor:
         else:
             # bilinear weights sum to 1, so upsampling 255 p + 0.5 keeps the rounding
             aten.upsample_bilinear2d.out(prob.unsqueeze(1), list(self.conf_full.shape[-2:]),
-                                         False, None, None, out=self.conf_full)
+                                         self.align_corners, None, None, out=self.conf_full)
             confidence.copy_(self.conf_full[0, 0])
 
     def _overlay(self, color: torch.Tensor, overlay: torch.Tensor) -> None:
