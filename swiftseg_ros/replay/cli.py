@@ -45,7 +45,7 @@ def build_parser(prog: str = "swiftseg-replay") -> argparse.ArgumentParser:
                         "class ids with the same header stamps as the images")
     parser.add_argument("--params", help="node parameter file (a ROS 2 parameter file such "
                         "as config/seg.yaml); default: the parameters' defaults")
-    add_common_flags(parser, device=False, precision=False)
+    add_common_flags(parser, device=False, precision=False, backend=True)
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the parameter "
                         "file's device, auto)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
@@ -66,7 +66,7 @@ def build_parser(prog: str = "swiftseg-replay") -> argparse.ArgumentParser:
 
 
 def node_parameters(params_file: str | None, *, weights=None, network=None, device=None,
-                    precision=None, threads=None):
+                    precision=None, backend=None, threads=None):
     """The validated node parameters: the file's (or the defaults), then the flags.
 
     --weights without --network lets the checkpoint decide the network (the parameter
@@ -84,6 +84,8 @@ def node_parameters(params_file: str | None, *, weights=None, network=None, devi
         values["device"] = device
     if precision is not None:
         values["precision"] = precision
+    if backend is not None:
+        values["backend"] = backend
     if threads is not None:
         values["threads"] = threads
     return validate_parameters(values)
@@ -141,9 +143,10 @@ def replay_bag(bag_path, out: Path, options: ReplayOptions, params, *, force: bo
 
     with open_bag(bag_path) as bag:
         check_topics(bag, options.image_topic, options.label_topic)
-        prepare_out_dir(out, force)
+        # the engine first: a configuration it refuses leaves no output folder behind
         engine = SegmentationEngine(engine_config_from_params(params))
         try:
+            prepare_out_dir(out, force)
             with OutputBag(out / BAG_DIR, out_storage) as output:
                 result = Replay(bag, engine, options, output).run()
             files = {"bag": str(out / BAG_DIR), "storage": out_storage,
@@ -231,7 +234,8 @@ def main(argv=None) -> int:
     if args.montage_frames < 0:
         raise ConfigError(f"--montage-frames {args.montage_frames}: 0 or more")
     params = node_parameters(args.params, weights=args.weights, network=args.network,
-                             device=args.device, precision=args.precision)
+                             device=args.device, precision=args.precision,
+                             backend=args.backend)
     if args.image_topic is None:
         with open_bag(bag_path) as bag:
             images = ", ".join(bag.image_topics()) or "none"

@@ -130,6 +130,13 @@ PARAMETERS: tuple[ParamDef, ...] = (
         "AVX512-BF16 or AMX; fp32 is exact everywhere.",
         choices=("fp32", "fp16", "bf16")),
     ParamDef(
+        "backend", str, "auto",
+        "What runs the network: torch, onnxruntime (fp32; the ONNX graph is exported at "
+        "configure and cached in ~/.cache/swiftseg_ros/onnx or $SWIFTSEG_CACHE_DIR), or "
+        "auto: both are timed during warm-up and the faster is kept (logged and in "
+        "/diagnostics).",
+        choices=("auto", "torch", "onnxruntime")),
+    ParamDef(
         "cuda_graphs", bool, True,
         "Replay each frame's device work as one captured CUDA graph (less CPU overhead; "
         "ignored on the CPU)."),
@@ -227,6 +234,7 @@ class SegParams:
     weights: str
     device: str
     precision: str
+    backend: str
     cuda_graphs: bool
     inference_size: Size | None
     input_size: Size | None
@@ -519,6 +527,7 @@ def engine_config_from_params(params: SegParams, outputs: tuple[str, ...] | None
         weights=weights,
         device=resolve_device(params.device),
         precision=params.precision,
+        backend=params.backend,
         inference_size=tuple(params.inference_size) if params.inference_size else None,
         outputs=tuple(outputs) if outputs is not None else params.outputs,
         upsample=params.upsample,
