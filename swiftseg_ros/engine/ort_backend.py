@@ -88,8 +88,9 @@ def weights_digest(model: nn.Module) -> str:
     """sha256 of the network's state (names, shapes, dtypes and bytes)."""
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        shape = tensor.shape
+        tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{tuple(shape)}:{tensor.dtype};".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
