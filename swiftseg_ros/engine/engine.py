@@ -37,6 +37,7 @@ from swiftseg_ros.engine.config import (
 )
 from swiftseg_ros.engine.cpu_kernels import model_variants, onednn_available
 from swiftseg_ros.engine.frames import channels_of, frame_as_hwc
+from swiftseg_ros.engine.ort_backend import why_onnxruntime_unusable
 from swiftseg_ros.engine.palette import palette_table, palette_tensor
 from swiftseg_ros.engine.postprocess import Postprocessor
 from swiftseg_ros.engine.preprocess import Preprocessor
@@ -120,7 +121,7 @@ class SegmentationEngine:
         self.cpu = cpu_caps.detect()
         if not self.on_cuda and config.precision == "bf16":
             self.cpu.require_bf16()
-        self._onnxruntime_note = _onnxruntime_unusable(config)
+        self._onnxruntime_note = why_onnxruntime_unusable(config)
         if config.backend == ONNXRUNTIME and self._onnxruntime_note:
             raise ConfigError(f"backend: onnxruntime {self._onnxruntime_note}")
         if config.threads is not None:
@@ -534,25 +535,6 @@ class SegmentationEngine:
             "peak_mb": torch.cuda.max_memory_allocated(self.device) / mib,
             "reserved_mb": torch.cuda.memory_reserved(self.device) / mib,
         }
-
-
-def _onnxruntime_unusable(config: EngineConfig) -> str | None:
-    """Why the ONNX Runtime backend cannot run this config, or None when it can."""
-    if config.backend == TORCH:
-        return None
-    if config.precision != "fp32":
-        return f"runs fp32 only here, precision is {config.precision}; use precision fp32"
-    from swiftseg_ros.engine.ort_backend import providers_for, require_onnxruntime
-
-    try:
-        ort = require_onnxruntime()
-        providers_for(torch.device(config.device), ort.get_available_providers())
-        from swiftseg_ros.trainer.export import _require_onnx
-
-        _require_onnx()
-    except ConfigError as exc:
-        return str(exc).removeprefix("backend: onnxruntime ")
-    return None
 
 
 def _load_network(config: EngineConfig):

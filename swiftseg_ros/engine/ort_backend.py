@@ -50,6 +50,23 @@ def require_onnxruntime():
     return onnxruntime
 
 
+def why_onnxruntime_unusable(config) -> str | None:
+    """Why the ONNX Runtime backend cannot run this EngineConfig, or None when it can."""
+    if config.backend == "torch":
+        return None
+    if config.precision != "fp32":
+        return f"runs fp32 only here, precision is {config.precision}; use precision fp32"
+    try:
+        ort = require_onnxruntime()
+        providers_for(torch.device(config.device), ort.get_available_providers())
+        from swiftseg_ros.trainer.export import _require_onnx
+
+        _require_onnx()
+    except ConfigError as exc:
+        return str(exc).removeprefix("backend: onnxruntime ")
+    return None
+
+
 def _version(text: str) -> tuple[int, ...]:
     parts = []
     for part in text.split(".")[:2]:
