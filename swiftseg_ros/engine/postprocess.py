@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from swiftseg_ros.engine.edge_labels import EdgeLabels
+from swiftseg_ros.engine.edge_labels import applies as edges_apply
+
 aten = torch.ops.aten
 
 
@@ -94,7 +97,15 @@ class Postprocessor:
         if "overlay" in outputs:
             self.outputs["overlay"] = torch.empty((out_h, out_w, 3), **u8)
 
-        if upsample == "logits":
+        # labels only (no confidence, which needs every upsampled score), on the CPU, at a
+        # whole multiple of the network's size: interpolate along class edges only
+        self.edges = (EdgeLabels(logits, (out_h, out_w))
+                      if upsample == "logits" and not want_conf and edges_apply(logits, (out_h, out_w))
+                      else None)
+        if upsample == "logits" and self.edges is not None:
+            self.upsampled = None
+            sel_h, sel_w = out_h, out_w
+        elif upsample == "logits":
             self.upsampled = torch.empty((1, num_classes, out_h, out_w), dtype=logits.dtype,
                                          device=device).contiguous(memory_format=memory_format)
             sel_h, sel_w = out_h, out_w
@@ -103,6 +114,10 @@ class Postprocessor:
             sel_h, sel_w = net_h, net_w
         self.max_values = torch.empty((1, sel_h, sel_w), dtype=logits.dtype, device=device)
         self.indices = torch.empty((1, sel_h, sel_w), dtype=torch.long, device=device)
+        if self.edges is not None:
+            # one-byte labels (the label output itself when requested), indices for colours
+            self.edge_labels = self.outputs.get("label", torch.empty((out_h, out_w), **u8))
+            self.indices = self.indices.int()
 
         # labels mode: one-byte results at network resolution, nearest-upsampled
         if upsample == "labels" and "label" in outputs:
@@ -138,15 +153,21 @@ class Postprocessor:
             self.alpha = float(overlay_alpha)
 
     def run(self, logits: torch.Tensor) -> None:
-        if self.upsample == "logits":
+        if self.edges is not None:
+            self.edges.run(logits, self.edge_labels)
+            if "color" in self.outputs:
+                self.indices[0].copy_(self.edge_labels)
+            scores = None
+        elif self.upsample == "logits":
             scores = self.upsampled
             aten.upsample_bilinear2d.out(logits, list(scores.shape[-2:]), False, None, None,
                                          out=scores)
+            torch.max(scores, 1, out=(self.max_values, self.indices))
         else:
             scores = logits
-        torch.max(scores, 1, out=(self.max_values, self.indices))
+            torch.max(scores, 1, out=(self.max_values, self.indices))
         outputs = self.outputs
-        if "label" in outputs:
+        if "label" in outputs and self.edges is None:
             if self.upsample == "logits":
                 outputs["label"].copy_(self.indices[0])
             else:
