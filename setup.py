@@ -34,9 +34,13 @@ setup(
         *share_files("models", ("*.pt", "*.md")),
     ],
     # torch is pinned by the Makefile (installed first, so this range adds nothing);
-    # under ROS 2 these come from rosdep / the system, see package.xml.
+    # under ROS 2 these come from rosdep / the system, see package.xml. onnxruntime (with
+    # onnx and onnxscript, which export the graph it runs) is the node's second backend.
     install_requires=[
         "torch>=2.1",
+        "onnxruntime>=1.18",
+        "onnx>=1.16",
+        "onnxscript>=0.1",
         "numpy>=1.24",
         "PyYAML>=6",
         "opencv-python-headless>=4.8",
@@ -50,9 +54,6 @@ setup(
             "pytest>=8",
             "hypothesis>=6.100",
             "ruff>=0.6",
-            "onnx>=1.16",
-            "onnxruntime>=1.18",
-            "onnxscript>=0.1",
         ],
     },
     zip_safe=True,

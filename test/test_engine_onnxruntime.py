@@ -158,3 +158,75 @@ def test_cuda_providers_are_used_where_installed(available, expected):
             ort_backend.providers_for(torch.device("cuda", 0), available)
     else:
         assert ort_backend.providers_for(torch.device("cuda", 0), available) == expected
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """swiftseg-export files of the shipped Fast-SCNN at 256x128: float input and uint8."""
+    from swiftseg_ros.trainer.export import export_onnx
+
+    folder = tmp_path_factory.mktemp("exported")
+    files = {}
+    for name, uint8 in (("float", False), ("uint8", True)):
+        files[name] = folder / f"fastscnn_{name}.onnx"
+        export_onnx("fastscnn_synth.pt", files[name], size=(WIDTH, HEIGHT),
+                    include_preprocess=uint8, verify=False)
+    return files
+
+
+@pytest.mark.parametrize("kind", ["float", "uint8"])
+def test_an_exported_onnx_file_runs_as_weights_with_the_torch_labels(exported, kind):
+    reference = engine(backend="torch")
+    seg = engine(str(exported[kind]), backend="auto")
+    assert seg.network == "fastscnn" and seg.num_classes == reference.num_classes
+    frame = generate_frame(5, 1, WIDTH, HEIGHT)[0]
+    expected = reference.infer(frame, "rgb8").copy()
+    result = seg.infer(frame, "rgb8")
+    assert (result.label == expected.label).mean() >= 0.999
+    np.testing.assert_array_equal(result.color, seg.palette[result.label])
+    assert seg.stats()["backend"] == "onnxruntime"
+    reference.release()
+    seg.release()
+
+
+def test_a_uint8_file_refuses_frames_of_another_size(exported):
+    seg = engine(str(exported["uint8"]))
+    with pytest.raises(ConfigError, match="takes uint8 frames of 256x128 only"):
+        seg.infer(np.zeros((HEIGHT * 2, WIDTH, 3), np.uint8), "rgb8")
+    seg.release()
+
+
+def test_a_float_file_resizes_frames_of_another_size(exported):
+    seg = engine(str(exported["float"]))
+    result = seg.infer(np.zeros((HEIGHT * 2, WIDTH, 3), np.uint8), "rgb8")
+    assert result.label.shape == (HEIGHT * 2, WIDTH)
+    assert seg.inference_size == (WIDTH, HEIGHT)
+    seg.release()
+
+
+def test_an_onnx_file_with_backend_torch_is_a_config_error(exported):
+    with pytest.raises(ConfigError, match="runs with backend onnxruntime or auto"):
+        engine(str(exported["float"]), backend="torch")
+
+
+def test_an_onnx_file_for_another_inference_size_is_a_config_error(exported):
+    with pytest.raises(ConfigError, match="exported for 256x128 only"):
+        engine(str(exported["float"]), inference_size=(512, 256))
+
+
+def test_a_corrupt_onnx_file_is_one_line(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08\x07garbage" * 10)
+    with pytest.raises(ConfigError, match="not a readable ONNX file"):
+        engine(str(broken))
+
+
+def test_an_onnx_file_without_our_metadata_is_one_line(exported, tmp_path):
+    import onnx
+
+    proto = onnx.load(str(exported["float"]))
+    del proto.metadata_props[:]
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(proto, str(foreign))
+    with pytest.raises(ConfigError, match="no swiftseg metadata"):
+        engine(str(foreign))

@@ -31,7 +31,7 @@ def test_package_xml_declares_the_ros_run_dependencies():
     run = {e.text for e in root.iter("exec_depend")}
     for dep in ("rclpy", "lifecycle_msgs", "sensor_msgs", "std_msgs", "diagnostic_msgs",
                 "vision_msgs", "launch", "launch_ros", "python3-numpy",
-                "python3-opencv", "python3-yaml", "python3-torch"):
+                "python3-opencv", "python3-yaml", "python3-torch", "python3-onnxruntime"):
         assert dep in run, dep
     tests = {e.text for e in root.iter("test_depend")}
     assert {"launch_testing", "python3-pytest"} <= tests

@@ -16,6 +16,7 @@ candidates that this machine supports (choices.py, cpu_caps.py, ort_backend.py).
 
 from __future__ import annotations
 
+import copy
 import functools
 import gc
 import logging
@@ -37,6 +38,7 @@ from swiftseg_ros.engine.config import (
 )
 from swiftseg_ros.engine.cpu_kernels import model_variants, onednn_available
 from swiftseg_ros.engine.frames import channels_of, frame_as_hwc
+from swiftseg_ros.engine.onnx_file import RawInput, is_onnx_file, read_onnx_file
 from swiftseg_ros.engine.ort_backend import why_onnxruntime_unusable
 from swiftseg_ros.engine.palette import palette_table, palette_tensor
 from swiftseg_ros.engine.postprocess import Postprocessor
@@ -128,7 +130,11 @@ class SegmentationEngine:
             torch.set_num_threads(config.threads)
         self.dtype = DTYPES[config.precision]
 
-        model, meta = _load_network(config)
+        self._onnx_file = _onnx_file_of(config)
+        if self._onnx_file is not None:
+            model, meta = None, self._onnx_file.meta
+        else:
+            model, meta = _load_network(config)
         self.network = meta["network"]
         self.num_classes = meta["num_classes"]
         self.class_names = list(meta["class_names"])
@@ -137,8 +143,9 @@ class SegmentationEngine:
         source = "palette parameter" if config.palette is not None else "checkpoint palette"
         self.palette = palette_table(config.palette if config.palette is not None
                                      else meta["palette"], self.num_classes, source)
-        self.size_divisor = int(model.size_divisor)
-        self.output_stride = int(model.output_stride)
+        described = model if model is not None else self._onnx_file
+        self.size_divisor = int(described.size_divisor)
+        self.output_stride = int(described.output_stride)
         if config.inference_size is not None:
             width, height = config.inference_size
             if width % self.size_divisor or height % self.size_divisor:
@@ -148,20 +155,11 @@ class SegmentationEngine:
                     f"{round_to_multiple(width, self.size_divisor)}x"
                     f"{round_to_multiple(height, self.size_divisor)}")
 
+        self._export_source, self._variants, self._variant_notes = None, {}, {}
+        self.model = None
         with torch.inference_mode():
-            from swiftseg_ros.nets import fuse_conv_bn
-
-            model = fuse_conv_bn(model.eval())
-            model.requires_grad_(False)
-            # the fp32 CPU network that ONNX graphs are exported from
-            self._export_source = model if config.backend != TORCH else None
-            if self._export_source is not None and self.on_cuda:
-                import copy
-
-                self._export_source = copy.deepcopy(model)
-            model = model.to(device=self.device, dtype=self.dtype)
-            self._variants, self._variant_notes = self._torch_variants(model)
-            self.model = next(iter(self._variants.values()), None)
+            if model is not None:
+                self._prepare_network(model)
             self._palette_device = palette_tensor(self.palette, self.device)
 
         if self.on_cuda:
@@ -231,6 +229,8 @@ class SegmentationEngine:
 
     def inference_size_for(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) the network would run at for frames of this size."""
+        if self._onnx_file is not None and not self._onnx_file.dynamic:
+            return self._onnx_file.export_size
         if self.config.inference_size is not None:
             return self.config.inference_size
         d = self.size_divisor
@@ -389,11 +389,12 @@ class SegmentationEngine:
                  "; ".join(choice.describe() for choice in self._choices.values()))
         self._io.set_outputs({name: self._post.outputs[name] for name in plan.outputs})
 
-    def _pass_tail(self, name, backend, pre, forward, plan, output_hw, **extra) -> DevicePass:
+    def _pass_tail(self, name, backend, pre, forward, plan, output_hw, upsample=None,
+                   **extra) -> DevicePass:
         """A candidate pass from its pre-processing and forward: the post-processing is
         shaped by a real forward pass (which is also its first warm-up pass)."""
         logits = forward(pre.run())
-        post = Postprocessor(logits, plan.outputs, self.config.upsample, output_hw,
+        post = Postprocessor(logits, plan.outputs, upsample or self.config.upsample, output_hw,
                              self._palette_device, self.config.overlay_alpha,
                              self._overlay_source(plan, output_hw, pre))
         return DevicePass(name, backend, pre, forward, post, **extra)
@@ -413,14 +414,44 @@ class SegmentationEngine:
             weights_digest,
         )
 
-        if self._digest is None:
-            self._digest = weights_digest(self._export_source)
-        path = cached_graph(self._export_source, self.network, *net_hw, digest=self._digest,
-                            folder=cache_folder(self.config.cache_dir))
-        pre = Preprocessor(self._io.device_rgb, net_hw, self.mean, self.std, torch.float32,
-                           channels_last=False)
+        file = self._onnx_file
+        if file is not None:
+            path = file.path
+        else:
+            if self._digest is None:
+                self._digest = weights_digest(self._export_source)
+            path = cached_graph(self._export_source, self.network, *net_hw,
+                                digest=self._digest, folder=cache_folder(self.config.cache_dir))
+        if file is not None and file.uint8_input:
+            if (plan.height, plan.width) != net_hw:
+                raise ConfigError(
+                    f"weights: {path} takes uint8 frames of {net_hw[1]}x{net_hw[0]} only "
+                    f"(exported with --include-preprocess at that size), frames are "
+                    f"{plan.width}x{plan.height}: export it for this size, or without "
+                    f"--include-preprocess to let the engine resize")
+            pre = RawInput(self._io.device_rgb)
+        else:
+            pre = Preprocessor(self._io.device_rgb, net_hw, self.mean, self.std,
+                               torch.float32, channels_last=False)
         forward = OrtForward(path, pre.network_input, self.device, self.config.threads)
-        return self._pass_tail(ONNXRUNTIME, ONNXRUNTIME, pre, forward, plan, output_hw)
+        # a file's logits are at the input size already: nothing left to interpolate
+        upsample = ("labels" if file is not None and net_hw == output_hw
+                    else self.config.upsample)
+        return self._pass_tail(ONNXRUNTIME, ONNXRUNTIME, pre, forward, plan, output_hw,
+                               upsample=upsample)
+
+    def _prepare_network(self, model) -> None:
+        """The conv-BN-fused network, its torch candidates, and its fp32 CPU original that
+        ONNX graphs are exported from."""
+        from swiftseg_ros.nets import fuse_conv_bn
+
+        model = fuse_conv_bn(model.eval())
+        model.requires_grad_(False)
+        if self.config.backend != TORCH:
+            self._export_source = copy.deepcopy(model) if self.on_cuda else model
+        model = model.to(device=self.device, dtype=self.dtype)
+        self._variants, self._variant_notes = self._torch_variants(model)
+        self.model = next(iter(self._variants.values()), None)
 
     def _torch_variants(self, model):
         """(the torch candidates {(route, memory format): network}, notes on those left out)."""
@@ -535,6 +566,29 @@ class SegmentationEngine:
             "peak_mb": torch.cuda.max_memory_allocated(self.device) / mib,
             "reserved_mb": torch.cuda.memory_reserved(self.device) / mib,
         }
+
+
+def _onnx_file_of(config: EngineConfig):
+    """The checked `.onnx` weights file, or None for a checkpoint or a random build."""
+    if not is_onnx_file(config.weights):
+        return None
+    from swiftseg_ros.paths import resolve_weights
+
+    if config.backend == TORCH:
+        raise ConfigError(f"weights: {config.weights} is an ONNX file, which runs with "
+                          f"backend onnxruntime or auto; give the .pt checkpoint for torch")
+    file = read_onnx_file(resolve_weights(config.weights))
+    if config.network and config.network != file.meta["network"]:
+        raise ConfigError(f"network: {config.network}, but {file.path} holds "
+                          f"{file.meta['network']}; leave network empty or make them match")
+    if config.inference_size is not None and not file.dynamic \
+            and tuple(config.inference_size) != file.export_size:
+        width, height = file.export_size
+        raise ConfigError(f"inference_size: {config.inference_size[0]}x"
+                          f"{config.inference_size[1]}, but {file.path} was exported for "
+                          f"{width}x{height} only: leave inference_size empty or export "
+                          f"for that size")
+    return file
 
 
 def _load_network(config: EngineConfig):
