@@ -116,8 +116,9 @@ PARAMETERS: tuple[ParamDef, ...] = (
         "Checkpoint file (.pt): an absolute path, relative to the working directory, or "
         "a file in the package's models/ folder. The default is the demo Fast-SCNN trained "
         "on synthetic road scenes (models/README.md): train or import weights for real "
-        "cameras. Empty with a network runs random weights (for testing only; the node "
-        "warns loudly).",
+        "cameras. An .onnx file written by swiftseg-export also works (backend auto or "
+        "onnxruntime). Empty with a network runs random weights (for testing only; the "
+        "node warns loudly).",
         allowed_text="a checkpoint file, or empty"),
     ParamDef(
         "device", str, "auto",
