@@ -57,3 +57,14 @@ def test_uniform_logits_give_one_class_everywhere():
 ])
 def test_applies_to_even_whole_factors_only(logits_hw, output_hw, expected):
     assert applies(torch.zeros(1, 3, *logits_hw), output_hw) is expected
+
+
+def test_colors_are_the_palette_of_the_labels():
+    torch.manual_seed(1)
+    logits = F.interpolate(torch.randn(1, 6, 4, 6), size=(9, 11), mode="bilinear")
+    palette = torch.randint(0, 256, (6, 3), dtype=torch.uint8)
+    labels = torch.empty((36, 44), dtype=torch.uint8)
+    color = torch.empty((36, 44, 3), dtype=torch.uint8)
+    EdgeLabels(logits, (36, 44), palette).run(logits, labels, color)
+    assert torch.equal(color, palette[labels.long()])
+    assert (labels.long() == reference(logits, (36, 44))).float().mean() >= 0.999

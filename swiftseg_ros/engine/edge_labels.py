@@ -40,9 +40,12 @@ def applies(logits: torch.Tensor, output_hw: tuple[int, int]) -> bool:
 
 
 class EdgeLabels:
-    """Writes into `labels` (H, W) uint8 the classes of upsampled `logits` (1, C, h, w)."""
+    """Writes into `labels` (H, W) uint8 the classes of upsampled `logits` (1, C, h, w),
+    and with a `palette` (classes, 3) uint8 their colours into `color` (H, W, 3): block by
+    block too, which is cheaper than a palette lookup of every pixel."""
 
-    def __init__(self, logits: torch.Tensor, output_hw: tuple[int, int]):
+    def __init__(self, logits: torch.Tensor, output_hw: tuple[int, int],
+                 palette: torch.Tensor | None = None):
         _, classes, net_h, net_w = logits.shape
         out_h, out_w = output_hw
         s = out_h // net_h
@@ -56,6 +59,12 @@ class EdgeLabels:
         self.corner_equal = torch.empty(self.quads_hw, dtype=torch.bool)
         self.blocks = torch.empty((*self.quads_hw, s, s), dtype=torch.uint8)
         self.canvas = torch.empty(((net_h + 1) * s, (net_w + 1) * s), dtype=torch.uint8)
+        self.palette = palette
+        if palette is not None:
+            self.quad_colors = torch.empty((net_h + 1, net_w + 1, 3), dtype=torch.uint8)
+            self.color_blocks = torch.empty((*self.quads_hw, s, s, 3), dtype=torch.uint8)
+            self.color_canvas = torch.empty(((net_h + 1) * s, (net_w + 1) * s, 3),
+                                            dtype=torch.uint8)
         # the bilinear weights of the four corners for each of a block's s*s pixels:
         # source offset (t + 0.5) / s from the quad's top-left logit pixel
         offsets = (torch.arange(s, dtype=torch.float32) + 0.5) / s
@@ -67,7 +76,8 @@ class EdgeLabels:
         row = net_w + 2
         self.corner_offsets = torch.tensor([0, 1, row, row + 1])
 
-    def run(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def run(self, logits: torch.Tensor, labels: torch.Tensor,
+            color: torch.Tensor | None = None) -> None:
         s, classes = self.s, self.classes
         quads_h, quads_w = self.quads_hw
         torch.max(logits, 1, out=(self.low_max, self.low_labels))
@@ -85,6 +95,11 @@ class EdgeLabels:
             torch.eq(top_left, other, out=equal)
             uniform.logical_and_(equal)
         self.blocks.copy_(top_left.view(quads_h, quads_w, 1, 1).expand(-1, -1, s, s))
+        if color is not None:
+            torch.index_select(self.palette, 0, top_left.reshape(-1).int(),
+                               out=self.quad_colors.view(-1, 3))
+            self.color_blocks.copy_(
+                self.quad_colors.view(quads_h, quads_w, 1, 1, 3).expand(-1, -1, s, s, -1))
         edges = uniform.logical_not().view(-1).nonzero().view(-1)
         if edges.numel():
             flat = F.pad(logits.float(), (1, 1, 1, 1), mode="replicate").view(classes, -1)
@@ -93,7 +108,14 @@ class EdgeLabels:
             gather = (corners.view(-1, 1) + self.corner_offsets).view(-1)
             values = flat.index_select(1, gather).view(-1, 4)  # (C * edges, 4)
             scores = torch.mm(values, self.weights).view(classes, -1, s * s)
-            self.blocks.view(quads_h * quads_w, s * s)[edges] = \
-                torch.max(scores, 0).indices.to(torch.uint8)
+            edge_labels = torch.max(scores, 0).indices
+            self.blocks.view(quads_h * quads_w, s * s)[edges] = edge_labels.to(torch.uint8)
+            if color is not None:
+                self.color_blocks.view(quads_h * quads_w, s * s, 3)[edges] = \
+                    torch.index_select(self.palette, 0, edge_labels.view(-1)).view(-1, s * s, 3)
         self.canvas.view(quads_h, s, quads_w, s).copy_(self.blocks.permute(0, 2, 1, 3))
         labels.copy_(self.canvas[self.crop])
+        if color is not None:
+            self.color_canvas.view(quads_h, s, quads_w, s, 3).copy_(
+                self.color_blocks.permute(0, 2, 1, 3, 4))
+            color.copy_(self.color_canvas[self.crop])

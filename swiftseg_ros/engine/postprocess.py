@@ -99,25 +99,21 @@ class Postprocessor:
 
         # labels only (no confidence, which needs every upsampled score), on the CPU, at a
         # whole multiple of the network's size: interpolate along class edges only
-        self.edges = (EdgeLabels(logits, (out_h, out_w))
-                      if upsample == "logits" and not want_conf and edges_apply(logits, (out_h, out_w))
-                      else None)
-        if upsample == "logits" and self.edges is not None:
+        self.edges = None
+        if upsample == "logits" and not want_conf and edges_apply(logits, (out_h, out_w)):
+            self.edges = EdgeLabels(logits, (out_h, out_w), palette if want_color else None)
+            # one-byte labels: the label output itself when requested
+            self.edge_labels = self.outputs.get("label", torch.empty((out_h, out_w), **u8))
             self.upsampled = None
-            sel_h, sel_w = out_h, out_w
         elif upsample == "logits":
             self.upsampled = torch.empty((1, num_classes, out_h, out_w), dtype=logits.dtype,
                                          device=device).contiguous(memory_format=memory_format)
-            sel_h, sel_w = out_h, out_w
         else:
             self.upsampled = None
-            sel_h, sel_w = net_h, net_w
-        self.max_values = torch.empty((1, sel_h, sel_w), dtype=logits.dtype, device=device)
-        self.indices = torch.empty((1, sel_h, sel_w), dtype=torch.long, device=device)
-        if self.edges is not None:
-            # one-byte labels (the label output itself when requested), indices for colours
-            self.edge_labels = self.outputs.get("label", torch.empty((out_h, out_w), **u8))
-            self.indices = self.indices.int()
+        if self.edges is None:
+            sel_h, sel_w = (out_h, out_w) if upsample == "logits" else (net_h, net_w)
+            self.max_values = torch.empty((1, sel_h, sel_w), dtype=logits.dtype, device=device)
+            self.indices = torch.empty((1, sel_h, sel_w), dtype=torch.long, device=device)
 
         # labels mode: one-byte results at network resolution, nearest-upsampled
         if upsample == "labels" and "label" in outputs:
@@ -154,9 +150,7 @@ class Postprocessor:
 
     def run(self, logits: torch.Tensor) -> None:
         if self.edges is not None:
-            self.edges.run(logits, self.edge_labels)
-            if "color" in self.outputs:
-                self.indices[0].copy_(self.edge_labels)
+            self.edges.run(logits, self.edge_labels, self.outputs.get("color"))
             scores = None
         elif self.upsample == "logits":
             scores = self.upsampled
@@ -173,7 +167,7 @@ class Postprocessor:
             else:
                 self.net_label.copy_(self.indices[0])
                 self._label_up.run()
-        if "color" in outputs:
+        if "color" in outputs and self.edges is None:
             self._colorize(outputs["color"])
         if "confidence" in outputs:
             self._confidence(scores, outputs["confidence"])
