@@ -6,6 +6,9 @@ from setuptools import find_packages, setup
 
 PACKAGE = "swiftseg_ros"
 HERE = Path(__file__).parent
+TEST_REQUIRES = ["pytest>=6.2", "hypothesis>=6.36"]
+TOOLS_REQUIRES = ["rosbags>=0.11", "matplotlib>=3.5", "tqdm>=4.60"]
+ONNX_REQUIRES = ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"]
 
 
 def share_files(folder: str, patterns=("*",)):
@@ -33,28 +36,31 @@ setup(
         *share_files("config", ("*.yaml", "*.json")),
         *share_files("models", ("*.pt", "*.md")),
     ],
-    # torch is pinned by the Makefile (installed first, so this range adds nothing);
-    # under ROS 2 these come from rosdep / the system, see package.xml. onnxruntime (with
-    # onnx and onnxscript, which export the graph it runs) is the node's second backend.
+    # What the node needs at run time. Under ROS 2 numpy, PyYAML and OpenCV come from
+    # rosdep (package.xml) and torch from docs/ros.md's pip line; colcon installs none of
+    # these. The bounds keep a ROS Python working: OpenCV 5 needs NumPy 2, which breaks
+    # cv_bridge and every other extension built for the distribution's NumPy 1.x
+    # (Humble: 1.21, Jazzy: 1.26). The Makefile pins torch and installs it first.
+    # onnxruntime (with onnx and onnxscript, which export the graph it runs) is the
+    # engine's second backend.
     install_requires=[
         "torch>=2.1",
-        "onnxruntime>=1.18",
-        "onnx>=1.16",
-        "onnxscript>=0.1",
-        "numpy>=1.24",
-        "PyYAML>=6",
-        "opencv-python-headless>=4.8",
-        "rosbags>=0.10",
-        "tqdm>=4.60",
-        "matplotlib>=3.7",
+        *ONNX_REQUIRES,
+        "numpy>=1.21",
+        "PyYAML>=5.4",
+        "opencv-python-headless>=4.5,<5",
     ],
+    # colcon picks pytest for `colcon test` when pytest is a test dependency: newer
+    # colcon-core reads extras_require["test"] (as ros2/demos' setup.py files declare it),
+    # older releases only tests_require (colcon_core/task/python/test/__init__.py,
+    # has_test_dependency); without either it runs `python -m unittest`, which finds none
+    tests_require=TEST_REQUIRES,
     extras_require={
-        "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
-        "dev": [
-            "pytest>=8",
-            "hypothesis>=6.100",
-            "ruff>=0.6",
-        ],
+        "test": TEST_REQUIRES,
+        # the offline tools (replay, bench, train, eval, the demo): not needed by the node
+        "tools": TOOLS_REQUIRES,
+        "onnx": ONNX_REQUIRES,
+        "dev": [*TEST_REQUIRES, *TOOLS_REQUIRES, *ONNX_REQUIRES, "ruff>=0.6"],
     },
     zip_safe=True,
     entry_points={

@@ -1,15 +1,24 @@
 """Launch the swiftseg lifecycle node and drive it to active: configure, then activate.
 
     ros2 launch swiftseg_ros seg.launch.py image_topic:=/camera/image_raw
-    ros2 launch swiftseg_ros seg.launch.py weights:=fastscnn_synth.pt device:=cuda
+    ros2 launch swiftseg_ros seg.launch.py weights:=fastscnn_synth.pt device:=cuda \
+        transport:=compressed input_size:=1280x720
+    ros2 launch swiftseg_ros seg.launch.py --show-args      # every accepted argument
 
-Arguments left empty keep the parameter file's value (an empty string passed on would
-overwrite it). With autostart:=true (the default) this file requests the configure
-transition once the node's lifecycle services are up and the activate transition when
-configure has succeeded; a failed transition is reported in the launch output. The
-launch file drives the transitions itself (EmitEvent(ChangeState) and an
-OnStateTransition handler) because `LifecycleNode(autostart=...)` exists only in newer
-Jazzy releases of launch_ros, not in Humble.
+The arguments come from `swiftseg_ros.ros.params.launch_arguments()`, the same definitions
+the node declares its parameters from and the docs tables are generated from. Arguments
+that set a parameter are empty by default and then keep the parameter file's value (an
+empty string passed on would overwrite it); a given value is checked and converted to the
+parameter's type here, so `depth:=x` fails the launch with one line. Launch ignores
+arguments it does not declare, so a given argument that looks like a misspelling of one
+of these (`transprot:=compressed`) is reported as a warning.
+
+With autostart:=true (the default) this file requests the configure transition once the
+node's lifecycle services are up and the activate transition when configure has
+succeeded; a failed transition is reported in the launch output. The launch file drives
+the transitions itself (EmitEvent(ChangeState) and an OnStateTransition handler) because
+`LifecycleNode(autostart=...)` exists only in newer Jazzy releases of launch_ros, not in
+Humble.
 """
 
 import os
@@ -32,46 +41,25 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
 
+from swiftseg_ros.ros.params import (
+    launch_argument_value,
+    launch_arguments,
+    misspelled_launch_arguments,
+)
+
 PACKAGE = "swiftseg_ros"
 EXECUTABLE = "swiftseg_node"
-# Parameters a launch argument may override; empty means "keep the parameter file's".
-OVERRIDABLE_PARAMETERS = ("network", "weights", "device")
 TRUE_WORDS = ("true", "1", "yes", "on")
 
 
 def generate_launch_description() -> LaunchDescription:
     default_params = os.path.join(get_package_share_directory(PACKAGE), "config", "seg.yaml")
     return LaunchDescription([
-        DeclareLaunchArgument(
-            "params_file", default_value=default_params,
-            description="ROS 2 parameter file for the node (default: the installed "
-                        "config/seg.yaml)"),
-        DeclareLaunchArgument(
-            "network", default_value="",
-            description="network name (fastscnn, swiftnet_rn18, swiftnet_mnv2, "
-                        "swiftnet_rn18_pyramid); empty keeps the parameter file's"),
-        DeclareLaunchArgument(
-            "weights", default_value="",
-            description="checkpoint file (.pt): absolute, relative to the working "
-                        "directory, or in the package's models/; empty keeps the "
-                        "parameter file's"),
-        DeclareLaunchArgument(
-            "device", default_value="",
-            description="cpu, cuda or cuda:N; empty keeps the parameter file's"),
-        DeclareLaunchArgument(
-            "namespace", default_value="",
-            description="namespace of the node (its topics become /<namespace>/<node_name>/...)"),
-        DeclareLaunchArgument(
-            "node_name", default_value="swiftseg",
-            description="name of the node"),
-        DeclareLaunchArgument(
-            "image_topic", default_value="image",
-            description="camera image topic the node's input `image` is remapped to "
-                        "(camera_info is read next to it)"),
-        DeclareLaunchArgument(
-            "autostart", default_value="true",
-            description="true: configure and activate the node; false: leave it "
-                        "unconfigured for `ros2 lifecycle set`"),
+        *(DeclareLaunchArgument(
+            argument.name,
+            default_value=default_params if argument.name == "params_file" else argument.default,
+            description=argument.description)
+          for argument in launch_arguments()),
         OpaqueFunction(function=_launch_setup),
     ])
 
@@ -81,9 +69,13 @@ def _launch_setup(context):
     def argument(name: str) -> str:
         return LaunchConfiguration(name).perform(context).strip()
 
-    # Plain str values: launch_ros writes a str parameter as its YAML dump (a quoted
-    # scalar where needed), so `weights:=2024` stays a string (normalize_parameters.py).
-    overrides = {name: argument(name) for name in OVERRIDABLE_PARAMETERS if argument(name)}
+    warnings = [LogInfo(msg=f"WARNING: {line}")
+                for line in misspelled_launch_arguments(context.launch_configurations)]
+    # Python values of the parameter's type: launch_ros writes a str parameter as its YAML
+    # dump (a quoted scalar where needed), so `weights:=2024` stays a string
+    # (normalize_parameters.py), and `depth:=3` becomes an integer here.
+    overrides = {a.name: launch_argument_value(a.name, argument(a.name))
+                 for a in launch_arguments() if a.parameter and argument(a.name)}
     parameters = [argument("params_file")]
     if overrides:
         parameters.append(overrides)
@@ -108,6 +100,7 @@ def _launch_setup(context):
     namespace = argument("namespace").strip("/")
     full_name = f"/{namespace}/{name}" if namespace else f"/{name}"
     actions = [
+        *warnings,
         # A failed configure goes configuring -> unconfigured; the node has logged why.
         RegisterEventHandler(OnStateTransition(
             target_lifecycle_node=node, start_state="configuring", goal_state="unconfigured",

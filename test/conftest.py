@@ -5,6 +5,9 @@ process made small forward passes ~50x slower when anything else ran, and result
 float reductions are then also independent of the core count.
 """
 
+import contextlib
+import logging
+
 import pytest
 import torch
 
@@ -25,3 +28,42 @@ def _onnx_cache_in_a_temporary_folder(tmp_path_factory):
     patch.setenv("SWIFTSEG_CACHE_DIR", str(tmp_path_factory.mktemp("onnx-cache")))
     yield
     patch.undo()
+
+
+class _Records(logging.Handler):
+    """Keeps every record it handles, in order."""
+
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self) -> list[str]:
+        return [record.getMessage() for record in self.records]
+
+
+@pytest.fixture
+def log_records():
+    """`with log_records("swiftseg_ros.engine", logging.INFO) as records:` collects what that
+    logger emits, by a handler on the logger itself.
+
+    Not pytest's `caplog`, which listens on the root logger: under `colcon test`, once
+    `launch` is imported, its logger class is installed and loggers created after that no
+    longer propagate to the root logger (seen under Jazzy), so `caplog` saw nothing there.
+    """
+    @contextlib.contextmanager
+    def capture(name: str, level: int = logging.INFO):
+        logger = logging.getLogger(name)
+        handler = _Records()
+        previous = logger.level
+        logger.addHandler(handler)
+        logger.setLevel(level)
+        try:
+            yield handler
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(previous)
+
+    yield capture

@@ -57,3 +57,25 @@ def test_demo_with_missing_weights_is_one_line_and_exit_2(capsys, tmp_path):
     _, err = capsys.readouterr()
     assert status == 2
     assert "Traceback" not in err and "absent.pt" in err and len(err.strip().splitlines()) == 1
+
+
+def test_demo_checks_its_weights_before_writing_the_camera_bag(capsys, tmp_path):
+    weights = tmp_path / "notes.pt"
+    weights.write_text("not a checkpoint")
+    out = tmp_path / "demo"
+    status = demo_entry(["--out", str(out), "--weights", str(weights), "--quiet"])
+    _, err = capsys.readouterr()
+    assert status == 2
+    assert "notes.pt" in err and len(err.strip().splitlines()) == 1
+    assert not (out / "camera_bag").exists()
+
+
+def test_demo_report_has_the_verdict_and_the_new_pictures(capsys, tmp_path, weights):
+    out = tmp_path / "demo"
+    assert demo_entry(["--out", str(out), "--frames", "3", "--size", "64x32", "--weights",
+                       str(weights), "--quiet"]) == 0
+    stdout = capsys.readouterr().out
+    assert "verdict: this configuration:" in stdout and "FPS delivered" in stdout
+    for name in ("timeline.png", "confusion.png", "montage.png"):
+        assert (out / "replay" / name).is_file() and name in stdout
+    assert "## Verdict" in (out / "replay" / "report.md").read_text()

@@ -349,38 +349,38 @@ def test_unrequested_outputs_are_none(checkpoints):
     engine.release()
 
 
-def test_set_outputs_replans_once(checkpoints, caplog):
+def test_set_outputs_replans_once(checkpoints, log_records):
     engine = SegmentationEngine(EngineConfig(weights=checkpoints["fastscnn"], outputs=("label",),
                                              warmup_iters=1))
     frame = frame_for("rgb8")
     label = engine.infer(frame, "rgb8").label.copy()
-    with caplog.at_level(logging.INFO, logger="swiftseg_ros.engine"):
+    with log_records("swiftseg_ros.engine") as records:
         engine.set_outputs(["color", "label"])
         engine.set_outputs(("label", "color"))
         result = engine.infer(frame, "rgb8")
-    assert sum("prepared" in r.getMessage() for r in caplog.records) == 1
+    assert sum("prepared" in message for message in records.messages()) == 1
     assert engine.outputs == ("label", "color")
     np.testing.assert_array_equal(result.label, label)
     np.testing.assert_array_equal(result.color, np.asarray(PALETTE, np.uint8)[label])
     engine.release()
 
 
-def test_new_pixel_format_alone_keeps_the_plan(engine_for, caplog):
+def test_new_pixel_format_alone_keeps_the_plan(engine_for, log_records):
     engine = engine_for("swiftnet_mnv2")
     engine.infer(frame_for("rgb8"), "rgb8")
-    with caplog.at_level(logging.INFO, logger="swiftseg_ros.engine"):
+    with log_records("swiftseg_ros.engine") as records:
         engine.infer(frame_for("bgra8"), "bgra8")
-    assert not any("prepared" in r.getMessage() for r in caplog.records)
+    assert not any("prepared" in message for message in records.messages())
     assert engine.stats()["pixel_format"] == "bgra8"
 
 
-def test_new_input_size_replans_with_a_log_line(engine_for, caplog):
+def test_new_input_size_replans_with_a_log_line(engine_for, log_records):
     engine = engine_for("swiftnet_mnv2")
     engine.infer(frame_for("rgb8"), "rgb8")
-    with caplog.at_level(logging.INFO, logger="swiftseg_ros.engine"):
+    with log_records("swiftseg_ros.engine") as records:
         result = engine.infer(frame_for("rgb8", 40, 50), "rgb8")
     assert result.label.shape == (40, 50)
-    assert any("re-planning" in r.getMessage() for r in caplog.records)
+    assert any("re-planning" in message for message in records.messages())
     assert engine.input_size == (50, 40) and engine.inference_size == (64, 32)
 
 
@@ -428,11 +428,11 @@ def test_class_count_contradicting_the_checkpoint_is_an_error(checkpoints):
         SegmentationEngine(EngineConfig(weights=checkpoints["fastscnn"], num_classes=19))
 
 
-def test_random_weights_use_default_normalization_and_warn(caplog):
-    with caplog.at_level(logging.WARNING, logger="swiftseg_ros.engine"):
+def test_random_weights_use_default_normalization_and_warn(log_records):
+    with log_records("swiftseg_ros.engine", logging.WARNING) as records:
         engine = SegmentationEngine(EngineConfig(network="fastscnn", num_classes=3,
                                                  warmup_iters=1))
-    assert any("random weights" in r.getMessage() for r in caplog.records)
+    assert any("random weights" in message for message in records.messages())
     assert engine.mean == (73.15, 82.90, 72.3) and engine.std == (47.67, 48.49, 47.73)
     assert engine.infer(frame_for("rgb8", 32, 32), "rgb8").color.shape == (32, 32, 3)
     engine.release()

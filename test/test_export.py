@@ -30,12 +30,22 @@ from swiftseg_ros.trainer.export import (
 )
 from swiftseg_ros.trainer.synth import generate_frame
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
-
 SIZE = (128, 64)  # width, height
+onnx = ort = None  # set by the `onnx_stack` fixture
 
+
+@pytest.fixture(autouse=True, scope="module")
+def onnx_stack():
+    """onnx, onnxruntime and onnxscript, or a skip of each test of this module.
+
+    Not a module-level importorskip: launch_testing's pytest plugin imports every test
+    module while collecting (launch_testing/pytest/hooks.py, pytest_pycollect_makemodule),
+    so a skip raised at import ends the whole `colcon test` session as "1 skipped".
+    """
+    global onnx, ort
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
 
 
 def make_checkpoint(path, network, seed=0, classes="cityscapes"):

@@ -486,3 +486,16 @@ def test_paper_style_pre_relu_laterals_would_not_reproduce_the_authors_logits(au
         theirs = authors_forward(state, image)
         paper_style = model(normalized(image, meta))
     assert (paper_style - theirs).abs().max() > 0.01 * theirs.abs().max()
+
+
+def test_existing_out_file_is_refused_unless_force(tmp_path, capsys):
+    source, out = import_official(tmp_path, authors_state_dict())
+    before = out.read_bytes()
+    argv = ["--from", "swiftnet-official", str(source), "--network", "swiftnet_rn18",
+            "--out", str(out)]
+    status = _run("swiftseg_ros.trainer.importers", argv)
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert len(err.splitlines()) == 1 and "already exists" in err and "--force" in err
+    assert out.read_bytes() == before
+    assert main([*argv, "--force"]) == 0

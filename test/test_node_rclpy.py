@@ -1,52 +1,64 @@
-"""The lifecycle node under rclpy: transitions, images in and masks out, parameters.
+"""The lifecycle node under rclpy: parameters, transitions, images in and masks out.
 
 Needs a ROS 2 installation (Humble or newer) with this package built: `colcon test
---packages-select swiftseg_ros`. Without rclpy the whole module is skipped. The nodes
-run in the namespace /swiftseg_test on the CPU with Fast-SCNN and 64x128 images.
+--packages-select swiftseg_ros`. Without rclpy every test here skips itself (through the
+`ros` fixture, not at import: launch_testing's pytest plugin imports every test module
+while collecting, and a skip raised then would end the whole session). The nodes run in
+the namespace /swiftseg_test on the CPU with Fast-SCNN and 64x128 images.
 """
 
 import array
+import os
+import signal
+import subprocess
+import sys
 import time
+import types
 
 import pytest
 
-rclpy = pytest.importorskip("rclpy")
-
-from lifecycle_msgs.msg import State  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-from vision_msgs.msg import LabelInfo  # noqa: E402
-
-from swiftseg_ros.checkpoint import make_meta, save_checkpoint  # noqa: E402
-from swiftseg_ros.nets import build_model  # noqa: E402
-from swiftseg_ros.ros.node import SegmentationNode  # noqa: E402
+from swiftseg_ros.checkpoint import make_meta, save_checkpoint
+from swiftseg_ros.nets import build_model
+from swiftseg_ros.ros.params import PARAMETERS
 
 NAMESPACE = "/swiftseg_test"
 OUTPUTS = f"{NAMESPACE}/swiftseg"
 HEIGHT, WIDTH = 64, 128
-SUCCESS = TransitionCallbackReturn.SUCCESS
-FAILURE = TransitionCallbackReturn.FAILURE
-RELIABLE = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
-                      reliability=ReliabilityPolicy.RELIABLE)
-LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
-                     reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 @pytest.fixture(scope="module")
 def ros():
+    """rclpy initialised, and the ROS names the tests use (or a skip of the test)."""
+    rclpy = pytest.importorskip("rclpy")
+    from lifecycle_msgs.msg import State
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from vision_msgs.msg import LabelInfo
+
+    from swiftseg_ros.ros.node import SegmentationNode
+
     rclpy.init()
-    yield
+    yield types.SimpleNamespace(
+        rclpy=rclpy, State=State, SingleThreadedExecutor=SingleThreadedExecutor,
+        Parameter=Parameter, Image=Image, LabelInfo=LabelInfo,
+        SegmentationNode=SegmentationNode,
+        SUCCESS=TransitionCallbackReturn.SUCCESS, FAILURE=TransitionCallbackReturn.FAILURE,
+        RELIABLE=QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                            reliability=ReliabilityPolicy.RELIABLE),
+        LATCHED=QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                           reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    )
     rclpy.shutdown()
 
 
 @pytest.fixture
 def peer(ros):
     """A plain node playing the camera and the consumers of the masks."""
-    node = rclpy.create_node("swiftseg_test_peer", namespace=NAMESPACE)
+    node = ros.rclpy.create_node("swiftseg_test_peer", namespace=NAMESPACE)
     yield node
     node.destroy_node()
 
@@ -56,9 +68,9 @@ def make_node(ros):
     made = []
 
     def make(**parameters):
-        overrides = [Parameter(name, value=value)
+        overrides = [ros.Parameter(name, value=value)
                      for name, value in {"device": "cpu", **parameters}.items()]
-        node = SegmentationNode(namespace=NAMESPACE, parameter_overrides=overrides)
+        node = ros.SegmentationNode(namespace=NAMESPACE, parameter_overrides=overrides)
         made.append(node)
         return node
 
@@ -76,8 +88,8 @@ def checkpoint(tmp_path):
     return path
 
 
-def camera_image(sec: int = 42, nanosec: int = 7) -> Image:
-    msg = Image()
+def camera_image(ros, sec: int = 42, nanosec: int = 7):
+    msg = ros.Image()
     msg.header.stamp.sec = sec
     msg.header.stamp.nanosec = nanosec
     msg.header.frame_id = "camera_optical"
@@ -101,27 +113,27 @@ def state_of(node) -> int:
     return node._state_machine.current_state[0]
 
 
-def test_lifecycle_walk_publishes_label_and_color_with_the_input_header(make_node, peer):
+def test_lifecycle_walk_publishes_label_and_color_with_the_input_header(ros, make_node, peer):
     node = make_node()
     received = {}
     for name in ("label", "color"):
-        peer.create_subscription(Image, f"{OUTPUTS}/{name}",
-                                 lambda msg, name=name: received.setdefault(name, msg), RELIABLE)
-    camera = peer.create_publisher(Image, "image", RELIABLE)
-    executor = SingleThreadedExecutor()
+        peer.create_subscription(ros.Image, f"{OUTPUTS}/{name}",
+                                 lambda msg, name=name: received.setdefault(name, msg), ros.RELIABLE)
+    camera = peer.create_publisher(ros.Image, "image", ros.RELIABLE)
+    executor = ros.SingleThreadedExecutor()
     executor.add_node(node)
     executor.add_node(peer)
     try:
-        assert node.trigger_configure() == SUCCESS
-        assert node.trigger_activate() == SUCCESS
+        assert node.trigger_configure() == ros.SUCCESS
+        assert node.trigger_activate() == ros.SUCCESS
         spin_until(executor, lambda: len(received) == 2,
-                   every=lambda: camera.publish(camera_image()))
-        assert node.trigger_deactivate() == SUCCESS
-        assert node.trigger_cleanup() == SUCCESS
-        assert state_of(node) == State.PRIMARY_STATE_UNCONFIGURED
+                   every=lambda: camera.publish(camera_image(ros)))
+        assert node.trigger_deactivate() == ros.SUCCESS
+        assert node.trigger_cleanup() == ros.SUCCESS
+        assert state_of(node) == ros.State.PRIMARY_STATE_UNCONFIGURED
     finally:
         executor.shutdown()
-    sent = camera_image()
+    sent = camera_image(ros)
     for msg in received.values():
         assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (42, 7)
         assert msg.header.frame_id == sent.header.frame_id
@@ -130,24 +142,24 @@ def test_lifecycle_walk_publishes_label_and_color_with_the_input_header(make_nod
     assert received["color"].encoding == "rgb8"
 
 
-def test_configure_fails_on_a_missing_weights_file_then_succeeds_once_fixed(
+def test_configure_fails_on_a_missing_weights_file_then_succeeds_once_fixed(ros,
         make_node, tmp_path, checkpoint):
     node = make_node(weights=str(tmp_path / "missing.pt"))
-    assert node.trigger_configure() == FAILURE
-    assert state_of(node) == State.PRIMARY_STATE_UNCONFIGURED
-    result = node.set_parameters([Parameter("weights", value=str(checkpoint))])[0]
+    assert node.trigger_configure() == ros.FAILURE
+    assert state_of(node) == ros.State.PRIMARY_STATE_UNCONFIGURED
+    result = node.set_parameters([ros.Parameter("weights", value=str(checkpoint))])[0]
     assert result.successful, result.reason
-    assert node.trigger_configure() == SUCCESS
-    assert state_of(node) == State.PRIMARY_STATE_INACTIVE
+    assert node.trigger_configure() == ros.SUCCESS
+    assert state_of(node) == ros.State.PRIMARY_STATE_INACTIVE
 
 
-def test_label_info_lists_the_checkpoint_classes_for_late_subscribers(
+def test_label_info_lists_the_checkpoint_classes_for_late_subscribers(ros,
         make_node, peer, checkpoint):
     node = make_node(weights=str(checkpoint))
-    assert node.trigger_configure() == SUCCESS
+    assert node.trigger_configure() == ros.SUCCESS
     infos = []
-    peer.create_subscription(LabelInfo, f"{OUTPUTS}/label_info", infos.append, LATCHED)
-    executor = SingleThreadedExecutor()
+    peer.create_subscription(ros.LabelInfo, f"{OUTPUTS}/label_info", infos.append, ros.LATCHED)
+    executor = ros.SingleThreadedExecutor()
     executor.add_node(peer)
     try:
         spin_until(executor, lambda: infos, timeout_s=30.0)
@@ -157,43 +169,132 @@ def test_label_info_lists_the_checkpoint_classes_for_late_subscribers(
     assert classes == [(0, "road"), (1, "car"), (2, "sky"), (3, "tree")]
 
 
-def test_static_parameter_is_refused_while_configured_with_a_reason(make_node):
+def test_static_parameter_is_refused_while_configured_with_a_reason(ros, make_node):
     node = make_node()
-    assert node.trigger_configure() == SUCCESS
-    result = node.set_parameters([Parameter("network", value="swiftnet_mnv2")])[0]
+    assert node.trigger_configure() == ros.SUCCESS
+    result = node.set_parameters([ros.Parameter("network", value="swiftnet_mnv2")])[0]
     assert not result.successful
     assert "read-only while the node is configured" in result.reason
     # unchanged: the default "" (the checkpoint's network); configure does not write it
     assert node.get_parameter("network").value == ""
 
 
-def test_static_parameter_can_change_again_after_cleanup(make_node):
+def test_static_parameter_can_change_again_after_cleanup(ros, make_node):
     node = make_node()
-    assert node.trigger_configure() == SUCCESS
-    assert node.trigger_cleanup() == SUCCESS
-    result = node.set_parameters([Parameter("upsample", value="labels")])[0]
+    assert node.trigger_configure() == ros.SUCCESS
+    assert node.trigger_cleanup() == ros.SUCCESS
+    result = node.set_parameters([ros.Parameter("upsample", value="labels")])[0]
     assert result.successful, result.reason
 
 
-def test_dynamic_parameter_applies_while_active(make_node):
+def test_dynamic_parameter_applies_while_active(ros, make_node):
     node = make_node(publish_overlay=True)
-    assert node.trigger_configure() == SUCCESS
-    assert node.trigger_activate() == SUCCESS
-    result = node.set_parameters([Parameter("overlay_alpha", value=0.25)])[0]
+    assert node.trigger_configure() == ros.SUCCESS
+    assert node.trigger_activate() == ros.SUCCESS
+    result = node.set_parameters([ros.Parameter("overlay_alpha", value=0.25)])[0]
     assert result.successful, result.reason
     assert node.get_parameter("overlay_alpha").value == 0.25
 
 
-def test_dynamic_parameter_out_of_range_is_refused(make_node):
+def test_dynamic_parameter_out_of_range_is_refused(ros, make_node):
     node = make_node()
-    assert node.trigger_configure() == SUCCESS
-    result = node.set_parameters([Parameter("overlay_alpha", value=1.5)])[0]
+    assert node.trigger_configure() == ros.SUCCESS
+    result = node.set_parameters([ros.Parameter("overlay_alpha", value=1.5)])[0]
     assert not result.successful
 
 
-def test_shutdown_from_active_releases_the_engine(make_node):
+def test_shutdown_from_active_releases_the_engine(ros, make_node):
     node = make_node()
-    assert node.trigger_configure() == SUCCESS
-    assert node.trigger_activate() == SUCCESS
-    assert node.trigger_shutdown() == SUCCESS
-    assert state_of(node) == State.PRIMARY_STATE_FINALIZED
+    assert node.trigger_configure() == ros.SUCCESS
+    assert node.trigger_activate() == ros.SUCCESS
+    assert node.trigger_shutdown() == ros.SUCCESS
+    assert state_of(node) == ros.State.PRIMARY_STATE_FINALIZED
+
+
+# ----------------------------------------------------------------- parameters at startup
+
+
+def test_every_parameter_is_declared_with_its_descriptor_before_configure(ros, make_node):
+    node = make_node()
+    for definition in PARAMETERS:
+        assert node.has_parameter(definition.name), definition.name
+        descriptor = node.describe_parameter(definition.name)
+        assert descriptor.description == definition.description
+        assert f"type {definition.type_name}" in descriptor.additional_constraints
+    assert node.get_parameter("device").value == "cpu"  # the override, before configure
+
+
+def test_integer_for_a_double_at_startup_is_stored_as_that_double(ros, make_node):
+    node = make_node(overlay_alpha=1)
+    parameter = node.get_parameter("overlay_alpha")
+    assert parameter.type_ == ros.Parameter.Type.DOUBLE and parameter.value == 1.0
+    assert node.trigger_configure() == ros.SUCCESS
+
+
+def test_wrongly_typed_startup_value_fails_configure_until_set(ros, make_node):
+    node = make_node(overlay_alpha="high")  # the node is made: no exception at startup
+    assert node.trigger_configure() == ros.FAILURE
+    assert node._refused_at_startup["overlay_alpha"] == (
+        "parameter 'overlay_alpha' is 'high', a string: expected a double (0.0 to 1.0)")
+    result = node.set_parameters([ros.Parameter("overlay_alpha", value=0.4)])[0]
+    assert result.successful, result.reason
+    assert node.trigger_configure() == ros.SUCCESS
+
+
+def test_out_of_range_startup_value_fails_configure_until_set(ros, make_node):
+    node = make_node(depth=0)
+    assert node.get_parameter("depth").value == 1  # declared with its default
+    assert node.trigger_configure() == ros.FAILURE
+    assert node.set_parameters([ros.Parameter("depth", value=2)])[0].successful
+    assert node.trigger_configure() == ros.SUCCESS
+
+
+def test_wrongly_typed_set_is_refused_with_the_type_expected(ros, make_node):
+    node = make_node()
+    result = node.set_parameters([ros.Parameter("depth", value="deep")])[0]
+    assert not result.successful
+    assert result.reason == "parameter 'depth' is 'deep', a string: expected an integer (1 to 100)"
+
+
+# ------------------------------------------------------------- signals while frames flow
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_signal_while_frames_flow_ends_the_node_without_an_error(
+        ros, peer, checkpoint, signal_number):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    namespace = f"/swiftseg_signal_{signal_number}"
+    env = {**os.environ, "RCUTILS_LOGGING_BUFFERED_STREAM": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "swiftseg_ros.ros.node", "--ros-args", "-r", f"__ns:={namespace}",
+         "-p", "device:=cpu", "-p", f"weights:={checkpoint}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        client = peer.create_client(ChangeState, f"{namespace}/swiftseg/change_state")
+        camera = peer.create_publisher(ros.Image, f"{namespace}/image", ros.RELIABLE)
+        labels = []
+        peer.create_subscription(ros.Image, f"{namespace}/swiftseg/label", labels.append,
+                                 ros.RELIABLE)
+        executor = ros.SingleThreadedExecutor()
+        executor.add_node(peer)
+        assert client.wait_for_service(timeout_sec=60.0)
+        for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            future = client.call_async(ChangeState.Request(
+                transition=Transition(id=transition)))
+            spin_until(executor, future.done, timeout_s=120.0)
+            assert future.result().success
+        spin_until(executor, lambda: len(labels) >= 3,
+                   every=lambda: camera.publish(camera_image(ros)))
+        for _ in range(5):  # frames in flight when the signal comes
+            camera.publish(camera_image(ros))
+            executor.spin_once(timeout_sec=0.02)
+        process.send_signal(signal_number)
+        output, _ = process.communicate(timeout=60.0)
+        executor.shutdown()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert "ERROR" not in output and "Failed to publish" not in output, output

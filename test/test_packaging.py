@@ -2,6 +2,7 @@
 
 import ast
 import configparser
+import os
 import shutil
 import sys
 import xml.etree.ElementTree as ET
@@ -10,12 +11,37 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_pip_install_put_console_scripts_next_to_python():
+def script_dirs() -> list[Path]:
+    """Where the console scripts may be: beside the interpreter (pip, a virtual environment)
+    or in <prefix>/lib/swiftseg_ros for every prefix of a sourced ROS 2 workspace (colcon
+    installs them there for `ros2 run`; `colcon test` sets AMENT_PREFIX_PATH)."""
+    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    return [Path(sys.executable).parent, *(Path(p) / "lib" / "swiftseg_ros" for p in prefixes)]
+
+
+def test_console_scripts_are_installed_where_pip_or_colcon_puts_them():
     # setup.cfg redirects scripts to lib/swiftseg_ros for ROS; pip must ignore that.
-    bin_dir = Path(sys.executable).parent
+    dirs = script_dirs()
     for tool in ("swiftseg-models", "swiftseg-bench", "swiftseg-replay", "swiftseg-demo",
                  "swiftseg-train", "swiftseg-eval", "swiftseg_node"):
-        assert (bin_dir / tool).exists() or shutil.which(tool), tool
+        assert any((d / tool).exists() for d in dirs) or shutil.which(tool), (tool, dirs)
+
+
+def test_setup_declares_pytest_as_a_test_dependency_the_way_colcon_reads_it():
+    kwargs = setup_kwargs()
+    for requirements in (kwargs["tests_require"], kwargs["extras_require"]["test"]):
+        names = {r.split(">")[0].split("=")[0].split("<")[0].strip() for r in requirements}
+        assert {"pytest", "hypothesis"} <= names
+
+
+def test_node_requirements_keep_a_ros_python_on_opencv_4():
+    kwargs = setup_kwargs()
+    opencv = next(r for r in kwargs["install_requires"] if r.startswith("opencv"))
+    assert "<5" in opencv
+    node_needs = {r.split(">")[0].split("<")[0] for r in kwargs["install_requires"]}
+    assert node_needs == {"torch", "numpy", "PyYAML", "opencv-python-headless"}
+    assert {"rosbags", "matplotlib"} <= {r.split(">")[0] for r in kwargs["extras_require"]["tools"]}
+    assert set(kwargs["extras_require"]["tools"]) <= set(kwargs["extras_require"]["dev"])
 
 
 def test_setup_cfg_routes_scripts_to_lib_package_for_ros2_run():
@@ -34,7 +60,7 @@ def test_package_xml_declares_the_ros_run_dependencies():
                 "python3-opencv", "python3-yaml", "python3-torch", "python3-onnxruntime"):
         assert dep in run, dep
     tests = {e.text for e in root.iter("test_depend")}
-    assert {"launch_testing", "python3-pytest"} <= tests
+    assert {"launch_testing", "python3-pytest", "python3-hypothesis"} <= tests
     assert root.find("export/build_type").text == "ament_python"
 
 
@@ -63,7 +89,8 @@ def test_package_xml_run_dependencies_are_exactly_the_ros_packages_imported():
     assert ros_declared - imported == set(), "in package.xml but never imported"
 
 
-def test_setup_installs_share_folders_for_ros():
+def setup_kwargs() -> dict:
+    """The keyword arguments setup.py passes to setuptools.setup."""
     import runpy
     from unittest import mock
 
@@ -71,7 +98,11 @@ def test_setup_installs_share_folders_for_ros():
 
     with mock.patch.object(setuptools, "setup") as fake_setup:
         runpy.run_path(str(ROOT / "setup.py"), run_name="__main__")
-    data_files = dict(fake_setup.call_args.kwargs["data_files"])
+    return fake_setup.call_args.kwargs
+
+
+def test_setup_installs_share_folders_for_ros():
+    data_files = dict(setup_kwargs()["data_files"])
     assert "resource/swiftseg_ros" in data_files["share/ament_index/resource_index/packages"]
     assert "config/palettes/cityscapes.yaml" in data_files["share/swiftseg_ros/config/palettes"]
     assert any(k == "share/swiftseg_ros/launch" for k in data_files) or not list(

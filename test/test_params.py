@@ -17,6 +17,7 @@ from swiftseg_ros.ros.params import (
     SegParams,
     Size,
     apply_parameter_changes,
+    check_parameter_value,
     engine_config_from_params,
     load_param_file,
     main,
@@ -96,12 +97,15 @@ def test_outputs_are_label_plus_the_switched_on_ones():
     ({"precision": "fp8"}, "parameter 'precision' is 'fp8': allowed fp32, fp16, bf16"),
     ({"network": "resnet50"}, "parameter 'network' is 'resnet50': allowed fastscnn"),
     ({"overlay_alpha": 1.5}, "parameter 'overlay_alpha' is 1.5: allowed 0.0 to 1.0"),
-    ({"overlay_alpha": "0.5"}, "parameter 'overlay_alpha' is '0.5' (str): expected a double"),
+    ({"overlay_alpha": "0.5"}, "parameter 'overlay_alpha' is '0.5', a string: expected a "
+                               "double (0.0 to 1.0)"),
     ({"overlay_alpha": float("nan")}, "parameter 'overlay_alpha' is nan"),
     ({"depth": 0}, "parameter 'depth' is 0: allowed 1 to 100"),
-    ({"depth": 2.0}, "parameter 'depth' is 2.0 (float): expected an integer"),
-    ({"threads": True}, "parameter 'threads' is True (bool): expected an integer"),
-    ({"cuda_graphs": 1}, "parameter 'cuda_graphs' is 1 (int): expected a bool"),
+    ({"depth": 2.0}, "parameter 'depth' is 2.0, a double: expected an integer (1 to 100)"),
+    ({"threads": True}, "parameter 'threads' is True, a bool: expected an integer"),
+    ({"cuda_graphs": 1}, "parameter 'cuda_graphs' is 1, an integer: expected a bool"),
+    ({"overlay_alpha": 2 ** 53 + 1}, "is 9007199254740993, an integer: expected a double"),
+    ({"palette": ["a"]}, "parameter 'palette' is ['a'], an array: expected a string"),
     ({"input_size": "640*480"}, "parameter 'input_size' is '640*480': expected WxH"),
     ({"input_size": "0x480"}, "parameter 'input_size' is '0x480'"),
     ({"max_input_size": ""}, "parameter 'max_input_size' is empty: allowed WxH"),
@@ -231,10 +235,46 @@ def test_nested_parameters_are_dotted_names_and_unknown(tmp_path):
         load_param_file(path)
 
 
-def test_integer_for_a_double_in_a_file_is_refused_as_ros_2_would(tmp_path):
+def test_integer_for_a_double_in_a_file_is_read_as_that_double(tmp_path):
     path = write(tmp_path, "/**:\n  ros__parameters:\n    min_output_hz: 5\n")
-    with pytest.raises(ConfigError, match="is the integer 5 but is a double: write 5.0"):
+    assert validate_parameters(load_param_file(path)).min_output_hz == 5.0
+
+
+def test_wrong_type_in_a_file_names_parameter_type_given_and_type_expected(tmp_path):
+    path = write(tmp_path, "/**:\n  ros__parameters:\n    overlay_alpha: high\n")
+    with pytest.raises(ConfigError, match=f"^{path}: parameter 'overlay_alpha' is 'high', a "
+                                          r"string: expected a double \(0.0 to 1.0\)$"):
         load_param_file(path)
+
+
+@pytest.mark.parametrize("name,value,stored", [
+    ("overlay_alpha", 1, 1.0),
+    ("overlay_alpha", 0.25, 0.25),
+    ("depth", 3, 3),
+    ("input_size", "640x480", "640x480"),
+    ("publish_overlay", True, True),
+])
+def test_one_value_is_checked_and_stored_as_the_node_keeps_it(name, value, stored):
+    checked = check_parameter_value(name, value)
+    assert checked == stored and type(checked) is type(stored)
+
+
+@pytest.mark.parametrize("name,value,words", [
+    ("overlay_alpha", "1", "'overlay_alpha' is '1', a string: expected a double"),
+    ("overlay_alpha", 1.5, "'overlay_alpha' is 1.5: allowed 0.0 to 1.0"),
+    ("depth", 1.0, "'depth' is 1.0, a double: expected an integer"),
+    ("input_size", "640", "'input_size' is '640': expected WxH"),
+    ("inference_sise", "", "unknown parameter 'inference_sise' (did you mean"),
+])
+def test_one_bad_value_is_one_line_naming_it(name, value, words):
+    with pytest.raises(ConfigError) as caught:
+        check_parameter_value(name, value)
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_one_value_alone_leaves_combinations_to_configure():
+    # weights and network both empty is a combination error, not a bad value
+    assert check_parameter_value("weights", "") == ""
 
 
 def test_missing_value_in_a_file_says_how_to_write_empty(tmp_path):

@@ -388,3 +388,15 @@ def test_node_is_the_only_module_that_imports_rclpy():
                      re.MULTILINE)
     )
     assert importing == ["ros/node.py"]
+
+
+def test_camera_info_size_prepares_before_the_first_frame_but_not_after_it():
+    engine = make_engine()
+    pipeline = SegmentationPipeline(engine, Image)
+    try:
+        assert pipeline.prepare_unless_prepared(WIDTH, HEIGHT, "rgb8")
+        assert engine.input_size == (WIDTH, HEIGHT)
+        assert not pipeline.prepare_unless_prepared(2 * WIDTH, 2 * HEIGHT, "rgb8")
+        assert engine.input_size == (WIDTH, HEIGHT)
+    finally:
+        engine.release()

@@ -122,6 +122,8 @@ def test_output_bag_has_the_node_topics_with_input_headers_and_bag_times(raw_bag
     assert last["frames received"] == str(FRAMES)
     assert last["frames processed"] == str(FRAMES)
     assert last["input size"] == f"{WIDTH}x{HEIGHT}"  # the node's WxH, not transposed
+    # replay feeds the stamps like the node; 6 frames are too few for the estimate
+    assert last["frames lost before the node (estimated)"] == "n/a"
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +233,22 @@ def test_sample_frames_hold_input_prediction_and_ground_truth(replayed):
     rgb, _ = generate_frame(0, 0, WIDTH, HEIGHT, sequence=True)
     assert np.array_equal(sample.image, rgb)
     assert sample.prediction.shape == sample.ground_truth.shape == (HEIGHT, WIDTH, 3)
+
+
+def test_diagnostics_estimate_the_frames_missing_from_the_bag(engine, tmp_path):
+    # a 10 Hz camera whose frames 10, 11 and 20 never reached the recorder
+    rgb, _ = generate_frame(0, 0, WIDTH, HEIGHT, sequence=True)
+    start_ns = 1_700_000_000 * 10**9
+    images = []
+    for k in (k for k in range(30) if k not in (10, 11, 20)):
+        stamp_ns = start_ns + k * 100_000_000
+        stamp = Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+        images.append((stamp_ns + 5_000_000, build_image(
+            Image, rgb, "rgb8", Header(stamp=stamp, frame_id="camera"))))
+    bag = write_custom_bag(tmp_path / "bag", images)
+    replay(bag, engine, tmp_path / "out", label_topic=None)
+    last = dict((kv.key, kv.value)
+                for kv in read_topic(tmp_path / "out", "/diagnostics")[-1][1].status[0].values)
+    assert last["frames lost before the node (estimated)"] == "3"
+    assert last["camera rate from stamps (Hz)"] == "10.00"
+    assert last["frames received"] == "27"

@@ -3,7 +3,9 @@ metadata, damaged files salvaged up to the damage. Bags are written here with ro
 
 import numpy as np
 import pytest
-from rosbags.rosbag2 import StoragePlugin, Writer
+import yaml
+from rosbags.interfaces import QosDurability, QosReliability
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from swiftseg_ros.replay.bagio import (
     TYPESTORE,
@@ -13,6 +15,7 @@ from swiftseg_ros.replay.bagio import (
     MalformedMessage,
     OutputBag,
     deserialize,
+    node_offered_qos,
     open_bag,
 )
 from swiftseg_ros.replay.synthbag import CameraBagSpec, write_camera_bag
@@ -154,6 +157,30 @@ def test_output_bag_reads_back_types_stamps_and_counts(tmp_path, storage):
     decoded = [deserialize(m) for m in messages]
     assert [d.header.stamp.nanosec for d in decoded] == [0, 1, 2]
     assert decoded[2].header.frame_id == "cam" and decoded[2].data.tolist() == [2, 1]
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_output_bag_records_the_qos_the_node_offers(tmp_path, storage):
+    # the QoS follows the topic; rosbags' Humble type store has no vision_msgs/LabelInfo,
+    # so a std_msgs/String stands in for the message on ~/label_info
+    String = TYPESTORE.types["std_msgs/msg/String"]
+    Header = TYPESTORE.types["std_msgs/msg/Header"]
+    Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
+    Status = TYPESTORE.types["diagnostic_msgs/msg/DiagnosticArray"]
+    header = Header(stamp=Time(sec=1, nanosec=0), frame_id="")
+    with OutputBag(tmp_path / "out", storage) as out:
+        out.write("/swiftseg/label_info", 1, String(data="road"))
+        out.write("/diagnostics", 2, Status(header=header, status=[]))
+    with Reader(tmp_path / "out") as reader:
+        offered = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+    assert offered == {topic: list(node_offered_qos(topic)) for topic in offered}
+    (label_info,) = offered["/swiftseg/label_info"]
+    assert label_info.durability == QosDurability.TRANSIENT_LOCAL
+    assert label_info.reliability == QosReliability.RELIABLE and label_info.depth == 1
+    assert offered["/diagnostics"][0].durability == QosDurability.VOLATILE
+    metadata = yaml.safe_load((tmp_path / "out" / "metadata.yaml").read_text())
+    topics = metadata["rosbag2_bagfile_information"]["topics_with_message_count"]
+    assert all(t["topic_metadata"]["offered_qos_profiles"] for t in topics)
 
 
 def test_output_bag_refuses_an_existing_folder(tmp_path):

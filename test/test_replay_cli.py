@@ -69,19 +69,6 @@ def test_replay_writes_the_bag_reports_and_figures(capsys, camera_bag, weights, 
         assert set(bag.topics) == {"/swiftseg/label", "/swiftseg/color", "/diagnostics"}
 
 
-def test_ground_truth_of_another_class_count_says_why_there_is_no_miou(capsys, camera_bag,
-                                                                       tmp_path):
-    path = tmp_path / "three.pt"
-    save_checkpoint(path, build_model("fastscnn", 3), make_meta("fastscnn", 3))
-    status, stdout, err = run(capsys, camera_bag, "--image-topic", IMAGE, "--label-topic",
-                              LABELS, "--weights", path, "--out", tmp_path / "out",
-                              "--no-progress", "--montage-frames", 0)
-    assert status == 0, err
-    assert "mIoU n/a" in stdout
-    assert f"{FRAMES} of {FRAMES} ground-truth messages rejected" in stdout
-    assert "neither a class (0..2)" in stdout
-
-
 def test_parameter_file_chooses_the_outputs_and_out_storage_the_format(capsys, camera_bag,
                                                                       weights, tmp_path):
     params = tmp_path / "seg.yaml"

@@ -246,3 +246,34 @@ def test_unreadable_frame_in_a_worker_is_one_line_and_the_process_exits(recipe, 
     assert len(errors) == 1 and errors[0].endswith(f"{broken}: cannot read the image "
                                                    "(missing, unreadable, or not an image "
                                                    "format OpenCV reads)"), process.stderr
+
+
+# stopping and numbering ---------------------------------------------------------------------
+
+def test_second_ctrl_c_aborts_at_once():
+    from swiftseg_ros.trainer.loop import StopRequest
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with StopRequest() as stop:
+            signal.raise_signal(signal.SIGINT)  # the first: finish the step, then stop
+            assert stop()
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_interrupt_and_resume_messages_number_epochs_as_the_progress_and_metrics_do(
+        tiny_data, tmp_path, capsys):
+    from swiftseg_ros.trainer.loop import LAST
+    from swiftseg_ros.trainer.train import interrupted_message
+
+    config = tiny_config(tiny_data, *RESUME)  # 4 steps per epoch, 3 epochs
+    first = train(config, tmp_path, stop=lambda step: step >= 6, progress=False)
+    stopped = interrupted_message(first, tmp_path / LAST)
+    assert "interrupted at epoch 2/3 step 2/4 (global step 6)" in stopped
+    assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.csv")] == [1]
+    capsys.readouterr()
+    train(config, tmp_path, resume=True, stop=lambda step: step >= 8, progress=False)
+    assert "at epoch 2/3 step 2/4 (global step 6)" in capsys.readouterr().err

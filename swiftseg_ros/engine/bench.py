@@ -26,14 +26,12 @@ onnxruntime versions, the threads and the choices the engine made.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
 from swiftseg_ros.engine import cpu_caps
@@ -42,6 +40,7 @@ from swiftseg_ros.engine.engine import SegmentationEngine
 from swiftseg_ros.engine.timing import PERCENTILES, STAGES
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.paths import resolve_weights
+from swiftseg_ros.progress import progress as progress_display
 
 DEFAULT_NETWORKS = ("swiftnet_rn18", "swiftnet_mnv2", "swiftnet_rn18_pyramid", "fastscnn")
 RUNNERS = ("engine", "bare", "naive")
@@ -81,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-onednn", action="store_true",
                         help="CPU: time only PyTorch's own conv kernel choice, not oneDNN's")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive runner")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
     return parser
 
 
@@ -119,8 +119,8 @@ def main(argv=None) -> int:
     rows = []
     total = len(networks) * len(sizes) * (args.iters + args.warmup)
     with tempfile.TemporaryDirectory(prefix="swiftseg-bench-") as scratch, \
-            tqdm(total=total, desc="bench", unit="it", file=sys.stderr,
-                 dynamic_ncols=True) as progress:
+            progress_display(total=total, desc="bench", unit="it",
+                             enabled=not args.quiet) as progress:
         for network in networks:
             weights = args.weights or _random_checkpoint(network, Path(scratch))
             for width, height in sizes:

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 
 import torch
-from tqdm import tqdm
 
 from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.nets.complexity import count_macs, count_parameters
 from swiftseg_ros.nets.fusion import fuse_conv_bn
 from swiftseg_ros.nets.registry import NETWORKS, build_model, check_num_classes
+from swiftseg_ros.progress import progress as progress_display
 
 PAPER_SIZE = (2048, 1024)  # width, height of the papers' figures
 WARMUP_ITERS = 3
@@ -54,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iters", type=int, default=10,
                         help="timed forward passes per network (default 10)")
     parser.add_argument("--no-time", action="store_true", help="skip the timing")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
     add_common_flags(parser, weights=False, network=False, device=False, precision=False)
     return parser
 
@@ -134,7 +134,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     iters = None if args.no_time else args.iters
     rows = [describe_network(name, args.num_classes, width, height, iters)
-            for name in tqdm(names, desc="networks", file=sys.stderr, leave=False)]
+            for name in progress_display(names, desc="networks", unit="network",
+                                         enabled=not args.quiet)]
     print(format_table(rows, width, height))
     print()
     for row in rows:

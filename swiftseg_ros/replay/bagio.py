@@ -22,6 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from rosbags.interfaces import (
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.rosbag2.storage_mcap import decompress as mcap_decompress
 from rosbags.typesys import Stores, get_typestore
@@ -405,7 +413,8 @@ class OutputBag:
     def write(self, topic: str, timestamp: int, msg) -> None:
         conn = self._connections.get(topic)
         if conn is None:
-            conn = self._writer.add_connection(topic, msg.__msgtype__, typestore=TYPESTORE)
+            conn = self._writer.add_connection(topic, msg.__msgtype__, typestore=TYPESTORE,
+                                               offered_qos_profiles=node_offered_qos(topic))
             self._connections[topic] = conn
             self.counts[topic] = 0
         self._writer.write(conn, int(timestamp), serialize(msg))
@@ -421,3 +430,17 @@ class OutputBag:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def node_offered_qos(topic: str) -> tuple[Qos, ...]:
+    """The QoS the node's publisher on `topic` offers (ros/node.py OUTPUT_QOS and
+    LATCHED_QOS): reliable, keep last 1, volatile; transient local for ~/label_info.
+    Recorded in the output bag so that `ros2 bag play` offers the same: it replays a topic
+    with the QoS recorded for it, and a late subscriber then behaves as with the node."""
+    unset = QosTime(sec=0, nsec=0)  # rclpy's default: no deadline, lifespan or lease
+    durability = (QosDurability.TRANSIENT_LOCAL if topic.endswith("/label_info")
+                  else QosDurability.VOLATILE)
+    return (Qos(history=QosHistory.KEEP_LAST, depth=1, reliability=QosReliability.RELIABLE,
+                durability=durability, deadline=unset, lifespan=unset,
+                liveliness=QosLiveliness.SYSTEM_DEFAULT, liveliness_lease_duration=unset,
+                avoid_ros_namespace_conventions=False),)

@@ -1,7 +1,7 @@
 """swiftseg-demo: the README's first command (`make demo`), end to end on the CPU.
 
     swiftseg-demo [--out DIR] [--frames N] [--size WxH] [--weights CKPT] [--mode M]
-                  [--device DEV] [--threads N]
+                  [--device DEV] [--threads N] [--quiet]
 
 1. On first run, writes a synthetic camera bag with ground truth into DIR/camera_bag
    (a `swiftseg-synth --sequence` drive: rgb8 images on /camera/image_raw, mono8 class
@@ -9,7 +9,8 @@
 2. Replays it through the shipped demo weights (models/fastscnn_synth.pt) on the CPU with
    `swiftseg-replay`'s code, in realtime mode: the bag's own timing and the node's
    latest-frame policy, as on a robot.
-3. Prints mIoU, FPS, p99 latency and drops, and where the output bag, the report and the
+3. Prints mIoU, the processing and delivered rates, p99 latency, drops and the verdict
+   against the node's latency budget, and where the output bag, the report and the
    pictures are (DIR/replay/).
 """
 
@@ -22,6 +23,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from swiftseg_ros.checkpoint import load_checkpoint
 from swiftseg_ros.cli import ArgumentParser
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.paths import resolve_weights
@@ -33,6 +35,7 @@ from swiftseg_ros.replay.cli import (
 )
 from swiftseg_ros.replay.run import MODES, ReplayOptions
 from swiftseg_ros.replay.synthbag import CameraBagSpec, write_camera_bag
+from swiftseg_ros.replay.verdict import Thresholds
 
 DEMO_WEIGHTS = "fastscnn_synth.pt"
 DEFAULT_OUT = "demo_out"
@@ -93,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=MODES, default="realtime",
                         help="replay mode (default realtime: drops and image ages as on a "
                         "robot)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
+                        help="no progress display")
     return parser
 
 
@@ -103,6 +107,9 @@ def main(argv=None) -> int:
         raise ConfigError(f"--frames {args.frames}: at least 1")
     width, height = parse_size(args.size)
     weights = resolve_weights(args.weights)
+    load_checkpoint(weights)  # a file that is not a checkpoint is refused before the bag
+    params = node_parameters(None, weights=str(weights), device=args.device,
+                             backend=args.backend, threads=args.threads)
     began = time.perf_counter()
     folder = Path(args.out)
     spec = CameraBagSpec(frames=args.frames, width=width, height=height)
@@ -110,17 +117,17 @@ def main(argv=None) -> int:
     print(f"{'wrote' if written else 'reusing'} synthetic camera bag {bag} ({spec.frames} "
           f"frames {width}x{height} at {spec.rate_hz:g} Hz, ground truth on {spec.label_topic})")
 
-    params = node_parameters(None, weights=str(weights), device=args.device,
-                             backend=args.backend, threads=args.threads)
     options = ReplayOptions.for_node(
         params,
         image_topic=spec.image_topic,
         label_topic=spec.label_topic,
         mode=args.mode,
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
     print(f"replaying it through {weights} on {args.device} ({args.mode} mode)")
-    report, _ = replay_bag(bag, folder / "replay", options, params, force=True)
+    # the verdict against the node's default latency budget is shown, not enforced
+    report, _ = replay_bag(bag, folder / "replay", options, params, force=True,
+                           thresholds=Thresholds(params.latency_budget_ms))
     print()
     for line in summary_lines(report):
         print(line)

@@ -1,4 +1,5 @@
-"""The replay report: report.json, report.md, latency.png and montage.png.
+"""The replay report: report.json, report.md, latency.png and montage.png (the confusion
+heat map and the timeline are drawn by `swiftseg_ros.replay.plots`).
 
 `build_report` turns a `ReplayResult` into one JSON-ready dict (the contract of
 report.json, documented in docs/replay.md); report.md is rendered from that dict only,
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from swiftseg_ros.replay.run import ReplayResult, Sample
-from swiftseg_ros.trainer.montage import make_montage
+from swiftseg_ros.replay.verdict import verdict_line
+from swiftseg_ros.trainer.montage import frame_montage
 
 REPORT_VERSION = 1
 STAGE_ORDER = ("decode", "host_copy", "upload", "preprocess", "forward", "postprocess",
@@ -40,8 +42,13 @@ def _rate(times) -> float | None:
     return (len(times) - 1) / (times[-1] - times[0])
 
 
-def build_report(result: ReplayResult, *, bag: dict, engine: dict, outputs: dict) -> dict:
-    """The report.json content. `bag`, `engine` and `outputs` describe the run's context."""
+TOP_CONFUSIONS = 5
+
+
+def build_report(result: ReplayResult, *, bag: dict, engine: dict, outputs: dict,
+                 environment: dict | None = None) -> dict:
+    """The report.json content. `bag`, `engine`, `outputs` and `environment` describe the
+    run's context (the verdict is added by the caller, who knows the thresholds)."""
     records = result.records
     processed = [r for r in records if r.outcome == "processed"]
     frames = {
@@ -50,12 +57,14 @@ def build_report(result: ReplayResult, *, bag: dict, engine: dict, outputs: dict
         "dropped": result.count("dropped"),
         "rejected": result.count("rejected"),
         "failed": result.count("failed"),
+        "expected": result.expected_frames,
     }
     processing_s = sum(r.timings["processing"] for r in processed) / 1000.0
     report = {
         "version": REPORT_VERSION,
         "mode": result.options.mode,
-        "complete": result.damage is None,
+        "complete": result.damage is None and not result.interrupted,
+        "interrupted": result.interrupted,
         "bag": {**bag, "image_type": result.image_type, "messages_read": result.messages_read,
                 "damage": result.damage},
         "engine": engine,
@@ -73,8 +82,20 @@ def build_report(result: ReplayResult, *, bag: dict, engine: dict, outputs: dict
         "timing": _timing(result),
         "accuracy": _accuracy(result),
         "outputs": outputs,
+        "environment": environment,
     }
+    report["throughput"]["delivered_fps"] = _delivered_fps(result, report["timing"]["input_hz"])
     return report
+
+
+def _delivered_fps(result: ReplayResult, input_hz: float | None) -> float | None:
+    """Frames out per second of bag time: the camera rate times the share of the camera's
+    frames that were processed (what a subscriber gets, unlike the processing rate).
+    Undecodable messages never reach a node and are not counted as offered."""
+    offered = sum(1 for r in result.records if r.stamp_ns is not None)
+    if not input_hz or not offered:
+        return None
+    return input_hz * result.count("processed") / offered
 
 
 def _timing(result: ReplayResult) -> dict:
@@ -96,6 +117,15 @@ def _accuracy(result: ReplayResult) -> dict | None:
         return None
     gt = result.ground_truth
     scores = result.confusion.as_dict(result.class_names)
+    counts = result.confusion.matrix.cpu().numpy()
+    scores["confusion"] = {"classes": list(result.class_names), "counts": counts.tolist()}
+    scores["top_confusions"] = top_confusions(counts, result.class_names)
+    scored = [r for r in result.records if r.miou is not None]
+    scores["per_frame_miou"] = _percentiles(r.miou for r in scored)
+    scores["worst_frames"] = [
+        {"index": s.index, "stamp_ns": result.records[s.index].stamp_ns,
+         "time_s": result.records[s.index].arrival, "miou": s.miou}
+        for s in result.worst if s.index < len(result.records)]
     scores["ground_truth"] = {
         "messages": gt.messages,
         "matched": gt.matched,
@@ -105,6 +135,21 @@ def _accuracy(result: ReplayResult) -> dict | None:
         "rejection_reasons": dict(gt.reasons.most_common()),
     }
     return scores
+
+
+def top_confusions(counts: np.ndarray, class_names, limit: int = TOP_CONFUSIONS) -> list[dict]:
+    """The worst off-diagonal cells: ground-truth pixels of one class predicted as another,
+    ranked by their share of that class's ground-truth pixels (by pixel count, a large
+    class's small slip would hide a small class that is mostly missed)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    truth_pixels = counts.sum(axis=1)
+    cells = [(counts[i, j] / truth_pixels[i], counts[i, j], i, j)
+             for i in range(len(counts)) for j in range(len(counts))
+             if i != j and counts[i, j] > 0]
+    cells.sort(reverse=True)
+    return [{"truth": str(class_names[i]), "predicted": str(class_names[j]),
+             "pixels": int(n), "share_of_truth": float(share)}
+            for share, n, i, j in cells[:limit]]
 
 
 # ------------------------------------------------------------------------ markdown
@@ -127,7 +172,10 @@ def render_markdown(report: dict) -> str:
     """report.md from the report.json content."""
     bag, frames, engine = report["bag"], report["frames"], report["engine"]
     lines = [f"# Replay of {bag['path']}", ""]
-    if not report["complete"]:
+    if report.get("interrupted"):
+        lines += [f"**Partial results: interrupted** after {frames['read']} of "
+                  f"{frames['expected']} frames (Ctrl-C).", ""]
+    elif not report["complete"]:
         lines += [f"**Partial results: the bag is damaged** ({bag['damage']}); "
                   f"{bag['messages_read']} messages were read before it.", ""]
     lines += [
@@ -139,6 +187,13 @@ def render_markdown(report: dict) -> str:
         f"- Input size {engine.get('input_size') or 'n/a'}, inference size "
         f"{engine.get('inference_size') or 'n/a'}",
         "",
+        f"**{headline(report)}**",
+        "",
+    ]
+    if report.get("verdict"):
+        lines += ["## Verdict", "", f"- {verdict_line('This configuration', report['verdict'])}",
+                  ""]
+    lines += [
         "## Frames",
         "",
         "| read | processed | dropped | rejected | failed |",
@@ -204,17 +259,87 @@ def render_markdown(report: dict) -> str:
             lines += ["Rejected ground truth, by reason:", ""]
             lines += [f"- {n} x {reason}" for reason, n in gt["rejection_reasons"].items()]
             lines.append("")
+        lines += _confusion_lines(accuracy) + _worst_frame_lines(accuracy)
     outputs = report["outputs"]
     lines += ["## Outputs", ""]
     if outputs.get("bag"):
         lines.append(f"- Bag `{outputs['bag']}` ({outputs['storage']}):")
         lines += [f"  - `{topic}`: {count} messages"
                   for topic, count in outputs.get("topics", {}).items()]
-    for key, label in (("latency_png", "Latency histogram"), ("montage_png", "Sample frames")):
+    for key, label in FIGURES:
         if outputs.get(key):
             lines.append(f"- {label}: `{outputs[key]}`")
     lines.append("")
+    if report.get("environment"):
+        lines += _environment_lines(report["environment"])
     return "\n".join(lines)
+
+
+FIGURES = (("latency_png", "Latency histogram"),
+           ("timeline_png", "Latency and frame mIoU over the bag's time"),
+           ("confusion_png", "Confusion heat map"),
+           ("montage_png", "Sample and worst frames"))
+
+
+def headline(report: dict) -> str:
+    """Processing rate and delivered rate side by side, with the drops, so that a fast
+    processing rate is not read as frames delivered to the robot."""
+    throughput, frames, timing = report["throughput"], report["frames"], report["timing"]
+    text = (f"{_num(throughput['processing_fps'])} FPS processing, "
+            f"{_num(throughput.get('delivered_fps'))} FPS delivered (frames out per second of "
+            f"bag time, camera {_num(timing['input_hz'])} Hz), {frames['dropped']} of "
+            f"{frames['read']} frames dropped")
+    latency = report["latency_ms"].get("processing")
+    if latency:
+        text += f", p95 latency {latency['p95']:.1f} ms"
+    accuracy = report["accuracy"]
+    if accuracy and accuracy["miou"] is not None:
+        text += f", mIoU {100 * accuracy['miou']:.1f} %"
+    return text
+
+
+def _confusion_lines(accuracy: dict) -> list[str]:
+    confusions = accuracy.get("top_confusions")
+    if not confusions:
+        return []
+    lines = ["Top confusions (ground-truth pixels of a class predicted as another):", "",
+             "| ground truth | predicted as | pixels | % of the class |", "|---|---|---:|---:|"]
+    lines += [f"| {c['truth']} | {c['predicted']} | {c['pixels']} | "
+              f"{100 * c['share_of_truth']:.1f} |" for c in confusions]
+    return lines + [""]
+
+
+def _worst_frame_lines(accuracy: dict) -> list[str]:
+    worst, spread = accuracy.get("worst_frames"), accuracy.get("per_frame_miou")
+    if not worst:
+        return []
+    lowest = min(w["miou"] for w in worst)
+    lines = [f"Per-frame mIoU: p50 {_pct(spread['p50'])} %, lowest {_pct(lowest)} %. Worst "
+             "frames (shown at the end of the montage):", "",
+             "| frame | header stamp (ns) | bag time (s) | mIoU % |", "|---:|---:|---:|---:|"]
+    lines += [f"| {w['index']} | {w['stamp_ns']} | {w['time_s']:.2f} | {_pct(w['miou'])} |"
+              for w in worst]
+    return lines + [""]
+
+
+def _environment_lines(env: dict) -> list[str]:
+    cpu, engine, checkpoint = env["cpu"], env["engine"], env.get("checkpoint")
+    lines = [
+        "## Environment", "",
+        f"- swiftseg_ros {env['package']['version']} "
+        f"(git {env['package']['git_revision'] or 'unknown'}), Python {env['python']}, "
+        f"torch {env['torch']}, onnxruntime {env['onnxruntime'] or 'not installed'}",
+        f"- CPU {cpu['model']} ({cpu['logical_cores']} logical cores; "
+        f"{', '.join(cpu['flags']) or 'no listed flags'}), GPU {env['gpu'] or 'none'}, "
+        f"{env['threads']} torch threads",
+        "- Engine: " + ", ".join(f"{k} {v}" for k, v in engine.items() if k != "choices"),
+    ]
+    for what, choice in (engine.get("choices") or {}).items():
+        picked = choice.get("picked") if isinstance(choice, dict) else choice
+        lines.append(f"  - {what}: {picked}")
+    if checkpoint:
+        lines.append(f"- Checkpoint {checkpoint['file']} (sha256 {checkpoint['sha256']})")
+    return lines + ["- Parameters: see `environment.parameters` in report.json", ""]
 
 
 # ------------------------------------------------------------------------ figures
@@ -281,17 +406,19 @@ def write_latency_plot(path: Path, result: ReplayResult) -> bool:
     return True
 
 
-def write_montage(path: Path, samples: list[Sample], class_names=None, palette=None) -> bool:
-    """Sample frames as rows of input / prediction / ground truth (when there is some),
-    with a class legend. False (nothing written) without samples."""
-    if not samples:
+def write_montage(path: Path, samples: list[Sample], class_names=None, palette=None,
+                  worst: list[Sample] = ()) -> bool:
+    """Sample frames, then the worst frames by mIoU, in `swiftseg-eval`'s layout (input |
+    ground truth | prediction) with a class legend. False (nothing written) without frames."""
+    frames = [(sample_title(s), s.image, s.ground_truth, s.prediction) for s in samples]
+    frames += [(sample_title(s, worst=True), s.image, s.ground_truth, s.prediction)
+               for s in worst]
+    if not frames:
         return False
-    rows = [[s.image, s.prediction] + ([s.ground_truth] if s.ground_truth is not None else [])
-            for s in samples]
-    titles = [f"frame {s.index}: input | prediction"
-              + (" | ground truth" if s.ground_truth is not None else "") for s in samples]
-    legend = None
-    if class_names is not None and palette is not None:
-        legend = list(zip(class_names, np.asarray(palette).tolist(), strict=False))
-    make_montage(rows, titles, path, legend=legend)
+    frame_montage(frames, path, class_names=class_names, palette=palette)
     return True
+
+
+def sample_title(sample: Sample, worst: bool = False) -> str:
+    text = f"{'worst: ' if worst else ''}frame {sample.index}"
+    return text if sample.miou is None else f"{text} (mIoU {100 * sample.miou:.1f} %)"

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from swiftseg_ros.engine.palette import colorize
 from swiftseg_ros.engine.timing import StageWindow
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.metrics import ConfusionMatrix
+from swiftseg_ros.progress import progress as progress_display
 from swiftseg_ros.replay.bagio import (
     COMPRESSED_IMAGE_TYPE,
     IMAGE_TYPE,
@@ -74,6 +74,7 @@ class ReplayOptions:
     latency_budget_ms: float = 0.0
     min_output_hz: float = 0.0
     montage_frames: int = 4
+    worst_frames: int = 3  # the lowest per-frame mIoU, kept for the montage
     progress: bool = True
     # realtime mode: (image index in the bag, measured seconds) -> the seconds the policy
     # uses for that frame; None uses the measured time (tests pin the policy with it)
@@ -114,6 +115,7 @@ class FrameRecord:
     start: float | None = None
     finish: float | None = None
     timings: dict[str, float] | None = None  # ms per stage, with decode/messages/processing
+    miou: float | None = None  # this frame's own mIoU, when it was scored against ground truth
 
     @property
     def age_ms(self) -> float | None:
@@ -130,12 +132,15 @@ DecodedImages = Iterator[tuple[FrameRecord, object]]
 
 @dataclass
 class Sample:
-    """A frame kept for the montage: input RGB, prediction colours, ground truth colours."""
+    """A frame kept for the montage: input RGB, prediction colours, ground truth colours,
+    and the predicted class ids (an A/B comparison counts the pixels two runs disagree on)."""
 
     index: int
     image: np.ndarray
     prediction: np.ndarray
     ground_truth: np.ndarray | None = None
+    label: np.ndarray | None = None
+    miou: float | None = None
 
 
 @dataclass
@@ -163,6 +168,10 @@ class ReplayResult:
     output_counts: dict[str, int]
     class_names: list[str]
     palette: np.ndarray
+    # Ctrl-C stopped the run: the records are the frames finished before it
+    interrupted: bool = False
+    expected_frames: int = 0    # image messages the bag holds (what a full run would read)
+    worst: list[Sample] = field(default_factory=list)  # lowest per-frame mIoU first
 
     def count(self, outcome: str) -> int:
         return sum(1 for r in self.records if r.outcome == outcome)
@@ -258,6 +267,8 @@ class Replay:
         # stamps whose image will come -> ground truth waiting for it
         self._waiting_labels: dict[int, np.ndarray] = {}
         self._settled_stamps: set[int] = set()  # images already processed or not
+        self._frame_miou: dict[int, float] = {}  # stamp -> the frame's own mIoU
+        self._worst: list[Sample] = []  # the lowest per-frame mIoU so far, at most worst_frames
 
     # ------------------------------------------------------------------ driver
 
@@ -275,15 +286,22 @@ class Replay:
         if total and opts.montage_frames > 0:
             count = min(opts.montage_frames, total)
             self._sample_targets = sorted({int(i * total / count) for i in range(count)})
-        with tqdm(total=total, unit="frame", desc="replay", disable=not opts.progress,
-                  dynamic_ncols=True) as bar:
+        interrupted = False
+        with progress_display(total=total, unit="frame", desc="replay",
+                              enabled=opts.progress) as bar:
             self._bar = bar
             images = self._decoded_images(self._stream())
-            if opts.mode == "all":
-                self._run_all(images)
-            else:
-                self._run_realtime(images)
-            self._drain(images)
+            try:
+                if opts.mode == "all":
+                    self._run_all(images)
+                else:
+                    self._run_realtime(images)
+                self._drain(images)
+            except KeyboardInterrupt:
+                # Ctrl-C: what was finished is reported (marked incomplete); the frame in
+                # the engine when it came has no outcome and is left out
+                interrupted = True
+                self.records = [r for r in self.records if r.outcome != "pending"]
         self._finish_ground_truth()
         self._write_diagnostics()
         wall_s = time.perf_counter() - started
@@ -301,6 +319,9 @@ class Replay:
             output_counts=dict(self.output.counts) if self.output else {},
             class_names=list(self.engine.class_names),
             palette=np.asarray(self.engine.palette, dtype=np.uint8),
+            interrupted=interrupted,
+            expected_frames=total,
+            worst=sorted(self._worst, key=lambda sample: sample.miou),
         )
 
     def _topics(self) -> list[str]:
@@ -387,7 +408,15 @@ class Replay:
                 return float(self.options.processing_time(record.index, measured))
             return measured
 
-        outcomes = simulate_latest_frame(arrivals, process)
+        try:
+            outcomes = simulate_latest_frame(arrivals, process)
+        except KeyboardInterrupt:
+            # the policy places frames only when it returns: place the finished ones as
+            # `all` mode does, on arrival
+            for record in taken:
+                record.start = record.arrival
+                record.finish = record.arrival + record.timings["processing"] / 1000.0
+            raise
         placed = [outcome for outcome in outcomes if outcome.processed]
         for record, outcome in zip(taken, placed, strict=True):
             record.start, record.finish = outcome.start, outcome.finish
@@ -471,16 +500,22 @@ class Replay:
         stamp = record.stamp_ns
         waiting = self._waiting_labels.pop(stamp, None)
         if waiting is not None:
-            self._score(label, waiting)
+            self._score(label, waiting, record.index, msg, pixel_format)
         elif self._index is not None and stamp in self._index.label_stamps:
-            self._waiting_predictions[stamp] = label.copy()
+            # the message too: should the frame score among the worst, the montage shows it
+            self._waiting_predictions[stamp] = (label.copy(), record.index, msg, pixel_format)
         targets = self._sample_targets
         if targets and record.index >= targets[0]:
             while targets and record.index >= targets[0]:
                 targets.pop(0)
-            frame, _ = self._decode(msg)  # again, for display only
-            self._samples.append(Sample(record.index, _as_rgb(frame, pixel_format),
-                                        colorize(label, self.engine.palette), waiting))
+            self._samples.append(self._sample(record.index, label, msg, pixel_format, waiting))
+            self._samples[-1].miou = self._frame_miou.get(stamp)
+
+    def _sample(self, index: int, label: np.ndarray, msg, pixel_format,
+                ground_truth: np.ndarray | None) -> Sample:
+        frame, _ = self._decode(msg)  # again, for display only
+        return Sample(index, _as_rgb(frame, pixel_format), colorize(label, self.engine.palette),
+                      ground_truth, label.copy())
 
     def _settle(self, record: FrameRecord) -> None:
         """The frame's fate is known: ground truth waiting for an unprocessed frame is done."""
@@ -510,27 +545,57 @@ class Replay:
         if stamp not in self._image_stamps:
             gt.without_image += 1
             return
-        prediction = self._waiting_predictions.pop(stamp, None)
-        if prediction is not None:
-            self._score(prediction, label)
+        waiting = self._waiting_predictions.pop(stamp, None)
+        if waiting is not None:
+            prediction, index, image_msg, pixel_format = waiting
+            self._score(prediction, label, index, image_msg, pixel_format)
             self._attach_sample_ground_truth(stamp, label)
         elif stamp in self._settled_stamps:
             gt.image_not_processed += 1
         else:
             self._waiting_labels[stamp] = label
 
-    def _score(self, prediction: np.ndarray, label: np.ndarray) -> None:
+    def _score(self, prediction: np.ndarray, label: np.ndarray, index: int, msg,
+               pixel_format) -> None:
+        """Count a prediction against its ground truth, in the run's matrix and in the
+        frame's own (its mIoU places it among the worst frames or not)."""
         if prediction.shape != label.shape:
             # output_size "network": compare at the ground truth's resolution
             prediction = cv2.resize(prediction, (label.shape[1], label.shape[0]),
                                     interpolation=cv2.INTER_NEAREST)
+        frame = ConfusionMatrix(self.confusion.num_classes, self.confusion.ignore_index)
         try:
-            self.confusion.update(prediction, label)
+            frame.update(prediction, label)
         except ValueError as exc:
             self.gt.rejected += 1
             self.gt.reasons[str(exc)] += 1
             return
+        self.confusion.merge(frame)
         self.gt.matched += 1
+        miou = frame.miou()
+        if np.isnan(miou):
+            return
+        record = self.records[index]
+        record.miou = self._frame_miou[record.stamp_ns] = miou
+        for sample in self._samples:
+            if sample.index == index:
+                sample.miou = miou
+        self._keep_if_worst(index, miou, prediction, label, msg, pixel_format)
+
+    def _keep_if_worst(self, index: int, miou: float, prediction, label, msg,
+                       pixel_format) -> None:
+        keep = self.options.worst_frames
+        if keep <= 0:
+            return
+        if len(self._worst) >= keep:
+            best_kept = max(self._worst, key=lambda sample: sample.miou)
+            if miou >= best_kept.miou:
+                return
+            self._worst.remove(best_kept)
+        sample = self._sample(index, prediction, msg, pixel_format,
+                              colorize(label, self.engine.palette))
+        sample.miou = miou
+        self._worst.append(sample)
 
     def _attach_sample_ground_truth(self, stamp: int, label: np.ndarray) -> None:
         for sample in self._samples:
@@ -584,7 +649,8 @@ class Replay:
                 position += 1
                 if kind == "arrive":
                     counts["received"] += 1
-                    reporter.frame_received(when)
+                    reporter.frame_received(when, None if record.stamp_ns is None
+                                            else (record.stamp_ns - self._t0) / 1e9)
                 elif kind == "drop":
                     counts["dropped"] += 1
                 else:

@@ -4,7 +4,9 @@ Image messages (`rgb8`, or CompressedImage PNG/JPEG as image_transport's compres
 plugin writes them) on one topic and the exact class ids (`mono8`) with the same header
 on another, at a camera rate with the small timing jitter of a real driver: the header
 stamp is the capture time, the bag (receive) time a few milliseconds later. For the demo,
-for tests, and for checking a set-up end to end without a recorded bag.
+for tests, and for checking a set-up end to end without a recorded bag. The bag folder
+also holds `classes.yaml`, the ground truth's class set, which replay checks checkpoints
+against (`swiftseg_ros.replay.classcheck`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+import yaml
 
 from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.progress import progress as progress_display
 from swiftseg_ros.replay.bagio import (
     COMPRESSED_IMAGE_TYPE,
     IMAGE_TYPE,
@@ -24,7 +27,9 @@ from swiftseg_ros.replay.bagio import (
     OutputBag,
     msg_class,
 )
+from swiftseg_ros.replay.classcheck import BAG_CLASSES_FILE
 from swiftseg_ros.ros.conversions import build_image
+from swiftseg_ros.trainer.scene import CLASS_NAMES, PALETTE
 from swiftseg_ros.trainer.synth import generate_frame
 
 COMPRESSIONS = ("png", "jpeg")
@@ -99,8 +104,8 @@ def write_camera_bag(path: str | Path, spec: CameraBagSpec = CameraBagSpec(), *,
     image_cls = msg_class(IMAGE_TYPE)
     stamps, receive = capture_times_ns(spec)
     with OutputBag(path, spec.storage) as bag:
-        for k in tqdm(range(spec.frames), desc="synthetic bag", unit="frame",
-                      disable=not progress, leave=False):
+        for k in progress_display(range(spec.frames), desc="synthetic bag", unit="frame",
+                                  enabled=progress):
             rgb, label = generate_frame(spec.seed, k, spec.width, spec.height, sequence=True)
             stamp = int(stamps[k])
             header = header_cls(stamp=time_cls(sec=stamp // 1_000_000_000,
@@ -115,4 +120,8 @@ def write_camera_bag(path: str | Path, spec: CameraBagSpec = CameraBagSpec(), *,
                 # the labeller's output arrives just after the image it describes
                 bag.write(spec.label_topic, int(receive[k]) + 1000,
                           build_image(image_cls, label, "mono8", header))
+    classes = [{"name": name, "color": list(colour)}
+               for name, colour in zip(CLASS_NAMES, PALETTE, strict=True)]
+    (path / BAG_CLASSES_FILE).write_text(yaml.safe_dump({"name": "synthetic", "classes": classes},
+                                                        sort_keys=False))
     return path

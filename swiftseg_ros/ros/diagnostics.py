@@ -26,6 +26,24 @@ reads (a missing key or a None value is left out of the status):
       "memory": {"allocated_mb": float, "peak_mb": float, "reserved_mb": float} | None,
     }
 
+Frame counters, what each means (the key as shown in /diagnostics):
+
+    frames received            images that reached the node's subscription
+    frames processed           segmented and published
+    frames dropped             received, then replaced in the one-frame slot by a newer image
+                               while the worker was busy (never segmented: stale)
+    frames rejected            unusable images (encoding, size, data), counted and logged
+    frames failed              images whose processing raised an error
+    frames lost before the node (estimated)
+                               published by the camera but never received (transport
+                               losses, the subscription queue overwritten), estimated from
+                               gaps in the header stamps (`stamps.CameraStampTracker`)
+    camera frames not segmented (estimated)
+                               lost before the node + dropped + rejected + failed
+    camera rate from stamps (Hz)
+                               the camera's rate as its stamps show it, beside "input rate
+                               (Hz)", the rate at which images arrive at the node
+
 Levels (diagnostic_msgs values): ERROR when a frame failed since the previous report (not
 sticky: the next report without failures clears it, the total stays in the values);
 WARN when the p95 total latency exceeds `latency_budget_ms` (0 turns it off), when the
@@ -42,6 +60,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from swiftseg_ros.ros.frames import FrameCounters
+from swiftseg_ros.ros.stamps import CameraStampTracker
 
 OK = 0
 WARN = 1
@@ -126,11 +145,16 @@ def build_status(
     min_output_hz: float = 0.0,
     name: str = DEFAULT_NAME,
     hardware_id: str = "",
+    camera_rate_hz: float = 0.0,
+    lost_before_node: int | None = None,
+    lost_before_node_now: int = 0,
 ) -> DiagnosticStatusContent:
     """The status for one report period (see the module docstring for the rules).
 
     `previous_counters` are those of the previous report (None: the first report);
     `image_ages_ms` the ages (clock now - header stamp) of the images published since.
+    `camera_rate_hz` and `lost_before_node` (total; None: not estimated yet) come from the
+    input stamps, `lost_before_node_now` is the part of it since the previous report.
     """
     stats = engine_stats or {}
     before = previous_counters or FrameCounters()
@@ -177,6 +201,10 @@ def build_status(
         message = f"segmenting {input_rate_hz:.1f} Hz in, {output_rate_hz:.1f} Hz out" + (
             f", p95 total latency {p95:.1f} ms" if p95 is not None else ""
         )
+    if lost_before_node_now > 0:
+        message += (f"; ~{lost_before_node_now} camera frame"
+                    f"{'s' if lost_before_node_now != 1 else ''} lost before the node since "
+                    f"the last report (camera at {camera_rate_hz:.1f} Hz by its stamps)")
 
     values: list[tuple[str, str]] = [
         ("input rate (Hz)", f"{input_rate_hz:.2f}"),
@@ -186,6 +214,12 @@ def build_status(
         ("frames dropped", str(counters.dropped)),
         ("frames rejected", str(counters.rejected)),
         ("frames failed", str(counters.failed)),
+        ("camera rate from stamps (Hz)", f"{camera_rate_hz:.2f}" if camera_rate_hz else "n/a"),
+        ("frames lost before the node (estimated)",
+         "n/a" if lost_before_node is None else str(lost_before_node)),
+        ("camera frames not segmented (estimated)",
+         "n/a" if lost_before_node is None else str(
+             lost_before_node + counters.dropped + counters.rejected + counters.failed)),
         ("image age last (ms)", _ms(image_ages_ms[-1]) if image_ages_ms else "n/a"),
         ("image age max (ms)", _ms(max(image_ages_ms)) if image_ages_ms else "n/a"),
     ]
@@ -241,9 +275,9 @@ def describe_choice(choice: Mapping) -> str:
 
 
 class DiagnosticsReporter:
-    """The state between two reports: input and output rates, image ages at publish,
-    the counters of the previous report. Thread-safe: the subscription, the worker and
-    the diagnostics timer call it from different threads."""
+    """The state between two reports: input and output rates, the camera's stamps, image
+    ages at publish, the counters of the previous report. Thread-safe: the subscription,
+    the worker and the diagnostics timer call it from different threads."""
 
     def __init__(self, *, name: str = DEFAULT_NAME, hardware_id: str = "",
                  window_s: float = 5.0):
@@ -254,10 +288,16 @@ class DiagnosticsReporter:
         self._output = RateMeter(window_s)
         self._ages_ms: list[float] = []
         self._previous: FrameCounters | None = None
+        self._stamps = CameraStampTracker()
+        self._previous_lost = 0
 
-    def frame_received(self, now_s: float) -> None:
+    def frame_received(self, now_s: float, stamp=None) -> None:
+        """Record one received frame; `stamp`, its header stamp, feeds the estimate of the
+        camera's rate and of the frames lost before the node (None: not estimated)."""
         with self._lock:
             self._input.tick(now_s)
+            if stamp is not None:
+                self._stamps.add(stamp_seconds(stamp))
 
     def frame_published(self, now_s: float, stamp) -> float:
         """Record one published frame; returns its age (now - header stamp) in ms."""
@@ -276,6 +316,10 @@ class DiagnosticsReporter:
             previous, self._previous = self._previous, counters
             input_rate = self._input.rate(now_s)
             output_rate = self._output.rate(now_s)
+            camera_rate = self._stamps.camera_rate_hz()
+            lost = self._stamps.lost if camera_rate else None
+            lost_now = (lost or 0) - self._previous_lost
+            self._previous_lost = lost or 0
         return build_status(
             counters=counters,
             previous_counters=previous,
@@ -287,6 +331,9 @@ class DiagnosticsReporter:
             min_output_hz=min_output_hz,
             name=self.name,
             hardware_id=self.hardware_id,
+            camera_rate_hz=camera_rate,
+            lost_before_node=lost,
+            lost_before_node_now=lost_now,
         )
 
 

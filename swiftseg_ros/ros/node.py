@@ -21,8 +21,21 @@ Jazzy unless noted):
   which must go out right after configure, uses a plain (transient-local) publisher.
 - Subscriptions and timers are not managed entities: they are created in activate and
   destroyed in deactivate.
-- `declare_parameter` runs the on-set-parameters callbacks (Jazzy's docstring says so;
-  Humble behaves the same), so the callback lets everything through while unconfigured.
+- Parameters are declared in the constructor, so `ros2 param list/describe` and
+  rqt_reconfigure see them before configure (a lifecycle node is a Node: declaring
+  needs no transition). Each is
+  declared with `ParameterDescriptor(dynamic_typing=True)` (rcl_interfaces, Galactic and
+  later): a value of the wrong type from the parameter file or command line is then
+  stored, not raised as InvalidParameterTypeException in the constructor (node.py
+  `_apply_descriptor` checks the type only for statically typed parameters), and
+  `describe` reports the type of the value held. The type is this node's check instead:
+  one line at startup, configure fails with it until `ros2 param set` fixes the value, and
+  a set of the wrong type is refused with the same line. An exact integer for a double
+  is stored as that double.
+- A value outside a descriptor's range is refused by rclpy at declare
+  (InvalidParameterValueException); the parameter is then declared with its default
+  (`ignore_override=True`) and configure fails with a line naming it until it is set.
+- The set-parameters callback is added after declaring, so declaring does not run it.
 - Publishing from the worker thread is allowed: `Publisher.publish` holds the publisher
   handle for the call and rcl_publish "is thread safe so long as access to both the
   publisher and the ros_message is synchronized" (ros2/rcl, rcl/include/rcl/publisher.h);
@@ -54,9 +67,12 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
-from rclpy.executors import ExternalShutdownException
+from rclpy.exceptions import InvalidParameterValueException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo, VisionClass
@@ -71,6 +87,7 @@ from swiftseg_ros.ros.params import (
     ParamDef,
     SegParams,
     apply_parameter_changes,
+    check_parameter_value,
     engine_config_from_params,
     validate_parameters,
 )
@@ -80,6 +97,7 @@ from swiftseg_ros.ros.pipeline import (
     camera_info_topic,
     wanted_outputs,
 )
+from swiftseg_ros.ros.shutdown import StopRequest, run_until_stopped
 
 OUTPUT_NAMES = ("label", "color", "confidence", "overlay")
 # How often subscriber counts are read to switch unwatched outputs off: often enough that
@@ -91,6 +109,8 @@ FRAME_LOG_PERIOD_S = 5.0
 STOP_TIMEOUT_S = 30.0
 # A camera's format before its first frame: what configure prepares for `input_size`.
 FIRST_GUESS_FORMAT = {"raw": "rgb8", "compressed": "bgr8"}
+# How long main() waits for ROS work before looking at the stop request again.
+SPIN_PERIOD_S = 0.1
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
@@ -108,13 +128,16 @@ def descriptor_for(definition: ParamDef) -> ParameterDescriptor:
     No parameter is declared read_only: rclpy would then refuse it even while the node is
     unconfigured, where fixing a bad value and configuring again must work. The lifecycle
     rule (static parameters change only while unconfigured) is the set-parameters
-    callback's, with a reason the caller sees.
+    callback's, with a reason the caller sees. Typing is dynamic (see the module
+    docstring); the expected type is in the constraints text.
     """
     when = ("may change while the node runs" if definition.dynamic
             else "changes only while the node is unconfigured")
     descriptor = ParameterDescriptor(
         description=definition.description,
-        additional_constraints=f"allowed: {definition.allowed()}; {when}",
+        additional_constraints=(f"type {definition.type_name}; allowed: "
+                                f"{definition.allowed()}; {when}"),
+        dynamic_typing=True,
     )
     if definition.minimum is not None and definition.maximum is not None:
         if definition.type is int:
@@ -167,17 +190,21 @@ class SegmentationNode(Node):
         self._run_timers: list = []
         self._camera_info: CameraInfo | None = None
         self._computed: tuple[str, ...] = ()
+        # parameter name -> why its startup value was refused; configure fails while any
+        self._refused_at_startup: dict[str, str] = {}
         super().__init__(node_name, **kwargs)
         self._log_handler = _RosLogHandler(self.get_logger())
         logging.getLogger("swiftseg_ros").addHandler(self._log_handler)
         logging.getLogger("swiftseg_ros").setLevel(logging.INFO)
+        self._declare_parameters()
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # --------------------------------------------------------------- transitions
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
-            self._declare_parameters()
+            if self._refused_at_startup:
+                raise ConfigError(next(iter(self._refused_at_startup.values())))
             params = validate_parameters(
                 {p.name: self.get_parameter(p.name).value for p in PARAMETERS})
             self._engine = SegmentationEngine(engine_config_from_params(params))
@@ -194,6 +221,11 @@ class SegmentationNode(Node):
             if params.input_size is not None:
                 self._pipeline.prepare(params.input_size.width, params.input_size.height,
                                        FIRST_GUESS_FORMAT[params.transport])
+            else:
+                self.get_logger().info(
+                    "input_size is empty: the engine is prepared from the camera's camera_info "
+                    "if it comes first, else on the first image (a stall of up to a second); "
+                    "set input_size to the camera's WxH to prepare here")
             self._create_publishers()
             self._publish_label_info()
         except Exception as exc:
@@ -276,12 +308,33 @@ class SegmentationNode(Node):
     # ------------------------------------------------------------------- set up
 
     def _declare_parameters(self) -> None:
-        """Declare every parameter once (the first configure); later configures reread
-        them. A value of the wrong type in the parameter file fails configure here."""
+        """Declare every parameter with its descriptor; a startup value (parameter file,
+        command line) that is not allowed is one error line, and configure fails with it
+        until the parameter is set right."""
+        fqn = f"{self.get_namespace().rstrip('/')}/{self.get_name()}"
         for definition in PARAMETERS:
-            if not self.has_parameter(definition.name):
-                self.declare_parameter(definition.name, definition.default,
-                                       descriptor_for(definition))
+            name = definition.name
+            try:
+                value = self.declare_parameter(name, definition.default,
+                                               descriptor_for(definition)).value
+            except InvalidParameterValueException as exc:  # out of the descriptor's range
+                self.declare_parameter(name, definition.default, descriptor_for(definition),
+                                       ignore_override=True)
+                self._refuse_at_startup(name, f"parameter {name!r}: {exc}; allowed "
+                                              f"{definition.allowed()}", fqn)
+                continue
+            try:
+                stored = check_parameter_value(name, value)
+            except ConfigError as exc:
+                self._refuse_at_startup(name, str(exc), fqn)
+                continue
+            if type(stored) is not type(value):  # an exact integer for a double
+                self.set_parameters([Parameter(name, value=stored)])
+
+    def _refuse_at_startup(self, name: str, reason: str, fqn: str) -> None:
+        self._refused_at_startup[name] = reason
+        self.get_logger().error(f"{reason}; configure fails until it is set: ros2 param set "
+                                f"{fqn} {name} <value>")
 
     def _create_publishers(self) -> None:
         # all four outputs exist while configured, so the dynamic publish_* switches need
@@ -358,7 +411,15 @@ class SegmentationNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg
+        first, self._camera_info = self._camera_info is None, msg
+        if first and self._settings.input_size is None and msg.width and msg.height:
+            # the camera's size before its first image: prepare now rather than stall the
+            # first frame (a frame that came first has prepared the engine already)
+            if self._pipeline.prepare_unless_prepared(
+                    msg.width, msg.height, FIRST_GUESS_FORMAT[self._settings.transport]):
+                self.get_logger().info(
+                    f"prepared for {msg.width}x{msg.height} from camera_info, before the first "
+                    "image")
 
     def _publish_frame(self, segmented, messages: dict) -> None:
         """Worker thread: publish one frame's outputs and, if the camera has one, its
@@ -402,15 +463,24 @@ class SegmentationNode(Node):
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         """While configured: refuse static parameters with a reason, check and apply
-        dynamic ones at once. While unconfigured: accept; configure checks everything."""
+        dynamic ones at once. While unconfigured: check each value on its own (type,
+        range, choices); configure checks how they combine."""
         changes = {p.name: p.value for p in parameters if p.name in BY_NAME}
-        current = self._settings
-        if current is None or not changes:
+        if not changes:
             return SetParametersResult(successful=True)
+        current = self._settings
         try:
-            updated = apply_parameter_changes(current, changes, configured=True)
+            if current is None:
+                for name, value in changes.items():
+                    check_parameter_value(name, value)
+            else:
+                updated = apply_parameter_changes(current, changes, configured=True)
         except ConfigError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
+        for name in changes:
+            self._refused_at_startup.pop(name, None)
+        if current is None:
+            return SetParametersResult(successful=True)
         self._settings = updated
         if updated.overlay_alpha != current.overlay_alpha:
             self._pipeline.request_overlay_alpha(updated.overlay_alpha)
@@ -420,21 +490,25 @@ class SegmentationNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = SegmentationNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        # Ctrl-C: Humble's spin raises KeyboardInterrupt; Jazzy's signal handler shuts the
-        # context down first and spin raises ExternalShutdownException
-        pass
-    finally:
-        try:
-            node.close()
-        finally:  # the node and the context go even if releasing the engine failed
-            node.destroy_node()
-            if rclpy.ok():  # Jazzy: already shut down by the signal handler
+    # no rclpy signal handlers: they would shut the context down under the worker
+    # (shutdown.py); StopRequest's handlers end the spin loop and the close runs in order
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    with StopRequest() as stop:
+        node = SegmentationNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+
+        def shutdown_context() -> None:
+            if rclpy.ok():
                 rclpy.shutdown()
+
+        run_until_stopped(
+            spin_once=lambda: executor.spin_once(timeout_sec=SPIN_PERIOD_S),
+            keep_going=rclpy.ok,
+            stop=stop,
+            close_steps=(node.close, executor.shutdown, node.destroy_node, shutdown_context),
+            ended_by=(ExternalShutdownException,),
+        )
     return 0
 
 

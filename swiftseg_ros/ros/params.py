@@ -2,9 +2,11 @@
 loader, and the generated config/seg.yaml and parameter table.
 
 `PARAMETERS` is the single source: the node declares from it, replay and the validator
-check against it, and `render_param_file()` / `render_parameter_table()` produce
-config/seg.yaml and the table in docs/parameters.md and README.md (a test checks that
-the checked-in files match; `python -m swiftseg_ros.ros.params --write` regenerates them).
+check against it, launch/seg.launch.py declares its arguments from `launch_arguments()`,
+and `render_param_file()` / `render_parameter_table()` / `render_launch_table()` produce
+config/seg.yaml and the tables in docs/parameters.md, docs/ros.md and README.md (a test
+checks that the checked-in files match; `python -m swiftseg_ros.ros.params --write`
+regenerates them).
 
 Sizes are strings "WxH" (width first, like camera resolutions: "1024x512"), empty for
 "not set": a string parameter declares cleanly in rclpy, reads the same in a YAML file
@@ -286,8 +288,35 @@ def parse_size(text: str, name: str = "size") -> Size | None:
     return Size(int(match.group(1)), int(match.group(2)))
 
 
+# The largest integer every smaller one of which a double holds exactly (2**53).
+_EXACT_DOUBLE_LIMIT = 2 ** 53
+
+
+def ros_type_name(value: Any) -> str:
+    """The ROS 2 name of the type of a parameter value as rclpy or YAML gives it."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "not set"
+    return "array"
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def _checked(definition: ParamDef, value: Any) -> Any:
-    """`value` as the parameter's Python value, or a one-line ConfigError."""
+    """`value` as the parameter's Python value, or a one-line ConfigError.
+
+    An integer is accepted for a double parameter when the double holds it exactly (a
+    parameter file's `overlay_alpha: 1`): the node stores it as that double.
+    """
     name, kind = definition.name, definition.type
     allowed = definition.allowed()
     if kind is bool:
@@ -295,15 +324,16 @@ def _checked(definition: ParamDef, value: Any) -> Any:
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and math.isfinite(value)
+        ok = isinstance(value, float) and math.isfinite(value) or \
+            isinstance(value, int) and not isinstance(value, bool) \
+            and abs(value) <= _EXACT_DOUBLE_LIMIT
     else:
         ok = isinstance(value, str)
     if not ok:
-        article = "an" if definition.type_name[0] in "aeiou" else "a"
+        given, expected = ros_type_name(value), definition.type_name
         raise ConfigError(
-            f"parameter {name!r} is {value!r} ({type(value).__name__}): expected "
-            f"{article} {definition.type_name}, {allowed}"
+            f"parameter {name!r} is {value!r}, {_article(given)} {given}: expected "
+            f"{_article(expected)} {expected} ({allowed})"
         )
     if kind is float:
         value = float(value)
@@ -322,6 +352,18 @@ def _checked(definition: ParamDef, value: Any) -> Any:
         if not _DEVICE_RE.match(value):
             raise ConfigError(f"parameter {name!r} is {value!r}: allowed {allowed}")
     return value
+
+
+def check_parameter_value(name: str, value: Any) -> Any:
+    """`value` for parameter `name` checked on its own (type, choices, range, size format)
+    and returned as the node stores it: an integer for a double parameter becomes that
+    double. One-line ConfigError otherwise. Combinations of parameters are checked by
+    `validate_parameters`, once every value is known (at configure)."""
+    definition = BY_NAME.get(name)
+    if definition is None:
+        raise unknown_parameter_error(name)
+    _checked(definition, value)
+    return float(value) if definition.type is float else value
 
 
 def unknown_parameter_error(name: str, where: str = "") -> ConfigError:
@@ -425,8 +467,8 @@ def load_param_file(path: str | Path, node_name: str = DEFAULT_NODE_NAME,
     """The parameter values a ROS 2 parameter file gives the node `namespace/node_name`.
 
     Applies `/**` then the node's own entry (rclpy's precedence), rejects unknown names
-    (with a suggestion) and values the node would refuse: ROS 2 does not accept an
-    integer for a double parameter, so `overlay_alpha: 1` is an error here too. Returns
+    (with a suggestion) and values the node would refuse; an integer for a double
+    (`overlay_alpha: 1`) is read as that double, as the node does. Returns
     only the names the file sets; `validate_parameters` fills in the defaults and checks
     combinations once other sources (launch arguments, flags) are merged in.
     """
@@ -482,11 +524,6 @@ def _file_value(file: Path, node: str, name: str, value: Any) -> Any:
             if definition.type is str else
             f"{file}: parameter {name!r} has no value; expected {definition.allowed()}"
         )
-    if definition.type is float and isinstance(value, int) and not isinstance(value, bool):
-        raise ConfigError(
-            f"{file}: parameter {name!r} is the integer {value} but is a double: write "
-            f"{float(value)!r} (ROS 2 refuses an integer for a double parameter)"
-        )
     # each value on its own: combinations are checked once every source (file, launch
     # arguments, command-line flags) is merged, by validate_parameters
     try:
@@ -494,6 +531,102 @@ def _file_value(file: Path, node: str, name: str, value: Any) -> Any:
     except ConfigError as exc:
         raise ConfigError(f"{file}: {exc}") from None
     return value
+
+
+# ------------------------------------------------------------------ launch arguments
+
+# Parameters with a launch argument of their own in launch/seg.launch.py: the settings
+# changed most often. Names not defined in PARAMETERS (an optional backend) are left out.
+LAUNCH_PARAMETERS = ("network", "weights", "device", "precision", "backend", "transport",
+                     "reliability", "depth", "input_size", "inference_size",
+                     "publish_overlay", "publish_confidence")
+_TRUE_WORDS = ("true", "1", "yes", "on")
+_FALSE_WORDS = ("false", "0", "no", "off")
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    """One argument of launch/seg.launch.py; `parameter` when it sets that node parameter
+    (empty by default: the parameter file's value stays)."""
+
+    name: str
+    default: str
+    description: str
+    parameter: bool = False
+    shown_default: str = ""  # the table's text where the default is computed at launch
+
+
+def launch_arguments() -> tuple[LaunchArgument, ...]:
+    """Every launch argument of seg.launch.py, for the launch file and the docs tables."""
+    own = (
+        LaunchArgument("params_file", "", "ROS 2 parameter file for the node",
+                       shown_default="installed `config/seg.yaml`"),
+        LaunchArgument("namespace", "", "namespace of the node (its topics become "
+                                        "/<namespace>/<node_name>/...)"),
+        LaunchArgument("node_name", DEFAULT_NODE_NAME, "name of the node"),
+        LaunchArgument("image_topic", "image", "camera topic the node's input `image` is "
+                                               "remapped to (camera_info is read next to it)"),
+        LaunchArgument("autostart", "true", "true: configure and activate the node; false: "
+                                            "leave it unconfigured for `ros2 lifecycle set`"),
+    )
+    parameters = tuple(
+        LaunchArgument(name, "", f"sets the parameter `{name}` ({BY_NAME[name].type_name}: "
+                                 f"{BY_NAME[name].allowed()}); empty keeps the parameter "
+                                 "file's", parameter=True)
+        for name in LAUNCH_PARAMETERS if name in BY_NAME)
+    return own + parameters
+
+
+def launch_argument_value(name: str, text: str) -> Any:
+    """A launch argument's text as the value of the parameter it sets, checked; one-line
+    ConfigError naming the launch argument otherwise."""
+    definition = BY_NAME[name]
+    word = text.strip()
+    try:
+        if definition.type is bool:
+            if word.lower() not in _TRUE_WORDS + _FALSE_WORDS:
+                raise ValueError
+            value: Any = word.lower() in _TRUE_WORDS
+        elif definition.type is int:
+            value = int(word)
+        elif definition.type is float:
+            value = float(word)
+        else:
+            value = word
+        return check_parameter_value(name, value)
+    except (ValueError, ConfigError) as exc:
+        raise ConfigError(f"launch argument {name}:={text!r} is not allowed: expected "
+                          f"{_article(definition.type_name)} {definition.type_name}, "
+                          f"{definition.allowed()}"
+                          + (f" ({exc})" if isinstance(exc, ConfigError) else "")) from None
+
+
+def misspelled_launch_arguments(given) -> list[str]:
+    """A line for every given launch argument that is not one of seg.launch.py's but
+    looks like a misspelling of one (launch itself ignores unknown arguments; names far
+    from ours may be a parent launch file's and are left alone)."""
+    ours = [argument.name for argument in launch_arguments()]
+    lines = []
+    for name in sorted(given):
+        if name in ours:
+            continue
+        close = difflib.get_close_matches(name, ours, n=1, cutoff=0.75)
+        if close:
+            lines.append(f"launch argument {name!r} is not one of seg.launch.py's and is "
+                         f"ignored: did you mean {close[0]!r}? (ros2 launch swiftseg_ros "
+                         "seg.launch.py --show-args lists them)")
+    return lines
+
+
+def render_launch_table() -> str:
+    """The Markdown table of the launch arguments (docs/ros.md and README.md)."""
+    rows = ["| Argument | Default | Meaning |", "|---|---|---|"]
+    for argument in launch_arguments():
+        default = argument.shown_default or (f"`{argument.default}`" if argument.default
+                                             else "empty")
+        rows.append(f"| `{argument.name}` | {default} | "
+                    + argument.description.replace("|", "\\|") + " |")
+    return "\n".join(rows) + "\n"
 
 
 # ---------------------------------------------------------------- engine configuration
@@ -545,6 +678,8 @@ def engine_config_from_params(params: SegParams, outputs: tuple[str, ...] | None
 
 TABLE_BEGIN = "<!-- parameters:begin -->"
 TABLE_END = "<!-- parameters:end -->"
+LAUNCH_TABLE_BEGIN = "<!-- launch-arguments:begin -->"
+LAUNCH_TABLE_END = "<!-- launch-arguments:end -->"
 
 
 def _yaml_value(definition: ParamDef, value: Any) -> str:
@@ -606,39 +741,51 @@ def render_parameters_doc() -> str:
         "are strings `WxH` (width first), empty for not set. Dynamic parameters can be "
         "changed while the node runs (`ros2 param set /swiftseg overlay_alpha 0.3`); the "
         "others are refused while the node is configured: deactivate and clean up, set "
-        "them, then configure again. A parameter file gives a double parameter as `1.0`, "
-        "never `1` (ROS 2 refuses an integer for a double).\n\n"
+        "them, then configure again. An integer given for a double parameter (`overlay_alpha: "
+        "1`) is read as that double; a value of another wrong type makes configure fail with "
+        "one line naming the parameter, the type given and the type expected, until it is "
+        "set right with `ros2 param set`.\n\n"
         + render_parameter_table()
     )
 
 
-def replace_marked_block(text: str, block: str) -> str:
-    """`text` with the lines between the parameter-table markers replaced by `block`."""
-    start = text.index(TABLE_BEGIN) + len(TABLE_BEGIN)
-    end = text.index(TABLE_END, start)
-    return text[:start] + "\n" + block + text[end:]
+def replace_marked_block(text: str, block: str, begin: str = TABLE_BEGIN,
+                         end: str = TABLE_END) -> str:
+    """`text` with the lines between the `begin` and `end` markers replaced by `block`."""
+    start = text.index(begin) + len(begin)
+    stop = text.index(end, start)
+    return text[:start] + "\n" + block + text[stop:]
 
 
-def marked_block(text: str) -> str | None:
+def marked_block(text: str, begin: str = TABLE_BEGIN, end: str = TABLE_END) -> str | None:
     """What is between the markers (None without markers)."""
-    if TABLE_BEGIN not in text or TABLE_END not in text:
+    if begin not in text or end not in text:
         return None
-    start = text.index(TABLE_BEGIN) + len(TABLE_BEGIN)
-    return text[start:text.index(TABLE_END, start)].removeprefix("\n")
+    start = text.index(begin) + len(begin)
+    return text[start:text.index(end, start)].removeprefix("\n")
 
 
 def generated_files(root: Path) -> dict[Path, str]:
     """Every file generated from the definitions, with its content, under `root`.
 
-    README.md is included only when it has the table markers.
+    README.md and docs/ros.md are included where they have the table markers.
     """
     files = {
         root / "config" / "seg.yaml": render_param_file(),
         root / "docs" / "parameters.md": render_parameters_doc(),
     }
-    readme = root / "README.md"
-    if readme.is_file() and marked_block(readme.read_text()) is not None:
-        files[readme] = replace_marked_block(readme.read_text(), render_parameter_table())
+    blocks = {root / "README.md": ((TABLE_BEGIN, TABLE_END, render_parameter_table()),
+                                   (LAUNCH_TABLE_BEGIN, LAUNCH_TABLE_END, render_launch_table())),
+              root / "docs" / "ros.md": ((LAUNCH_TABLE_BEGIN, LAUNCH_TABLE_END,
+                                         render_launch_table()),)}
+    for path, tables in blocks.items():
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        for begin, end, table in tables:
+            if marked_block(text, begin, end) is not None:
+                text = replace_marked_block(text, table, begin, end)
+        files[path] = text
     return files
 
 

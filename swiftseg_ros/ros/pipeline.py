@@ -116,6 +116,17 @@ class SegmentationPipeline:
             self.engine.prepare(height, width, pixel_format)
             self._last_format = pixel_format
 
+    def prepare_unless_prepared(self, width: int, height: int, pixel_format: str) -> bool:
+        """`prepare()` unless the engine is prepared for some input already (a frame came
+        first): for the camera's camera_info, which may arrive before the first image.
+        True if it prepared."""
+        with self._engine_lock:
+            if self.engine.input_size is not None:
+                return False
+            self.engine.prepare(height, width, pixel_format)
+            self._last_format = pixel_format
+            return True
+
     def segment(self, msg) -> SegmentedFrame:
         """Decode `msg` (Image, or CompressedImage when `compressed`) and segment it.
 
@@ -149,8 +160,9 @@ class SegmentationPipeline:
 
     def offer(self, msg) -> None:
         """Hand a received message to the worker without waiting (a frame still waiting
-        is replaced and counted as dropped). Called from the subscription callback."""
-        self.reporter.frame_received(self._now_s())
+        is replaced and counted as dropped). Called from the subscription callback; the
+        header stamp feeds the estimate of frames lost before the node."""
+        self.reporter.frame_received(self._now_s(), msg.header.stamp)
         self.worker.offer(msg)
 
     def stop(self, timeout: float | None = None) -> bool:

@@ -21,15 +21,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
 from swiftseg_ros.engine import EngineConfig, SegmentationEngine, colorize
 from swiftseg_ros.engine.config import UPSAMPLE_MODES, parse_size
 from swiftseg_ros.errors import ConfigError, DatasetError
 from swiftseg_ros.metrics import ConfusionMatrix
+from swiftseg_ros.progress import progress as progress_display
 from swiftseg_ros.trainer.datasets import SegmentationDataset, dataset_from_path
-from swiftseg_ros.trainer.montage import make_montage
+from swiftseg_ros.trainer.montage import frame_montage
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def evaluate(engine: SegmentationEngine, dataset: SegmentationDataset, limit: in
              ) -> tuple[ConfusionMatrix, list[tuple[np.ndarray, np.ndarray, np.ndarray]], float]:
     """Run the first `limit` frames (all if None) through the engine and count them.
 
-    Returns (confusion matrix, up to `samples` (image, truth, prediction) triples spread
+    Returns (confusion matrix, up to `samples` (index, image, truth, prediction) spread
     evenly over the frames, seconds spent in `engine.infer`).
     """
     count = len(dataset) if limit is None else min(limit, len(dataset))
@@ -63,15 +63,14 @@ def evaluate(engine: SegmentationEngine, dataset: SegmentationDataset, limit: in
         # allocate and warm up before timing, as the node does in configure
         height, width = dataset.load(0)[0].shape[:2]
         engine.prepare(height, width, "rgb8")
-    for index in tqdm(range(count), desc="eval", unit="frame", disable=not progress,
-                      leave=False):
+    for index in progress_display(range(count), desc="eval", unit="frame", enabled=progress):
         image, truth = dataset.load(index)
         started = time.perf_counter()
         prediction = engine.infer(image, "rgb8").label
         seconds += time.perf_counter() - started
         matrix.update(prediction, truth)
         if index in keep:
-            kept.append((image, truth, prediction.copy()))
+            kept.append((index, image, truth, prediction.copy()))
     return matrix, kept, seconds
 
 
@@ -83,11 +82,10 @@ def check_montage_path(path) -> None:
 
 
 def write_montage(path, kept, palette: np.ndarray, class_names) -> None:
-    rows = [[image for image, _, _ in kept],
-            [colorize(truth, palette) for _, truth, _ in kept],
-            [colorize(prediction, palette) for _, _, prediction in kept]]
-    make_montage(rows, ["input", "ground truth (black: ignored)", "prediction"], path,
-                 legend=list(zip(class_names, palette.tolist(), strict=True)))
+    """The kept frames in the layout replay's montage uses (`frame_montage`)."""
+    frame_montage([(f"frame {index}", image, colorize(truth, palette),
+                    colorize(prediction, palette)) for index, image, truth, prediction in kept],
+                  path, class_names=class_names, palette=palette)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write input / ground truth / prediction of a few frames here")
     parser.add_argument("--samples", type=int, default=4,
                         help="frames in the montage (default 4)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
     return parser
 
 

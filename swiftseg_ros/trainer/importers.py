@@ -229,11 +229,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="class set: cityscapes, camvid or a palette YAML (default "
                              "cityscapes)")
     parser.add_argument("--json", metavar="FILE", help="write what was imported here")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file")
     return parser
+
+
+def check_out_free(out: str, force: bool) -> None:
+    """Refuse to overwrite a checkpoint unasked (replay and train do the same)."""
+    path = Path(out)
+    if path.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give the checkpoint file to write")
+    if path.exists() and not force:
+        raise ConfigError(f"--out {out} already exists; add --force to replace it, or choose "
+                          "another file")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    check_out_free(args.out, args.force)
     if args.source == "swiftnet-official":
         if args.num_classes is not None:
             raise ConfigError("--num-classes: the authors' file fixes the class count; "

@@ -30,7 +30,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
-from tqdm import tqdm
 
 from swiftseg_ros.checkpoint import (
     check_compatible,
@@ -43,6 +42,7 @@ from swiftseg_ros.errors import CheckpointError, ConfigError, DatasetError
 from swiftseg_ros.metrics import ConfusionMatrix
 from swiftseg_ros.nets import NETWORKS, build_model
 from swiftseg_ros.nets.pretrained import load_imagenet_encoder
+from swiftseg_ros.progress import progress as progress_display
 from swiftseg_ros.trainer.datasets import dataset_from_path, read_label
 from swiftseg_ros.trainer.losses import SegmentationLoss, enet_class_weights
 from swiftseg_ros.trainer.progress import TrainingLog
@@ -273,7 +273,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, optim: dict, total_steps: 
 class StopRequest:
     """Ctrl-C / SIGTERM while training: remember the signal, finish the step, then stop.
 
-    A second signal restores the default behaviour (a second Ctrl-C interrupts at once).
+    A second signal aborts at once, as the signal would have without this handler (a
+    second Ctrl-C raises KeyboardInterrupt, a second SIGTERM terminates the process).
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -294,7 +295,13 @@ class StopRequest:
 
     def _handle(self, signum, frame) -> None:
         if self.signum is not None:
-            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            previous = self._previous.get(signum, signal.SIG_DFL)
+            signal.signal(signum, previous)
+            if callable(previous):  # Python's own SIGINT handler: KeyboardInterrupt
+                previous(signum, frame)
+            else:  # the default action, now
+                signal.raise_signal(signum)
+            return
         self.signum = signum
         print(f"\n{signal.Signals(signum).name}: finishing this step, saving a resumable "
               f"checkpoint (again to abort at once)", file=sys.stderr)
@@ -322,16 +329,32 @@ class TrainResult:
     files: dict = field(default_factory=dict)
     interrupted_by: int | None = None
     history: list = field(default_factory=list)
+    epoch_step: int = 0  # steps done in the epoch after `epochs_done` (0: none)
+    steps_per_epoch: int = 0
+    epochs: int = 0
+
+    def position(self) -> str:
+        """Where the run stands, in the words of the progress bar and the resume message."""
+        return run_position(self.epochs_done, self.epoch_step, self.steps_per_epoch,
+                            self.epochs)
+
+
+def run_position(epochs_done: int, epoch_step: int, steps_per_epoch: int, epochs: int) -> str:
+    """Epochs are counted from 1 everywhere (progress bar, metrics.csv, messages): after
+    `epochs_done` epochs and `epoch_step` steps, the run is in epoch `epochs_done + 1`."""
+    if epoch_step:
+        return f"epoch {epochs_done + 1}/{epochs} step {epoch_step}/{steps_per_epoch}"
+    return f"the start of epoch {epochs_done + 1}/{epochs}"
 
 
 def train(config: dict, out_dir: str | Path, *, resume: bool = False,
           stop: Callable[[int], bool] | None = None, command: str | None = None,
-          recipe: str | None = None) -> TrainResult:
+          recipe: str | None = None, progress: bool = True) -> TrainResult:
     """Run the recipe `config` into `out_dir`; `resume` continues from `out_dir/last.pt`.
 
     `stop(step)` is asked after every step with the number of steps done (besides
     SIGINT/SIGTERM); when it says yes the run saves a resumable checkpoint and returns
-    with `interrupted_by` set.
+    with `interrupted_by` set. `progress`: show the progress display (bars or lines).
     """
     out_dir = Path(out_dir)
     proc = setup_distributed(config["train"]["device"])
@@ -342,7 +365,8 @@ def train(config: dict, out_dir: str | Path, *, resume: bool = False,
     cv2.setNumThreads(0)
     try:
         with StopRequest() as signals:
-            return _Run(config, out_dir, proc, resume, signals, stop, command, recipe).run()
+            return _Run(config, out_dir, proc, resume, signals, stop, command, recipe,
+                        progress).run()
     finally:
         cv2.setNumThreads(cv2_threads)
         if proc.enabled and dist.is_initialized():
@@ -353,10 +377,11 @@ class _Run:
     """State of one training run; `run()` drives it from start (or resume) to end."""
 
     def __init__(self, config, out_dir: Path, proc: Distributed, resume: bool,
-                 signals: StopRequest, stop, command, recipe):
+                 signals: StopRequest, stop, command, recipe, progress: bool = True):
         self.config, self.out_dir, self.proc = config, out_dir, proc
         self.signals, self.extra_stop = signals, stop
         self.command, self.recipe = command, recipe
+        self.show_progress = progress and proc.is_main
         self.resumed_with: list[str] = []  # the commands that continued this run
         train_cfg = config["train"]
         self.seed = train_cfg["seed"]
@@ -431,9 +456,8 @@ class _Run:
     def _class_pixel_counts(self) -> np.ndarray:
         """Pixels of each class in the training labels (labels only, no images decoded)."""
         counts = np.zeros(256, dtype=np.int64)
-        for _, label_path in tqdm(self.train_set.samples, desc="class frequencies",
-                                  unit="label", leave=False, disable=not self.proc.is_main,
-                                  file=sys.stderr):
+        for _, label_path in progress_display(self.train_set.samples, desc="class frequencies",
+                                              unit="label", enabled=self.show_progress):
             counts += np.bincount(self.train_set.table[read_label(label_path)].ravel()
                                   .astype(np.uint8), minlength=256)
         return counts[: self.num_classes]
@@ -494,8 +518,8 @@ class _Run:
             self.command = started["command"]
         self.recipe = self.recipe or started.get("recipe")
         if self.proc.is_main:
-            where = (f"epoch {self.epoch + 1} step {self.epoch_step}/{self.steps_per_epoch}"
-                     if self.epoch_step else f"the start of epoch {self.epoch + 1}")
+            where = run_position(self.epoch, self.epoch_step, self.steps_per_epoch,
+                                 self.config["train"]["epochs"])
             print(f"resuming {path} at {where} (global step {self.step})", file=sys.stderr)
 
     def training_state(self) -> dict:
@@ -553,6 +577,8 @@ class _Run:
                 result.interrupted_by = self.signals.signum or signal.SIGINT
                 break
         result.epochs_done, result.step = self.epoch, self.step
+        result.epoch_step, result.steps_per_epoch = self.epoch_step, self.steps_per_epoch
+        result.epochs = epochs
         result.best_miou = self.best_miou
         if result.interrupted_by is None and self.proc.is_main:
             result.files[FINAL] = export_checkpoint(
@@ -582,9 +608,9 @@ class _Run:
         """Train the rest of the current epoch; False when stopped before its end."""
         self.net.train()
         loader = self._loader()
-        bar = tqdm(total=self.steps_per_epoch, initial=self.epoch_step,
-                   desc=f"epoch {self.epoch + 1}/{epochs}", unit="step", dynamic_ncols=True,
-                   disable=not self.proc.is_main, leave=False, file=sys.stderr)
+        bar = progress_display(total=self.steps_per_epoch, initial=self.epoch_step,
+                               desc=f"epoch {self.epoch + 1}/{epochs}", unit="step",
+                               enabled=self.show_progress)
         started, images = time.perf_counter(), 0
         try:
             for image, label in loader:
@@ -694,8 +720,8 @@ class _Run:
                             worker_init_fn=_worker_init if workers else None)
         matrix = ConfusionMatrix(self.num_classes, device=self.proc.device)
         divisor = getattr(model, "size_divisor", 1)
-        for image, label in tqdm(loader, desc="validation", unit="img", leave=False,
-                                 disable=not self.proc.is_main, file=sys.stderr):
+        for image, label in progress_display(loader, desc="validation", unit="img",
+                                             enabled=self.show_progress):
             x = image.to(self.proc.device).float().sub_(self.mean).div_(self.std)
             height, width = x.shape[-2:]
             # Zero after normalization is the mean colour: the padding the crops used.

@@ -1,8 +1,9 @@
 """PNG montages: a grid of images with row titles and an optional class legend (OpenCV only).
 
-Used by `swiftseg-eval` (input / ground truth / prediction rows) and by replay for its
-sample frames. Images are uint8 RGB (H x W x 3) or grey (H x W); every cell is scaled to
-the size of the first image, fitted to `cell_width`.
+`frame_montage` is the one layout of evaluated frames, shared by `swiftseg-eval` and
+replay: a row per frame, input | ground truth | prediction, titled with the frame.
+Images are uint8 RGB (H x W x 3) or grey (H x W); every cell is scaled to the size of
+the first image, fitted to `cell_width`.
 """
 
 from __future__ import annotations
@@ -100,6 +101,24 @@ def make_montage(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str] | N
             raise OSError(f"cannot write the montage to {path} (is it a .png path in a "
                           f"writable folder?)")
     return montage
+
+
+def frame_montage(frames: Sequence[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]],
+                  path: str | Path | None = None, *, class_names=None,
+                  palette=None) -> np.ndarray:
+    """Rows of input | ground truth | prediction (colour images), one per frame, each under
+    "TITLE: input | ground truth | prediction"; `frames` holds (title, input, ground truth
+    or None, prediction). A frame without ground truth shows input | prediction."""
+    rows, titles = [], []
+    for title, image, truth, prediction in frames:
+        rows.append([image, prediction] if truth is None else [image, truth, prediction])
+        columns = "input | prediction" if truth is None else \
+            "input | ground truth (black: ignored) | prediction"
+        titles.append(f"{title}: {columns}")
+    legend = None
+    if class_names is not None and palette is not None:
+        legend = list(zip(class_names, np.asarray(palette).tolist(), strict=False))
+    return make_montage(rows, titles, path, legend=legend)
 
 
 def _write_image(path: Path, rgb: np.ndarray) -> bool:

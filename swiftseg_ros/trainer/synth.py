@@ -23,11 +23,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
-from tqdm import tqdm
 
 from swiftseg_ros.cli import ArgumentParser
 from swiftseg_ros.engine.config import parse_size
 from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.progress import progress as progress_display
 from swiftseg_ros.trainer.datasets import GENERIC_CLASSES_FILE
 from swiftseg_ros.trainer.scene import CLASS_NAMES, PALETTE, Canvas, World
 
@@ -104,8 +104,8 @@ def write_dataset(out: str | Path, frames: int, width: int, height: int, seed: i
     (out / GENERIC_CLASSES_FILE).write_text(
         "# written by swiftseg-synth: class ids 0-8 in labels/, 255 would be ignored\n"
         + yaml.safe_dump(classes_yaml(), sort_keys=False, default_flow_style=None))
-    for index in tqdm(range(start, start + frames), desc=f"synth {split}", unit="frame",
-                      disable=not progress, leave=False):
+    for index in progress_display(range(start, start + frames), desc=f"synth {split}",
+                                  unit="frame", enabled=progress):
         rgb, label = generate_frame(seed, index, width, height, sequence)
         name = f"frame_{index:06d}.png"
         if not cv2.imwrite(str(image_dir / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--start", type=int, default=0,
                         help="index of the first frame (default 0); frame k is the same in "
                              "every run")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
     return parser
 
 
@@ -137,7 +138,8 @@ def main(argv=None) -> int:
     width, height = parse_frame_size(args.size)
     began = time.perf_counter()
     out = write_dataset(args.out, args.frames, width, height, seed=args.seed,
-                        sequence=args.sequence, split=args.split, start=args.start)
+                        sequence=args.sequence, split=args.split, start=args.start,
+                        progress=not args.quiet)
     seconds = time.perf_counter() - began
     kind = "sequence" if args.sequence else "independent frames"
     print(f"wrote {args.frames} {width}x{height} frames ({kind}, seed {args.seed}) to "

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="continue from DIR/last.pt at the step it stopped")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (sets train.device)")
     parser.add_argument("--epochs", type=int, help="epochs to train (sets train.epochs)")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
     return parser
 
 
@@ -90,17 +91,22 @@ def main(argv=None) -> int:
     config = resolve_config(args)
     command = shlex.join(["swiftseg-train", *(sys.argv[1:] if argv is None else argv)])
     result = train(config, args.out, resume=args.resume, command=command,
-                   recipe=args.config)
+                   recipe=args.config, progress=not args.quiet)
     if result.interrupted_by is not None:
         if os.environ.get("RANK", "0") == "0":  # rank 0 speaks for a torchrun job
-            print(f"interrupted: {Path(args.out) / LAST} holds epoch {result.epochs_done}, "
-                  f"step {result.step}; continue with --resume", file=sys.stderr)
+            print(interrupted_message(result, Path(args.out) / LAST), file=sys.stderr)
         return EXIT_SIGNAL_BASE + int(result.interrupted_by)
     best = "" if result.best_miou is None else f", best val mIoU {100 * result.best_miou:.2f}%"
     if FINAL in result.files:
         print(f"done: {result.epochs_done} epochs{best}; exported {result.files[FINAL]}",
               file=sys.stderr)
     return 0
+
+
+def interrupted_message(result, last: Path) -> str:
+    """Where the run stopped, in the words the resume message will use."""
+    return (f"interrupted at {result.position()} (global step {result.step}); {last} "
+            "resumes there: continue with --resume")
 
 
 if __name__ == "__main__":  # torchrun ... -m swiftseg_ros.trainer.train

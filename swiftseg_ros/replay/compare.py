@@ -1,0 +1,312 @@
+"""A/B replay: one bag through two configurations, one comparison report, one verdict.
+
+    swiftseg-replay BAG --image-topic T [--label-topic L] --out DIR \\
+        --compare A.pt B.pt [--compare-params a.yaml b.yaml] [--min-miou PCT] ...
+
+Each configuration is a full replay (`swiftseg_ros.replay.cli.replay_bag`: the node's
+engine path, the bag's clock in realtime mode) into DIR/a/ and DIR/b/, one after the
+other so that they never share the machine. Both are checked (parameters, weights,
+class sets) before the first one writes anything. The comparison (DIR/comparison.json,
+.md, .png and DIR/disagreement.png) puts their accuracy, latency and drops side by
+side; the exit status is the verdict on A, the preferred configuration.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from swiftseg_ros.cli import write_json
+from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.replay.bagio import open_bag
+from swiftseg_ros.replay.cli import (
+    check_ground_truth,
+    exit_status,
+    node_parameters,
+    prepare_out_dir,
+    replay_bag,
+    replay_options,
+    require_image_topic,
+    summary_lines,
+    thresholds_from,
+)
+from swiftseg_ros.replay.plots import write_comparison_chart
+from swiftseg_ros.replay.run import ReplayResult, Sample, check_topics
+from swiftseg_ros.replay.verdict import EXIT_VERDICT_FAILED, verdict_line
+from swiftseg_ros.trainer.montage import make_montage
+
+KEYS = ("a", "b")
+LATENCY_STAGES = ("decode", "preprocess", "forward", "postprocess", "total", "processing")
+PERCENTILES = ("p50", "p95", "p99")
+DISAGREE_COLOUR = (255, 220, 0)  # on the greyed input; no class palette colour is this
+PROG = "swiftseg-replay"
+
+
+def configurations(args) -> list[tuple[str, object]]:
+    """(label, validated parameters) of A and B, from --compare and --compare-params."""
+    if args.compare and args.weights:
+        raise ConfigError("--weights and --compare both name weights; give the two "
+                          "checkpoints with --compare A.pt B.pt only")
+    if args.compare_params and args.params:
+        raise ConfigError("--params and --compare-params both name parameter files; give "
+                          "the two files with --compare-params a.yaml b.yaml only")
+    weights = args.compare or (args.weights, args.weights)
+    files = args.compare_params or (args.params, args.params)
+    found = []
+    for key, weights_file, params_file in zip(KEYS, weights, files, strict=True):
+        params = node_parameters(params_file, weights=weights_file, network=args.network,
+                                 device=args.device, precision=args.precision)
+        parts = [Path(params.weights).name if params.weights else f"random {params.network}"]
+        if args.compare_params:
+            parts.append(Path(params_file).name)
+        found.append((f"{key.upper()} {', '.join(parts)}", params))
+    return found
+
+
+def main_compare(args, bag_path: Path) -> int:
+    """The A/B form of swiftseg-replay's main."""
+    configs = configurations(args)
+    thresholds = [thresholds_from(args, params) for _, params in configs]
+    image_topic = require_image_topic(args, bag_path)
+    label_topic = None if args.no_accuracy else args.label_topic
+    with open_bag(bag_path) as bag:
+        check_topics(bag, image_topic, label_topic)
+        if label_topic is not None:
+            check_ground_truth(bag, bag_path, label_topic, [p for _, p in configs],
+                               args.classes)
+    out = Path(args.out)
+    prepare_out_dir(out, args.force)
+    runs = []
+    for key, (label, params), limits in zip(KEYS, configs, thresholds, strict=True):
+        print(f"{label}:")
+        report, result = replay_bag(bag_path, out / key, replay_options(args, params, image_topic),
+                                    params, out_storage=args.out_storage, thresholds=limits,
+                                    checked=True)
+        for line in summary_lines(report):
+            print(f"  {line}")
+        if report["interrupted"]:
+            return exit_status(report, PROG)
+        runs.append((label, report, result))
+    comparison = build_comparison(runs, out)
+    if write_comparison_chart(out / "comparison.png", comparison):
+        comparison["outputs"]["comparison_png"] = str(out / "comparison.png")
+    if write_disagreement_montage(out / "disagreement.png", comparison, runs):
+        comparison["outputs"]["disagreement_png"] = str(out / "disagreement.png")
+    write_json(out / "comparison.json", comparison)
+    (out / "comparison.md").write_text(render_comparison(comparison))
+    write_json(args.json, comparison)
+    print()
+    for line in comparison_lines(comparison):
+        print(line)
+    if not comparison["verdict"]["passed"]:
+        print(f"{PROG}: verdict FAIL for {comparison['labels']['a']}: "
+              f"{'; '.join(comparison['verdicts']['a']['reasons'])}", file=sys.stderr)
+        return EXIT_VERDICT_FAILED
+    return 0
+
+
+# ------------------------------------------------------------------------ the comparison
+
+
+def _pair(a, b) -> dict:
+    difference = None if a is None or b is None else b - a
+    return {"a": a, "b": b, "difference": difference}
+
+
+def build_comparison(runs: list[tuple[str, dict, ReplayResult]], out: Path) -> dict:
+    """comparison.json: A and B side by side (differences are B - A)."""
+    (label_a, a, result_a), (label_b, b, result_b) = runs
+    accuracy = None
+    if a["accuracy"] and b["accuracy"]:
+        names = list(dict.fromkeys([*a["accuracy"]["per_class"], *b["accuracy"]["per_class"]]))
+        accuracy = {
+            "miou": _pair(a["accuracy"]["miou"], b["accuracy"]["miou"]),
+            "pixel_accuracy": _pair(a["accuracy"]["pixel_accuracy"],
+                                    b["accuracy"]["pixel_accuracy"]),
+            "per_class": {name: _pair(a["accuracy"]["per_class"].get(name),
+                                      b["accuracy"]["per_class"].get(name)) for name in names},
+        }
+    latency = {}
+    for stage in LATENCY_STAGES:
+        la, lb = a["latency_ms"].get(stage), b["latency_ms"].get(stage)
+        if la or lb:
+            latency[stage] = {p: _pair((la or {}).get(p), (lb or {}).get(p)) for p in PERCENTILES}
+    verdicts = {"a": a.get("verdict"), "b": b.get("verdict")}
+    return {
+        "version": 1,
+        "bag": a["bag"],
+        "mode": a["mode"],
+        "labels": {"a": label_a, "b": label_b},
+        "configurations": {key: {"engine": report["engine"],
+                                 "checkpoint": report["environment"]["checkpoint"],
+                                 "report_json": report["outputs"]["report_json"]}
+                           for key, report in zip(KEYS, (a, b), strict=True)},
+        "frames": {"a": a["frames"], "b": b["frames"]},
+        "throughput": {key: _pair(a["throughput"][key], b["throughput"][key])
+                       for key in ("processing_fps", "delivered_fps")},
+        "accuracy": accuracy,
+        "latency_ms": latency,
+        "latency_budget_ms": verdicts["a"]["thresholds"]["latency_budget_ms"],
+        "disagreement": disagreement(result_a.samples, result_b.samples),
+        "verdicts": verdicts,
+        "verdict": {"preferred": "a", "passed": verdicts["a"]["passed"],
+                    "verdict": verdicts["a"]["verdict"]},
+        "outputs": {"comparison_json": str(out / "comparison.json"),
+                    "comparison_md": str(out / "comparison.md")},
+    }
+
+
+def _common(samples_a: list[Sample], samples_b: list[Sample]) -> list[tuple[Sample, Sample]]:
+    """Sample frames both runs kept (in realtime mode each keeps the first frame it
+    processed at each spot, so the two may differ)."""
+    by_index = {s.index: s for s in samples_b}
+    return [(s, by_index[s.index]) for s in samples_a if s.index in by_index]
+
+
+def _differ(label_a: np.ndarray, label_b: np.ndarray) -> np.ndarray:
+    if label_b.shape != label_a.shape:
+        label_b = cv2.resize(label_b, (label_a.shape[1], label_a.shape[0]),
+                             interpolation=cv2.INTER_NEAREST)
+    return label_a != label_b
+
+
+def disagreement(samples_a: list[Sample], samples_b: list[Sample]) -> dict:
+    """Share of the pixels whose class A and B disagree on, per common sample frame."""
+    frames = [{"index": a.index, "share": float(_differ(a.label, b.label).mean())}
+              for a, b in _common(samples_a, samples_b)]
+    mean = float(np.mean([f["share"] for f in frames])) if frames else None
+    return {"frames": frames, "mean_share": mean}
+
+
+def write_disagreement_montage(path: Path, comparison: dict, runs) -> bool:
+    """Rows of input | A | B | where they differ (yellow on the greyed input)."""
+    (_, _, result_a), (_, _, result_b) = runs
+    pairs = _common(result_a.samples, result_b.samples)
+    if not pairs:
+        return False
+    labels = comparison["labels"]
+    rows, titles = [], []
+    for a, b in pairs:
+        differ = _differ(a.label, b.label)
+        grey = cv2.cvtColor(cv2.cvtColor(a.image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+        shown = cv2.resize(grey, (differ.shape[1], differ.shape[0])) // 2 + 64
+        shown[differ] = DISAGREE_COLOUR
+        rows.append([a.image, a.prediction, b.prediction, shown])
+        titles.append(f"frame {a.index}: input | {labels['a']} | {labels['b']} | they "
+                      f"differ on {100 * differ.mean():.1f} % of pixels (yellow)")
+    legend = list(zip(result_a.class_names, result_a.palette.tolist(), strict=False))
+    legend.append(("A and B differ (4th column)", DISAGREE_COLOUR))
+    make_montage(rows, titles, path, legend=legend)
+    return True
+
+
+# ------------------------------------------------------------------------ text
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def _signed_pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:+.1f}"
+
+
+def _ms(value) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def _fps(value) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def comparison_lines(comparison: dict) -> list[str]:
+    """The terminal summary: verdicts, then mIoU, p95 and drops of each, and the files."""
+    labels, lines = comparison["labels"], []
+    for key in KEYS:
+        lines.append("verdict: " + verdict_line(labels[key], comparison["verdicts"][key]))
+    accuracy = comparison["accuracy"]
+    if accuracy:
+        miou = accuracy["miou"]
+        lines.append(f"mIoU A {_pct(miou['a'])} %, B {_pct(miou['b'])} % "
+                     f"(B - A {_signed_pct(miou['difference'])} points)")
+    p95 = (comparison["latency_ms"].get("processing") or {}).get("p95")
+    if p95:
+        lines.append(f"p95 processing A {_ms(p95['a'])} ms, B {_ms(p95['b'])} ms")
+    frames = comparison["frames"]
+    lines.append(f"dropped A {frames['a']['dropped']} of {frames['a']['read']}, "
+                 f"B {frames['b']['dropped']} of {frames['b']['read']}")
+    outputs = comparison["outputs"]
+    lines.append(f"comparison: {outputs['comparison_md']} and {outputs['comparison_json']}")
+    pictures = [outputs[k] for k in ("comparison_png", "disagreement_png") if outputs.get(k)]
+    if pictures:
+        lines.append("figures: " + ", ".join(pictures))
+    return lines
+
+
+def render_comparison(comparison: dict) -> str:
+    """comparison.md from the comparison.json content."""
+    labels, configs = comparison["labels"], comparison["configurations"]
+    lines = [f"# A/B replay of {comparison['bag']['path']}", "",
+             f"Mode **{comparison['mode']}**; A is the preferred configuration: the exit "
+             f"status is its verdict (**{comparison['verdict']['verdict']}**).", "",
+             "## Verdict", ""]
+    lines += [f"- {verdict_line(labels[key], comparison['verdicts'][key])}" for key in KEYS]
+    lines += ["", "## Configurations", "",
+              "| | network | device | precision | upsample | inference size | checkpoint "
+              "sha256 |", "|---|---|---|---|---|---|---|"]
+    for key in KEYS:
+        engine, checkpoint = configs[key]["engine"], configs[key]["checkpoint"]
+        sha = checkpoint["sha256"][:16] + "..." if checkpoint else "random weights"
+        lines.append(f"| {labels[key]} | {engine['network']} | {engine['device']} | "
+                     f"{engine['precision']} | {engine['upsample']} | "
+                     f"{engine['inference_size']} | {sha} |")
+    frames, throughput = comparison["frames"], comparison["throughput"]
+    lines += ["", "## Frames and rates", "",
+              "| | read | processed | dropped | rejected | failed | processing FPS | "
+              "delivered FPS |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for key in KEYS:
+        f = frames[key]
+        lines.append(f"| {labels[key]} | {f['read']} | {f['processed']} | {f['dropped']} | "
+                     f"{f['rejected']} | {f['failed']} | "
+                     f"{_fps(throughput['processing_fps'][key])} | "
+                     f"{_fps(throughput['delivered_fps'][key])} |")
+    lines += ["", "Delivered FPS: frames out per second of bag time (the camera rate times "
+              "the share of frames processed).", ""]
+    accuracy = comparison["accuracy"]
+    if accuracy:
+        lines += ["## Accuracy (IoU %, difference B - A in points)", "",
+                  "Each configuration is scored on the frames it processed (in realtime "
+                  "mode, not the same frames when they drop differently).", "",
+                  "| class | A | B | B - A |", "|---|---:|---:|---:|"]
+        for name, pair in accuracy["per_class"].items():
+            lines.append(f"| {name} | {_pct(pair['a'])} | {_pct(pair['b'])} | "
+                         f"{_signed_pct(pair['difference'])} |")
+        for name, key in (("**mIoU**", "miou"), ("pixel accuracy", "pixel_accuracy")):
+            pair = accuracy[key]
+            lines.append(f"| {name} | {_pct(pair['a'])} | {_pct(pair['b'])} | "
+                         f"{_signed_pct(pair['difference'])} |")
+        lines.append("")
+    if comparison["latency_ms"]:
+        lines += ["## Latency per stage (ms, processed frames)", "",
+                  "| stage | p50 A | p50 B | p95 A | p95 B | p99 A | p99 B |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for stage, numbers in comparison["latency_ms"].items():
+            cells = [_ms(numbers[p][key]) for p in PERCENTILES for key in KEYS]
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+        lines.append("")
+    spread = comparison["disagreement"]
+    if spread["frames"]:
+        lines += [f"A and B disagree on {_pct(spread['mean_share'])} % of the pixels of the "
+                  f"{len(spread['frames'])} sample frames (disagreement.png).", ""]
+    outputs = comparison["outputs"]
+    lines += ["## Files", ""]
+    lines += [f"- {labels[key]}: `{configs[key]['report_json']}`" for key in KEYS]
+    for key, text in (("comparison_png", "Per-class IoU and latency side by side"),
+                      ("disagreement_png", "Where A and B disagree")):
+        if outputs.get(key):
+            lines.append(f"- {text}: `{outputs[key]}`")
+    lines.append("")
+    return "\n".join(lines)
