@@ -71,6 +71,8 @@ def test_auto_times_both_backends_and_keeps_the_faster():
     assert set(choice["times_ms"]) == {"torch", "onnxruntime"}
     assert choice["picked"] == min(choice["times_ms"], key=choice["times_ms"].get)
     assert seg.stats()["backend"] == choice["picked"]
+    # torch's own route and memory format are reported whichever backend won
+    assert {"cpu_convs", "memory_format"} <= set(seg.stats()["choices"])
     seg.release()
 
 

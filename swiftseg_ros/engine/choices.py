@@ -10,7 +10,8 @@ interleaved, and the fastest is kept; the others are freed.
 
 From that one measurement come the choices `stats()` reports: "backend" (torch's best
 against onnxruntime), "cpu_convs" (the routes at the chosen memory format) and
-"memory_format" (the formats at the chosen route).
+"memory_format" (the formats at the chosen route); when ONNX Runtime wins, the last two
+still say what torch's best candidate was.
 """
 
 from __future__ import annotations
@@ -93,19 +94,24 @@ def derived_choices(overall: Choice, built: dict[str, DevicePass],
             if why:
                 backend_notes[backend] = "; ".join(why)
     choices["backend"] = Choice("backend", winner.backend, backend_times, backend_notes)
-    if winner.backend == TORCH:
+    # the torch route and memory format: the winner's, or the best torch candidate's when
+    # ONNX Runtime won (what torch would have run, for the record)
+    fastest_torch = best(torch_names)
+    reference = (built[fastest_torch] if fastest_torch is not None
+                 else winner if winner.backend == TORCH else None)
+    if reference is not None:
         torch_notes = [(n.split("/"), why) for n, why in notes.items() if "/" in n]
         choices["cpu_convs"] = Choice(
-            "cpu_convs", winner.route,
+            "cpu_convs", reference.route,
             {built[n].route: times[n] for n in torch_names
-             if n in times and built[n].memory_format == winner.memory_format},
+             if n in times and built[n].memory_format == reference.memory_format},
             {route: why for (route, fmt), why in torch_notes
-             if fmt in (winner.memory_format, "*")})
+             if fmt in (reference.memory_format, "*")})
         choices["memory_format"] = Choice(
-            "memory_format", winner.memory_format,
+            "memory_format", reference.memory_format,
             {built[n].memory_format: times[n] for n in torch_names
-             if n in times and built[n].route == winner.route},
-            {fmt: why for (route, fmt), why in torch_notes if route in (winner.route, "*")})
+             if n in times and built[n].route == reference.route},
+            {fmt: why for (route, fmt), why in torch_notes if route in (reference.route, "*")})
     return choices
 
 
