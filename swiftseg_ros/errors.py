@@ -18,5 +18,17 @@ class CheckpointError(SwiftsegError, ValueError):
     """A weights file that cannot be used: missing, corrupt, or not matching."""
 
 
+class UnsafeFileError(CheckpointError):
+    """A weights file refused because loading it would build Python objects (run code).
+
+    `blocked` is the first object torch's safe loader refused, e.g.
+    `models.fast_scnn.FastSCNN` for a whole model saved with `torch.save(model)`.
+    """
+
+    def __init__(self, message: str, blocked: str | None = None):
+        super().__init__(message)
+        self.blocked = blocked
+
+
 class DatasetError(SwiftsegError, ValueError):
     """A dataset folder or file that cannot be read as labelled data."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import torch
 
-from swiftseg_ros.errors import CheckpointError
+from swiftseg_ros.errors import CheckpointError, UnsafeFileError
 
 LISTED_KEYS = 6
 # torch.save writes a zip archive; files of torch < 1.6 are a bare pickle (protocol 2+)
@@ -52,9 +53,10 @@ def read_torch_file(path: Path, kind: str, what: str):
             raise CheckpointError(f"{path}: cannot be read as {what} (truncated, corrupt or "
                                   f"another format: not a PyTorch file)") from exc
         blocked = next(line for line in str(exc).splitlines() if "global" in line.lower())
-        raise CheckpointError(
+        name = re.search(r"GLOBAL (\S+)", blocked)
+        raise UnsafeFileError(
             f"{path}: refused for safety: it holds Python objects beyond tensors and plain "
-            f"values ({blocked.strip()[:120]})") from exc
+            f"values ({blocked.strip()[:120]})", name.group(1) if name else None) from exc
     except OSError as exc:
         if exc.filename is not None:  # the file itself could not be opened (permissions)
             raise

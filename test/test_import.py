@@ -410,6 +410,19 @@ def test_authors_model_into_another_network_is_a_config_error(tmp_path):
               "--out", str(tmp_path / "x.pt")])
 
 
+def test_authors_model_imports_as_swiftnet_rn18_without_network_flag(tmp_path):
+    source, out = save(tmp_path, "a.pt", authors_state_dict()), tmp_path / "x.pt"
+    assert main(["--from", "swiftnet-official", str(source), "--out", str(out)]) == 0
+    _, meta, _ = load_checkpoint(out)
+    assert meta["network"] == "swiftnet_rn18"
+
+
+def test_torchvision_import_without_network_flag_is_a_config_error(tmp_path):
+    source = save(tmp_path, "resnet18.pth", torchvision_state_dict(torchvision_resnet18_shapes()))
+    with pytest.raises(ConfigError, match="--network is required with --from torchvision"):
+        main(["--from", "torchvision", str(source), "--out", str(tmp_path / "x.pt")])
+
+
 # ---------------------------------------------------------------------------------------
 # torchvision ImageNet encoders
 

@@ -294,6 +294,24 @@ def test_fastscnn_bad_dropout_is_a_config_error():
         build_model("fastscnn", 3, dropout=1.5)
 
 
+@pytest.mark.parametrize("option,value,allowed", [
+    ("align_corners", "yes", "true or false"), ("depthwise_relu", 1, "true or false"),
+    ("fusion_dilation", 2, r"4 \(the paper\) or 1"), ("first_conv_padding", 2, r"1 \(the paper\) or 0")])
+def test_fastscnn_bad_port_option_is_a_config_error_saying_what_is_allowed(option, value, allowed):
+    with pytest.raises(ConfigError, match=f"fastscnn {option} must be {allowed}"):
+        build_model("fastscnn", 3, **{option: value})
+
+
+def test_fastscnn_port_variant_keeps_the_output_stride_and_state_dict_keys():
+    paper = build_model("fastscnn", 3, aux_heads=False)
+    port = build_model("fastscnn", 3, aux_heads=False, align_corners=True, depthwise_relu=True,
+                       fusion_dilation=1, first_conv_padding=0).eval()
+    assert {k: v.shape for k, v in paper.state_dict().items()} == \
+        {k: v.shape for k, v in port.state_dict().items()}
+    assert port.forward_logits(torch.randn(1, 3, 96, 160)).shape == (1, 3, 12, 20)
+    assert port.align_corners and not paper.align_corners
+
+
 def test_fastscnn_fusion_depthwise_conv_is_dilated_by_the_upsampling_factor():
     depthwise = build_model("fastscnn", 3).fusion.lower[0][0]
     assert (depthwise.groups, depthwise.dilation, depthwise.padding) == (128, (4, 4), (4, 4))

@@ -145,6 +145,9 @@ class SegmentationEngine:
                                      else meta["palette"], self.num_classes, source)
         described = model if model is not None else self._onnx_file
         self.size_divisor = int(described.size_divisor)
+        # how the network upsamples its logits (the Fast-SCNN port's weights: corners
+        # aligned); an exported file's logits are upsampled in its graph already
+        self.align_corners = bool(getattr(model, "align_corners", False))
         self.output_stride = int(described.output_stride)
         if config.inference_size is not None:
             width, height = config.inference_size
@@ -396,7 +399,8 @@ class SegmentationEngine:
         logits = forward(pre.run())
         post = Postprocessor(logits, plan.outputs, upsample or self.config.upsample, output_hw,
                              self._palette_device, self.config.overlay_alpha,
-                             self._overlay_source(plan, output_hw, pre))
+                             self._overlay_source(plan, output_hw, pre),
+                             align_corners=self.align_corners)
         return DevicePass(name, backend, pre, forward, post, **extra)
 
     def _torch_pass(self, plan, net_hw, output_hw, model, route, memory_format) -> DevicePass:

@@ -69,16 +69,18 @@ class Postprocessor:
     output name. `overlay_source` is the image under the overlay at the output size:
     `(image, scale, offset)`, a (1, 3, H, W) RGB tensor and per channel the `scale` and
     `offset` that give `pixel = offset + scale * image` on 0-255 (the uint8 frame: 1
-    and 0; the normalized network input: std and mean).
+    and 0; the normalized network input: std and mean). `align_corners` is the network's
+    (`model.align_corners`), so upsampled logits are those of `model(x)`.
     """
 
     def __init__(self, logits: torch.Tensor, outputs: tuple[str, ...], upsample: str,
                  output_hw: tuple[int, int], palette: torch.Tensor, overlay_alpha: float,
-                 overlay_source=None):
+                 overlay_source=None, align_corners: bool = False):
         device = logits.device
         _, num_classes, net_h, net_w = logits.shape
         out_h, out_w = output_hw
         self.upsample = upsample
+        self.align_corners = bool(align_corners)
         self.palette = palette
         want_color = "color" in outputs or "overlay" in outputs
         want_conf = "confidence" in outputs
@@ -98,9 +100,11 @@ class Postprocessor:
             self.outputs["overlay"] = torch.empty((out_h, out_w, 3), **u8)
 
         # labels only (no confidence, which needs every upsampled score), on the CPU, at a
-        # whole multiple of the network's size: interpolate along class edges only
+        # whole multiple of the network's size, pixel centres aligned (the blocks' geometry):
+        # interpolate along class edges only
         self.edges = None
-        if upsample == "logits" and not want_conf and edges_apply(logits, (out_h, out_w)):
+        if upsample == "logits" and not want_conf and not self.align_corners \
+                and edges_apply(logits, (out_h, out_w)):
             self.edges = EdgeLabels(logits, (out_h, out_w), palette if want_color else None)
             # one-byte labels: the label output itself when requested
             self.edge_labels = self.outputs.get("label", torch.empty((out_h, out_w), **u8))
@@ -154,8 +158,8 @@ class Postprocessor:
             scores = None
         elif self.upsample == "logits":
             scores = self.upsampled
-            aten.upsample_bilinear2d.out(logits, list(scores.shape[-2:]), False, None, None,
-                                         out=scores)
+            aten.upsample_bilinear2d.out(logits, list(scores.shape[-2:]), self.align_corners,
+                                         None, None, out=scores)
             torch.max(scores, 1, out=(self.max_values, self.indices))
         else:
             scores = logits

@@ -19,13 +19,15 @@ class SegmentationNetwork(nn.Module):
     network_name: str
     size_divisor: int
     output_stride: int
+    # how the logits are upsampled to the input size (the engine does the same)
+    align_corners: bool = False
 
     def __init__(self, num_classes: int):
         super().__init__()
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upsample_to(self.forward_logits(x), x)
+        return upsample_to(self.forward_logits(x), x, self.align_corners)
 
     def check_input_size(self, x: torch.Tensor) -> None:
         """Raise ValueError unless x is (N, 3, H, W) with H and W multiples of size_divisor.
@@ -61,6 +63,8 @@ def round_up_to_multiple(value: int, divisor: int) -> int:
     return -(-value // divisor) * divisor
 
 
-def upsample_to(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Bilinear (align_corners=False) resize of `logits` to the spatial size of `reference`."""
-    return F.interpolate(logits, size=reference.shape[-2:], mode="bilinear", align_corners=False)
+def upsample_to(logits: torch.Tensor, reference: torch.Tensor,
+                align_corners: bool = False) -> torch.Tensor:
+    """Bilinear resize of `logits` to the spatial size of `reference`."""
+    return F.interpolate(logits, size=reference.shape[-2:], mode="bilinear",
+                         align_corners=align_corners)

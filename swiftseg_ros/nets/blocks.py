@@ -13,12 +13,16 @@ from torch import nn
 
 
 class ConvBNAct(nn.Sequential):
-    """k x k conv without bias, BatchNorm, then `activation` (a module class) or none."""
+    """k x k conv without bias, BatchNorm, then `activation` (a module class) or none.
+
+    `padding` defaults to "same" for odd kernels at stride 1: (k - 1) / 2 * dilation.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
                  stride: int = 1, groups: int = 1, dilation: int = 1,
-                 activation: type[nn.Module] | None = nn.ReLU):
-        padding = (kernel_size - 1) // 2 * dilation
+                 activation: type[nn.Module] | None = nn.ReLU, padding: int | None = None):
+        if padding is None:
+            padding = (kernel_size - 1) // 2 * dilation
         layers = [
             nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
                       dilation=dilation, groups=groups, bias=False),

@@ -59,7 +59,10 @@ NETWORKS: dict[str, NetworkInfo] = {info.name: info for info in (
         builder=FastSCNN, size_divisor=32, output_stride=8,
         paper="Fast-SCNN, BMVC 2019, Table 4",
         paper_params_m=1.11, paper_gmacs=None, imagenet_encoder=None,
-        options={"aux_heads": True, "dropout": 0.1},
+        # the last four as the Tramac port computes them for its released weights
+        # (swiftseg-import --from fastscnn-tramac): True, True, 1, 0
+        options={"aux_heads": True, "dropout": 0.1, "align_corners": False,
+                 "depthwise_relu": False, "fusion_dilation": 4, "first_conv_padding": 1},
         inference_options={"aux_heads": False}),
 )}
 

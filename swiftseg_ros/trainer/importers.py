@@ -1,6 +1,6 @@
 """Foreign weights into swiftseg checkpoints (`swiftseg-import`).
 
-Two sources:
+Three sources:
 
 - `swiftnet-official`: a state_dict saved by the SwiftNet authors' code (orsic/swiftnet,
   2020, `SemsegModel(resnet18(...), 19)`: the released Cityscapes single-scale ResNet-18
@@ -10,6 +10,9 @@ Two sources:
   `convert('RGB')`, so no channel swap is needed). The 2019 code's files
   (`swiftnet_ss_cs.pt`) have another head (a 3x3 conv without bias) and normalize
   outside the model; they are refused with a message saying so.
+- `fastscnn-tramac`: the Cityscapes model of the Fast-SCNN port
+  github.com/Tramac/Fast-SCNN-pytorch (`weights/fast_scnn_citys.pth`), in its own
+  module, `fastscnn_port.py`.
 - `torchvision`: an ImageNet `resnet18` / `mobilenet_v2` state_dict turned into a
   starting checkpoint, with the mapping the trainer uses (`load_imagenet_encoder`).
 
@@ -34,8 +37,9 @@ from swiftseg_ros.errors import CheckpointError, ConfigError
 from swiftseg_ros.nets import NETWORKS, build_model, load_imagenet_encoder
 from swiftseg_ros.nets.pretrained import read_state_dict
 from swiftseg_ros.statedict import fit_problems
+from swiftseg_ros.trainer import fastscnn_port
 
-SOURCES = ("swiftnet-official", "torchvision")
+SOURCES = ("swiftnet-official", "fastscnn-tramac", "torchvision")
 OFFICIAL_NETWORKS = ("swiftnet_rn18",)
 
 # The authors' module names (orsic/swiftnet models/resnet/resnet_single_scale.py,
@@ -215,12 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="swiftseg-import",
         description="Convert weights made elsewhere into a swiftseg checkpoint: the SwiftNet "
-                    "authors' released Cityscapes model, or torchvision ImageNet encoders.")
+                    "authors' released Cityscapes model, the Fast-SCNN port's "
+                    "(Tramac/Fast-SCNN-pytorch) Cityscapes model, or torchvision ImageNet "
+                    "encoders.")
     parser.add_argument("file", help="the state_dict file to convert (.pt / .pth)")
     parser.add_argument("--from", dest="source", required=True, choices=SOURCES,
                         help="who made the file")
-    parser.add_argument("--network", required=True, choices=sorted(NETWORKS),
-                        help="our network to build (swiftnet_rn18 for the authors' model)")
+    parser.add_argument("--network", choices=sorted(NETWORKS),
+                        help="our network to build: required for torchvision; the authors' "
+                             "model is swiftnet_rn18, the port's fastscnn (the defaults)")
     parser.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write")
     parser.add_argument("--num-classes", type=int,
                         help="torchvision: class count of the new head (default: that of "
@@ -250,12 +257,25 @@ def main(argv=None) -> int:
         if args.num_classes is not None:
             raise ConfigError("--num-classes: the authors' file fixes the class count; "
                               "leave it out")
-        info = import_official(args.file, args.network, args.out, classes=args.classes)
+        info = import_official(args.file, args.network or OFFICIAL_NETWORKS[0], args.out,
+                               classes=args.classes)
         print(f"wrote {info['out']}: {info['network']}, {info['num_classes']} classes, all "
               f"{info['keys_mapped']} keys of {args.file} mapped; input mean "
               f"{[round(m, 3) for m in info['mean']]} std {[round(s, 3) for s in info['std']]} "
               f"on 0-255 RGB (from the file)")
+    elif args.source == "fastscnn-tramac":
+        if args.num_classes is not None:
+            raise ConfigError("--num-classes: the port's file fixes the class count; "
+                              "leave it out")
+        if args.network not in (None, fastscnn_port.NETWORK):
+            raise ConfigError(f"--network {args.network}: the Fast-SCNN port's model imports "
+                              f"as {fastscnn_port.NETWORK}; leave --network out")
+        info = fastscnn_port.import_port(args.file, args.out, classes=args.classes)
+        print(fastscnn_port.summary_line(info, args.file))
     else:
+        if args.network is None:
+            raise ConfigError("--network is required with --from torchvision: the network "
+                              "whose encoder the ImageNet weights initialize")
         info = import_torchvision(args.file, args.network, args.out,
                                   num_classes=args.num_classes, classes=args.classes)
         print(f"wrote {info['out']}: {info['network']} with its encoder from {args.file} "
