@@ -68,3 +68,20 @@ def test_colors_are_the_palette_of_the_labels():
     EdgeLabels(logits, (36, 44), palette).run(logits, labels, color)
     assert torch.equal(color, palette[labels.long()])
     assert (labels.long() == reference(logits, (36, 44))).float().mean() >= 0.999
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_postprocessor_uses_edges_only_for_centre_aligned_networks(align_corners):
+    from swiftseg_ros.engine.postprocess import Postprocessor
+
+    torch.manual_seed(3)
+    logits = F.interpolate(torch.randn(1, 5, 4, 8), size=(8, 16), mode="bilinear")
+    palette = torch.randint(0, 256, (5, 3), dtype=torch.uint8)
+    post = Postprocessor(logits, ("label", "color"), "logits", (64, 128), palette, 0.5,
+                         align_corners=align_corners)
+    post.run(logits)
+    assert (post.edges is None) is align_corners
+    expected = F.interpolate(logits, size=(64, 128), mode="bilinear",
+                             align_corners=align_corners).max(1)[1][0]
+    assert (post.outputs["label"].long() == expected).float().mean() >= 0.999
+    assert torch.equal(post.outputs["color"], palette[post.outputs["label"].long()])
