@@ -9,11 +9,15 @@ synchronization. On CUDA the part from the upload to the download is captured on
 as a CUDA graph (per input size and output set) on the engine's own stream and
 replayed per frame; the stage timing events are part of the graph, so timing costs
 no extra synchronization. On the CPU the same pass runs eagerly, timed with perf
-counters, with every convolution on oneDNN (cpu_kernels.py).
+counters. The forward pass's backend (torch or ONNX Runtime), and on the CPU the
+convolution route and memory format, are chosen per input size by timing the
+candidates that this machine supports (choices.py, cpu_caps.py, ort_backend.py).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import gc
 import logging
 import time
@@ -22,7 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from swiftseg_ros.engine import cpu_caps
 from swiftseg_ros.engine.buffers import FrameIO
+from swiftseg_ros.engine.choices import ONNXRUNTIME, TORCH, DevicePass, pick_pass
 from swiftseg_ros.engine.config import (
     DEFAULT_MEAN,
     DEFAULT_NUM_CLASSES,
@@ -30,8 +36,10 @@ from swiftseg_ros.engine.config import (
     EngineConfig,
     check_outputs,
 )
-from swiftseg_ros.engine.cpu_kernels import onednn_available, use_onednn_convolutions
+from swiftseg_ros.engine.cpu_kernels import model_variants, onednn_available
 from swiftseg_ros.engine.frames import channels_of, frame_as_hwc
+from swiftseg_ros.engine.onnx_file import RawInput, is_onnx_file, read_onnx_file
+from swiftseg_ros.engine.ort_backend import why_onnxruntime_unusable
 from swiftseg_ros.engine.palette import palette_table, palette_tensor
 from swiftseg_ros.engine.postprocess import Postprocessor
 from swiftseg_ros.engine.preprocess import Preprocessor
@@ -112,11 +120,21 @@ class SegmentationEngine:
             if config.precision == "bf16" and not torch.cuda.is_bf16_supported():
                 raise ConfigError(f"precision: bf16 is not supported by "
                                   f"{torch.cuda.get_device_name(self.device)}; use fp16")
+        self.cpu = cpu_caps.detect()
+        if not self.on_cuda and config.precision == "bf16":
+            self.cpu.require_bf16()
+        self._onnxruntime_note = why_onnxruntime_unusable(config)
+        if config.backend == ONNXRUNTIME and self._onnxruntime_note:
+            raise ConfigError(f"backend: onnxruntime {self._onnxruntime_note}")
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         self.dtype = DTYPES[config.precision]
 
-        model, meta = _load_network(config)
+        self._onnx_file = _onnx_file_of(config)
+        if self._onnx_file is not None:
+            model, meta = None, self._onnx_file.meta
+        else:
+            model, meta = _load_network(config)
         self.network = meta["network"]
         self.num_classes = meta["num_classes"]
         self.class_names = list(meta["class_names"])
@@ -125,8 +143,12 @@ class SegmentationEngine:
         source = "palette parameter" if config.palette is not None else "checkpoint palette"
         self.palette = palette_table(config.palette if config.palette is not None
                                      else meta["palette"], self.num_classes, source)
-        self.size_divisor = int(model.size_divisor)
-        self.output_stride = int(model.output_stride)
+        described = model if model is not None else self._onnx_file
+        self.size_divisor = int(described.size_divisor)
+        # how the network upsamples its logits (the Fast-SCNN port's weights: corners
+        # aligned); an exported file's logits are upsampled in its graph already
+        self.align_corners = bool(getattr(model, "align_corners", False))
+        self.output_stride = int(described.output_stride)
         if config.inference_size is not None:
             width, height = config.inference_size
             if width % self.size_divisor or height % self.size_divisor:
@@ -136,19 +158,11 @@ class SegmentationEngine:
                     f"{round_to_multiple(width, self.size_divisor)}x"
                     f"{round_to_multiple(height, self.size_divisor)}")
 
+        self._export_source, self._variants, self._variant_notes = None, {}, {}
+        self.model = None
         with torch.inference_mode():
-            from swiftseg_ros.nets import fuse_conv_bn
-
-            model = fuse_conv_bn(model.eval())
-            model.requires_grad_(False)
-            model = model.to(device=self.device, dtype=self.dtype)
-            if config.channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            self.onednn_convs = (not self.on_cuda and config.onednn_convs
-                                 and onednn_available())
-            if self.onednn_convs:
-                use_onednn_convolutions(model)
-            self.model = model
+            if model is not None:
+                self._prepare_network(model)
             self._palette_device = palette_tensor(self.palette, self.device)
 
         if self.on_cuda:
@@ -167,10 +181,13 @@ class SegmentationEngine:
         self._post: Postprocessor | None = None
         self._graph = None
         self._graph_note = "not on CUDA" if not self.on_cuda else "not prepared"
+        self._pass: DevicePass | None = None
+        self._forward = None
+        self._choices = {}
+        self._digest: str | None = None
         self._released = False
-        log.info("engine: %s on %s, %s%s%s, %d classes, upsample %s", self.network,
-                 self.device, config.precision, ", channels_last" if config.channels_last else "",
-                 ", oneDNN convs" if self.onednn_convs else "", self.num_classes,
+        log.info("engine: %s on %s, %s, backend %s, %d classes, upsample %s", self.network,
+                 self.device, config.precision, config.backend, self.num_classes,
                  config.upsample)
 
     # ------------------------------------------------------------------ public API
@@ -201,8 +218,22 @@ class SegmentationEngine:
     def uses_cuda_graph(self) -> bool:
         return self._graph is not None
 
+    @property
+    def backend(self) -> str | None:
+        """The backend running the forward pass ("torch" or "onnxruntime"); None before
+        the first prepare when it is to be chosen."""
+        if self._pass is not None:
+            return self._pass.backend
+        return None if self.config.backend == "auto" else self.config.backend
+
+    def run_forward(self) -> torch.Tensor:
+        """The chosen forward pass alone, on the last pre-processed input (for benchmarks)."""
+        return self._forward(self._pre.network_input)
+
     def inference_size_for(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) the network would run at for frames of this size."""
+        if self._onnx_file is not None and not self._onnx_file.dynamic:
+            return self._onnx_file.export_size
         if self.config.inference_size is not None:
             return self.config.inference_size
         d = self.size_divisor
@@ -296,7 +327,9 @@ class SegmentationEngine:
             pixel_format=self._pixel_format,
             inference_size=self.inference_size,
             cuda_graph=self._graph is not None,
-            onednn_convs=self.onednn_convs,
+            backend=self.backend,
+            choices={what: choice.as_dict() for what, choice in self._choices.items()},
+            cpu=self.cpu.as_dict(),
             memory=self._memory(),
         )
         return summary
@@ -307,6 +340,8 @@ class SegmentationEngine:
             return
         self._drop_plan()
         self.model = None
+        self._variants = {}
+        self._export_source = None
         self._palette_device = None
         self._clock = None
         self._stream = None
@@ -324,32 +359,139 @@ class SegmentationEngine:
             raise SwiftsegError("engine was released; build a new SegmentationEngine")
 
     def _build(self, plan: _Plan) -> None:
+        """Buffers for this plan, and the device pass chosen by timing the candidates."""
         config = self.config
         net_w, net_h = self.inference_size_for(plan.width, plan.height)
         self._io = FrameIO(plan.height, plan.width, self.device)
-        self._pre = Preprocessor(self._io.device_rgb, (net_h, net_w), self.mean, self.std,
-                                 self.dtype, config.channels_last)
-        # the logits' shape and memory format come from a real forward pass, which is
-        # also the first warm-up pass
         self._io.device_rgb.zero_()
-        logits = self.model.forward_logits(self._pre.run())
         output_hw = ((plan.height, plan.width) if config.output_size == "input"
                      else (net_h, net_w))
-        self._post = Postprocessor(logits, plan.outputs, config.upsample, output_hw,
-                                   self._palette_device, config.overlay_alpha,
-                                   self._overlay_source(plan, output_hw),
-                                   align_corners=self.model.align_corners)
-        self._post.run(logits)
+        candidates, notes = {}, dict(self._variant_notes)
+        for (route, memory_format), model in self._variants.items():
+            candidates[f"{route}/{memory_format}"] = functools.partial(
+                self._torch_pass, plan, (net_h, net_w), output_hw, model, route, memory_format)
+        if config.backend == TORCH:
+            notes[ONNXRUNTIME] = "not asked (backend: torch)"
+        elif self._onnxruntime_note:
+            notes[ONNXRUNTIME] = self._onnxruntime_note
+        else:
+            candidates[ONNXRUNTIME] = functools.partial(self._onnxruntime_pass, plan,
+                                                        (net_h, net_w), output_hw)
+        sync = self._stream.synchronize if self.on_cuda else None
+        try:
+            chosen, self._choices = pick_pass(candidates, notes, sync=sync)
+        except ConfigError:
+            raise
+        except RuntimeError as exc:
+            raise ConfigError(f"engine: {exc}") from exc
+        self._pass, self._pre, self._post = chosen, chosen.pre, chosen.post
+        self._forward = chosen.forward
+        if chosen.model is not None:
+            self.model = chosen.model
+        log.info("engine: %dx%d: %s", net_w, net_h,
+                 "; ".join(choice.describe() for choice in self._choices.values()))
         self._io.set_outputs({name: self._post.outputs[name] for name in plan.outputs})
 
-    def _overlay_source(self, plan: _Plan, output_hw):
+    def _pass_tail(self, name, backend, pre, forward, plan, output_hw, upsample=None,
+                   **extra) -> DevicePass:
+        """A candidate pass from its pre-processing and forward: the post-processing is
+        shaped by a real forward pass (which is also its first warm-up pass)."""
+        logits = forward(pre.run())
+        post = Postprocessor(logits, plan.outputs, upsample or self.config.upsample, output_hw,
+                             self._palette_device, self.config.overlay_alpha,
+                             self._overlay_source(plan, output_hw, pre),
+                             align_corners=self.align_corners)
+        return DevicePass(name, backend, pre, forward, post, **extra)
+
+    def _torch_pass(self, plan, net_hw, output_hw, model, route, memory_format) -> DevicePass:
+        pre = Preprocessor(self._io.device_rgb, net_hw, self.mean, self.std, self.dtype,
+                           memory_format == "channels_last")
+        return self._pass_tail(f"{route}/{memory_format}", TORCH, pre, model.forward_logits,
+                               plan, output_hw, model=model, route=route,
+                               memory_format=memory_format)
+
+    def _onnxruntime_pass(self, plan, net_hw, output_hw) -> DevicePass:
+        from swiftseg_ros.engine.ort_backend import (
+            OrtForward,
+            cache_folder,
+            cached_graph,
+            weights_digest,
+        )
+
+        file = self._onnx_file
+        if file is not None:
+            path = file.path
+        else:
+            if self._digest is None:
+                self._digest = weights_digest(self._export_source)
+            path = cached_graph(self._export_source, self.network, *net_hw,
+                                digest=self._digest, folder=cache_folder(self.config.cache_dir))
+        if file is not None and file.uint8_input:
+            if (plan.height, plan.width) != net_hw:
+                raise ConfigError(
+                    f"weights: {path} takes uint8 frames of {net_hw[1]}x{net_hw[0]} only "
+                    f"(exported with --include-preprocess at that size), frames are "
+                    f"{plan.width}x{plan.height}: export it for this size, or without "
+                    f"--include-preprocess to let the engine resize")
+            pre = RawInput(self._io.device_rgb)
+        else:
+            pre = Preprocessor(self._io.device_rgb, net_hw, self.mean, self.std,
+                               torch.float32, channels_last=False)
+        forward = OrtForward(path, pre.network_input, self.device, self.config.threads)
+        # a file's logits are at the input size already: nothing left to interpolate
+        upsample = ("labels" if file is not None and net_hw == output_hw
+                    else self.config.upsample)
+        return self._pass_tail(ONNXRUNTIME, ONNXRUNTIME, pre, forward, plan, output_hw,
+                               upsample=upsample)
+
+    def _prepare_network(self, model) -> None:
+        """The conv-BN-fused network, its torch candidates, and its fp32 CPU original that
+        ONNX graphs are exported from."""
+        from swiftseg_ros.nets import fuse_conv_bn
+
+        model = fuse_conv_bn(model.eval())
+        model.requires_grad_(False)
+        if self.config.backend != TORCH:
+            self._export_source = copy.deepcopy(model) if self.on_cuda else model
+        model = model.to(device=self.device, dtype=self.dtype)
+        self._variants, self._variant_notes = self._torch_variants(model)
+        self.model = next(iter(self._variants.values()), None)
+
+    def _torch_variants(self, model):
+        """(the torch candidates {(route, memory format): network}, notes on those left out)."""
+        config = self.config
+        if config.backend == ONNXRUNTIME:
+            return {}, {}
+        formats = ("channels_last", "contiguous") if config.channels_last else ("contiguous",)
+        notes = {} if config.channels_last else {"*/channels_last": "not asked (channels_last off)"}
+        if self.on_cuda:
+            # cuDNN picks its algorithms per shape itself (cudnn.benchmark)
+            formats = formats[:1]
+            routes = ("torch",)
+        elif not config.onednn_convs:
+            routes = ("torch",)
+            notes["onednn/*"] = "not asked (onednn_convs off)"
+        elif not onednn_available():
+            routes = ("torch",)
+            notes["onednn/*"] = "this torch has no oneDNN"
+        elif self.dtype == torch.bfloat16 and not self.cpu.onednn_bf16:
+            routes = ("torch",)
+            notes["onednn/*"] = "oneDNN refuses bf16 on this CPU"
+        else:
+            routes = ("onednn", "torch")
+        if self.on_cuda and config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            return {("torch", "channels_last"): model}, notes
+        return model_variants(model, routes=routes, formats=formats), notes
+
+    def _overlay_source(self, plan: _Plan, output_hw, pre: Preprocessor):
         """Channel views of the image under the overlay, at the output size, on 0-255."""
         if "overlay" not in plan.outputs:
             return None
         if output_hw == (plan.height, plan.width):
             return self._io.device_rgb.permute(2, 0, 1).unsqueeze(0), (1.0,) * 3, (0.0,) * 3
         # the resized network input: undo the normalization
-        return self._pre.network_input, self.std, self.mean
+        return pre.network_input, self.std, self.mean
 
     def _device_pass(self) -> None:
         """Upload, pre-process, forward, post-process, download, with stage marks."""
@@ -359,7 +501,7 @@ class SegmentationEngine:
         clock.mark(1, stream)
         network_input = self._pre.run()
         clock.mark(2, stream)
-        logits = self.model.forward_logits(network_input)
+        logits = self._forward(network_input)
         clock.mark(3, stream)
         self._post.run(logits)
         clock.mark(4, stream)
@@ -416,6 +558,8 @@ class SegmentationEngine:
         self._io = None
         self._pre = None
         self._post = None
+        self._pass = None
+        self._forward = None
 
     def _memory(self) -> dict | None:
         if not self.on_cuda or self._released:
@@ -426,6 +570,29 @@ class SegmentationEngine:
             "peak_mb": torch.cuda.max_memory_allocated(self.device) / mib,
             "reserved_mb": torch.cuda.memory_reserved(self.device) / mib,
         }
+
+
+def _onnx_file_of(config: EngineConfig):
+    """The checked `.onnx` weights file, or None for a checkpoint or a random build."""
+    if not is_onnx_file(config.weights):
+        return None
+    from swiftseg_ros.paths import resolve_weights
+
+    if config.backend == TORCH:
+        raise ConfigError(f"weights: {config.weights} is an ONNX file, which runs with "
+                          f"backend onnxruntime or auto; give the .pt checkpoint for torch")
+    file = read_onnx_file(resolve_weights(config.weights))
+    if config.network and config.network != file.meta["network"]:
+        raise ConfigError(f"network: {config.network}, but {file.path} holds "
+                          f"{file.meta['network']}; leave network empty or make them match")
+    if config.inference_size is not None and not file.dynamic \
+            and tuple(config.inference_size) != file.export_size:
+        width, height = file.export_size
+        raise ConfigError(f"inference_size: {config.inference_size[0]}x"
+                          f"{config.inference_size[1]}, but {file.path} was exported for "
+                          f"{width}x{height} only: leave inference_size empty or export "
+                          f"for that size")
+    return file
 
 
 def _load_network(config: EngineConfig):
