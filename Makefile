@@ -1,10 +1,22 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both set up a
 # project-local virtual environment first (torch pinned and installed before anything
 # that could pull a CUDA build of it).
+#
+# torch's build: stock PyPI's Linux x86_64 wheel of torch==2.13.0 is the CUDA 13 one
+# (with ~20 nvidia-* packages, gigabytes); the CPU build is `2.13.0+cpu`, published on
+# PyTorch's own index. So by default the Makefile asks for `torch==2.13.0+cpu`, with that
+# index as an extra source for torch alone (its dependencies and everything else come
+# from the index pip is configured with; a machine whose pip configuration already has
+# the +cpu wheel, like a CI mirror, takes it from there). For a CUDA build:
+#   make setup TORCH_VARIANT=cu130   (or cu128, ...: PyTorch's index for that CUDA)
+#   make setup TORCH_VARIANT=        (PyPI's default wheel: CUDA 13 on Linux x86_64)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
+TORCH_VARIANT ?= cpu
+TORCH_INDEX ?= https://download.pytorch.org/whl/$(TORCH_VARIANT)
+TORCH_REQUIREMENT := torch==$(TORCH_VERSION)$(if $(TORCH_VARIANT),+$(TORCH_VARIANT))
 STAMP := $(VENV)/.swiftseg-installed
 
 .PHONY: setup test lint demo clean gpu-check gpu-wheels
@@ -14,7 +26,9 @@ setup: $(STAMP)
 $(STAMP): setup.py setup.cfg package.xml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet --no-deps --retries 1 \
+		$(if $(TORCH_VARIANT),--extra-index-url $(TORCH_INDEX)) "$(TORCH_REQUIREMENT)"
+	$(BIN)/python -m pip install --quiet "$(TORCH_REQUIREMENT)"
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 

@@ -41,8 +41,11 @@ setup(
     # these. The bounds keep a ROS Python working: OpenCV 5 needs NumPy 2, which breaks
     # cv_bridge and every other extension built for the distribution's NumPy 1.x
     # (Humble: 1.21, Jazzy: 1.26). The Makefile pins torch and installs it first.
+    # onnxruntime (with onnx and onnxscript, which export the graph it runs) is the
+    # engine's second backend.
     install_requires=[
         "torch>=2.1",
+        *ONNX_REQUIRES,
         "numpy>=1.21",
         "PyYAML>=5.4",
         "opencv-python-headless>=4.5,<5",

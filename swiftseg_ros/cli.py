@@ -29,7 +29,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def add_common_flags(parser: argparse.ArgumentParser, *, weights=True, network=True,
-                     device=True, precision=True, json_out=True) -> None:
+                     device=True, precision=True, backend=False, json_out=True) -> None:
     """The flags every tool spells the same way (DESIGN.md, CLI contract)."""
     if weights:
         parser.add_argument("--weights", help="checkpoint file (.pt); relative paths are "
@@ -42,6 +42,11 @@ def add_common_flags(parser: argparse.ArgumentParser, *, weights=True, network=T
     if precision:
         parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
                             help="inference precision (default fp32)")
+    if backend:
+        parser.add_argument("--backend", choices=["auto", "torch", "onnxruntime"],
+                            default=None if backend is True else backend,
+                            help="what runs the network; auto times both at warm-up and "
+                                 "keeps the faster (default: %(default)s)")
     if json_out:
         parser.add_argument("--json", metavar="FILE", help="write machine-readable results here")
 

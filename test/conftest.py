@@ -20,6 +20,16 @@ def _one_torch_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _onnx_cache_in_a_temporary_folder(tmp_path_factory):
+    """ONNX graphs the engine exports go to a folder of this session, not the user's cache;
+    one session shares them (an export takes seconds, a cached graph milliseconds)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SWIFTSEG_CACHE_DIR", str(tmp_path_factory.mktemp("onnx-cache")))
+    yield
+    patch.undo()
+
+
 class _Records(logging.Handler):
     """Keeps every record it handles, in order."""
 

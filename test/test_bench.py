@@ -2,9 +2,11 @@
 
 import json
 
+import pytest
 import torch
 
 from swiftseg_ros import cli
+from swiftseg_ros.engine import cpu_caps
 
 ROW_KEYS = {"network", "size", "device", "precision", "outputs", "engine_ms", "bare_ms",
             "naive_ms", "fps", "params", "gmacs", "host_copy_ms", "upload_ms",
@@ -12,28 +14,58 @@ ROW_KEYS = {"network", "size", "device", "precision", "outputs", "engine_ms", "b
             "engine_over_bare", "speedup_over_naive", "label_agreement", "peak_mem_mb"}
 
 
-def test_bench_writes_a_json_row_per_network_size_and_precision(tmp_path, capsys):
-    out = tmp_path / "bench.json"
+def run_bench(argv):
     threads = torch.get_num_threads()
     try:
-        status = cli.bench(["--networks", "fastscnn", "--sizes", "64x32", "--iters", "2",
-                            "--warmup", "1", "--precision", "fp32,bf16", "--outputs",
-                            "label,color", "--threads", "1", "--json", str(out)])
+        return cli.bench(argv)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_bench_writes_a_json_row_per_backend_with_the_machine_and_choices(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    status = run_bench(["--networks", "fastscnn", "--sizes", "64x32", "--iters", "2",
+                        "--warmup", "1", "--backend", "torch,onnxruntime", "--threads", "1",
+                        "--json", str(out)])
     assert status == 0
     rows = json.loads(out.read_text())
-    assert [(r["network"], r["size"], r["precision"]) for r in rows] == [
-        ("fastscnn", "64x32", "fp32"), ("fastscnn", "64x32", "bf16")]
+    assert [(r["network"], r["size"], r["backend"]) for r in rows] == [
+        ("fastscnn", "64x32", "torch"), ("fastscnn", "64x32", "onnxruntime")]
     for row in rows:
         assert ROW_KEYS <= set(row)
         assert row["device"] == "cpu" and row["outputs"] == ["label", "color"]
-        assert row["threads"] == 1
+        assert row["upsample"] == "logits" and row["threads"] == 1
         assert row["engine_ms"] > 0 and row["bare_ms"] > 0 and row["naive_ms"] > 0
         assert row["params"] > 1e6 and row["gmacs"] > 0
-    assert rows[0]["label_agreement"] is None and 0 <= rows[1]["label_agreement"] <= 1
+        assert row["cpu"]["model"] and "native_bf16" in row["cpu"]
+        assert row["torch"] and row["onnxruntime"]
+        assert row["choices"]["backend"]["picked"] == row["backend"]
+    assert set(rows[0]["choices"]) == {"backend", "cpu_convs", "memory_format"}
+    assert rows[0]["label_agreement"] is None and rows[1]["label_agreement"] >= 0.99
     table = capsys.readouterr().out
-    assert "fastscnn" in table and "eng/bare" in table
+    assert "fastscnn" in table and "eng/bare" in table and "CPU: " in table
+
+
+@pytest.mark.skipif(not cpu_caps.detect().native_bf16,
+                    reason=f"no native bf16: this CPU {cpu_caps.detect().bf16_reason}")
+def test_bench_times_bf16_beside_fp32_with_label_agreement(tmp_path):
+    out = tmp_path / "bench.json"
+    assert run_bench(["--networks", "fastscnn", "--sizes", "64x32", "--iters", "2",
+                      "--warmup", "1", "--precision", "fp32,bf16", "--backend", "torch",
+                      "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"]
+    assert 0 <= rows[1]["label_agreement"] <= 1
+
+
+@pytest.mark.skipif(cpu_caps.detect().native_bf16, reason="this CPU has native bf16")
+def test_bench_refuses_bf16_without_native_bf16_before_writing(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert run_bench(["--networks", "fastscnn", "--sizes", "64x32", "--precision",
+                      "fp32,bf16", "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "use precision fp32" in err
+    assert not out.exists()
 
 
 def test_bench_rejects_an_unknown_precision_in_one_line(capsys):

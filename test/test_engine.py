@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from swiftseg_ros.checkpoint import load_model, make_meta, save_checkpoint
-from swiftseg_ros.engine import EngineConfig, FrameError, SegmentationEngine, colorize
+from swiftseg_ros.engine import EngineConfig, FrameError, SegmentationEngine, colorize, cpu_caps
 from swiftseg_ros.engine.postprocess import Postprocessor
 from swiftseg_ros.engine.timing import STAGES
 from swiftseg_ros.errors import CheckpointError, SwiftsegError
@@ -273,6 +273,8 @@ def test_outputs_at_network_size_follow_the_inference_size(checkpoints, plain_mo
     engine.release()
 
 
+@pytest.mark.skipif(not cpu_caps.detect().native_bf16,
+                    reason=f"no native bf16: this CPU {cpu_caps.detect().bf16_reason}")
 def test_bf16_labels_agree_with_fp32_on_995_permille(engine_for):
     frame = frame_for("rgb8", 128, 256, seed=3)
     fp32 = engine_for("fastscnn").infer(frame, "rgb8").copy()

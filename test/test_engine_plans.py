@@ -277,28 +277,6 @@ def test_empty_host_cache_without_cuda_says_it_did_nothing():
     assert empty_host_cache() is False
 
 
-# ------------------------------------------------------------------ memory format
-
-def test_memory_format_is_the_faster_of_both_and_computes_the_same():
-    from swiftseg_ros.engine.memory_format import choose_memory_format
-    from swiftseg_ros.nets import build_model
-
-    torch.manual_seed(0)
-    with torch.inference_mode():
-        model = build_model("fastscnn", 5).eval()
-        reference = model.forward_logits(torch.ones(1, 3, 64, 128))
-    choice, picked = choose_memory_format(model, (64, 128), torch.float32, repeats=2,
-                                          warmup=1)
-    assert set(choice.times_ms) == {"channels_last", "contiguous"}
-    assert choice.picked == min(choice.times_ms, key=choice.times_ms.get)
-    weight = next(m.weight for m in picked.modules() if isinstance(m, torch.nn.Conv2d))
-    layout = torch.channels_last if choice.picked == "channels_last" else torch.contiguous_format
-    assert weight.is_contiguous(memory_format=layout)
-    with torch.inference_mode():
-        again = picked.forward_logits(torch.ones(1, 3, 64, 128))
-    torch.testing.assert_close(again, reference, atol=1e-4, rtol=1e-4)
-
-
 def test_a_new_overlay_alpha_needs_a_new_plan_only_for_the_overlay(engine):
     e = engine(outputs=("label",))
     frame = scene(64, 128, 1)

@@ -39,7 +39,8 @@ def test_node_requirements_keep_a_ros_python_on_opencv_4():
     opencv = next(r for r in kwargs["install_requires"] if r.startswith("opencv"))
     assert "<5" in opencv
     node_needs = {r.split(">")[0].split("<")[0] for r in kwargs["install_requires"]}
-    assert node_needs == {"torch", "numpy", "PyYAML", "opencv-python-headless"}
+    assert node_needs == {"torch", "numpy", "PyYAML", "opencv-python-headless", "onnxruntime",
+                          "onnx", "onnxscript"}  # the ONNX Runtime backend and its export
     assert {"rosbags", "matplotlib"} <= {r.split(">")[0] for r in kwargs["extras_require"]["tools"]}
     assert set(kwargs["extras_require"]["tools"]) <= set(kwargs["extras_require"]["dev"])
 
@@ -57,7 +58,7 @@ def test_package_xml_declares_the_ros_run_dependencies():
     run = {e.text for e in root.iter("exec_depend")}
     for dep in ("rclpy", "lifecycle_msgs", "sensor_msgs", "std_msgs", "diagnostic_msgs",
                 "vision_msgs", "launch", "launch_ros", "python3-numpy",
-                "python3-opencv", "python3-yaml", "python3-torch"):
+                "python3-opencv", "python3-yaml", "python3-torch", "python3-onnxruntime"):
         assert dep in run, dep
     tests = {e.text for e in root.iter("test_depend")}
     assert {"launch_testing", "python3-pytest", "python3-hypothesis"} <= tests

@@ -8,6 +8,7 @@ import torch
 
 from swiftseg_ros.checkpoint import make_meta, save_checkpoint
 from swiftseg_ros.cli import replay as replay_entry
+from swiftseg_ros.engine import cpu_caps
 from swiftseg_ros.nets import build_model
 from swiftseg_ros.replay.bagio import TYPESTORE, OutputBag, deserialize, open_bag
 from swiftseg_ros.replay.cli import prepare_out_dir
@@ -118,6 +119,18 @@ def test_topic_of_another_message_type_is_refused(capsys, tmp_path):
     assert status == 2
     assert_one_line_error(err)
     assert "holds std_msgs/msg/String" in err
+
+
+@pytest.mark.skipif(cpu_caps.detect().native_bf16, reason="this CPU has native bf16")
+def test_bf16_without_native_bf16_is_one_line_and_writes_nothing(capsys, camera_bag, weights,
+                                                                   tmp_path):
+    out = tmp_path / "out"
+    status, _, err = run(capsys, camera_bag, "--image-topic", IMAGE, "--weights", weights,
+                         "--precision", "bf16", "--out", out, "--no-progress")
+    assert status == 2
+    assert_one_line_error(err)
+    assert "use precision fp32" in err
+    assert not out.exists()
 
 
 def test_existing_out_folder_without_force_is_refused(capsys, camera_bag, tmp_path):

@@ -6,11 +6,14 @@ iteration, in a random order drawn anew each iteration, so that machine drift (o
 processes, clocks, heat) and each runner's after-effects (cold caches) hit all alike
 and their ratios stay meaningful on a busy machine:
 
-- engine: `SegmentationEngine.infer` on a host uint8 frame, per stage;
-- bare: the engine's own fused model, `forward_logits` + `max(1)` on the engine's
-  already pre-processed input on the device, eager; on CUDA also `bare_graph`, the
-  same replayed from a CUDA graph: the floor the engine's overhead is measured against
-  (graphed for a graphed engine);
+- engine: `SegmentationEngine.infer` on a host uint8 frame, per stage, once per
+  precision and backend asked for (`--backend torch,onnxruntime` side by side; auto
+  times both at prepare and keeps the faster);
+- bare: the engine's own chosen forward (the fused torch model with the chosen conv
+  route and memory format, or the ONNX Runtime session alone) + `max(1)` on the
+  engine's already pre-processed input on the device, eager; on CUDA also `bare_graph`,
+  the same replayed from a CUDA graph: the floor the engine's overhead is measured
+  against (graphed for a graphed engine);
 - pipelined (`--pipelined BURST`): bursts of `infer_pipelined`, ms per frame;
 - naive: the paper's Figure 5 loop as a user writes it: per frame
   `torch.from_numpy(frame).to(device)`, float conversion and normalization, the
@@ -20,6 +23,10 @@ and their ratios stay meaningful on a busy machine:
 Every runner is timed from outside by the same host clock and device synchronization
 (engine/runners.py). Device memory is measured per engine in steady state, before the
 timed run (`peak_mem_mb`, `reserved_mem_mb`).
+
+The defaults are the node's: outputs label and color, bilinear logits upsampling,
+backend auto. Each row records the CPU (model, flags, native bf16), the torch and
+onnxruntime versions, the threads and the choices the engine made.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ import numpy as np
 import torch
 
 from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
-from swiftseg_ros.engine.config import OUTPUTS, PRECISIONS, EngineConfig, parse_size
+from swiftseg_ros.engine import cpu_caps
+from swiftseg_ros.engine.config import BACKENDS, OUTPUTS, PRECISIONS, EngineConfig, parse_size
 from swiftseg_ros.engine.engine import SegmentationEngine
 from swiftseg_ros.engine.runners import (
     BareRunner,
@@ -66,11 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", default="fp32",
                         help="fp32, fp16 (CUDA), bf16, or a comma-separated list timed in "
                              "the same interleaved run (default fp32)")
-    parser.add_argument("--outputs", default="label",
+    parser.add_argument("--backend", default="auto",
+                        help="auto, torch, onnxruntime, or a comma-separated list timed in "
+                             "the same interleaved run (default auto, as the node)")
+    parser.add_argument("--outputs", default="label,color",
                         help=f"engine outputs, comma-separated from {','.join(OUTPUTS)} "
-                             f"(default label)")
-    parser.add_argument("--upsample", default="labels", choices=["logits", "labels"],
-                        help="engine upsampling mode (default labels)")
+                             f"(default label,color, as the node)")
+    parser.add_argument("--upsample", default="logits", choices=["logits", "labels"],
+                        help="engine upsampling mode (default logits, as the node)")
     parser.add_argument("--iters", type=int, default=50, help="timed iterations (default 50)")
     parser.add_argument("--warmup", type=int, default=5,
                         help="untimed iterations per runner first (default 5)")
@@ -79,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-cuda-graphs", action="store_true",
                         help="run the engine eagerly on CUDA")
     parser.add_argument("--no-channels-last", action="store_true",
-                        help="keep the engine's tensors in contiguous (NCHW) memory format")
+                        help="time contiguous (NCHW) memory format only, not channels_last")
     parser.add_argument("--no-onednn", action="store_true",
-                        help="CPU: leave the conv kernel choice to PyTorch instead of oneDNN")
+                        help="CPU: time only PyTorch's own conv kernel choice, not oneDNN's")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive runner")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     parser.add_argument("--tf32", action="store_true",
@@ -100,8 +111,18 @@ def main(argv=None) -> int:
     for precision in precisions:
         if precision not in PRECISIONS:
             raise ConfigError(f"--precision: {precision!r}, expected {', '.join(PRECISIONS)}")
-    if not networks or not sizes or not precisions:
-        raise ConfigError("give at least one network, size and precision")
+    backends = [b for b in args.backend.replace(" ", "").split(",") if b]
+    for backend in backends:
+        if backend not in BACKENDS:
+            raise ConfigError(f"--backend: {backend!r}, expected {', '.join(BACKENDS)}")
+    if not networks or not sizes or not precisions or not backends:
+        raise ConfigError("give at least one network, size, precision and backend")
+    if "bf16" in precisions and args.device == "cpu":
+        cpu_caps.detect().require_bf16()
+    for precision in precisions:
+        for backend in backends:
+            _check_backend(backend, precision, args.device)
+    args.backends = backends
     if args.pipelined and args.pipelined < 2:
         raise ConfigError(f"--pipelined {args.pipelined}, expected 0 (off) or a burst >= 2")
     if args.iters < 1 or args.warmup < 0:
@@ -128,8 +149,21 @@ def main(argv=None) -> int:
                 rows.extend(_bench_one(args, network, weights, width, height, precisions,
                                        progress))
     print(format_table(rows))
+    print(f"CPU: {cpu_caps.detect().flags_line()}; torch {torch.__version__}, onnxruntime "
+          f"{_onnxruntime_version() or 'not installed'}, {torch.get_num_threads()} thread(s)")
     write_json(args.json, rows)
     return 0
+
+
+def _check_backend(backend: str, precision: str, device: str) -> None:
+    """ConfigError now, before any output, when this backend cannot run as asked."""
+    from swiftseg_ros.engine.ort_backend import why_onnxruntime_unusable
+
+    if backend == "onnxruntime":
+        why = why_onnxruntime_unusable(EngineConfig(network="fastscnn", backend=backend,
+                                                    precision=precision, device=device))
+        if why:
+            raise ConfigError(f"--backend onnxruntime {why}")
 
 
 def _checkpoint_network(weights, networks, flag_text) -> str:
@@ -208,31 +242,34 @@ def _bench_one(args, network, weights, width, height, precisions, progress) -> l
     outputs = tuple(o for o in args.outputs.replace(" ", "").split(",") if o)
     engines, memory = {}, {}
     for precision in precisions:
-        config = EngineConfig(weights=weights, device=device_name, precision=precision,
-                              outputs=outputs, upsample=args.upsample, threads=args.threads,
-                              cuda_graphs=not args.no_cuda_graphs,
-                              channels_last=not args.no_channels_last,
-                              onednn_convs=not args.no_onednn, tf32=args.tf32,
-                              warmup_iters=max(1, args.warmup))
-        baseline = memory_baseline(torch.device(config.device))
-        engine = SegmentationEngine(config)
-        engine.infer(frame, "rgb8")
-        memory[precision] = steady_memory(engine, frame, baseline)
-        engines[precision] = engine
+        for backend in args.backends:
+            if backend != "torch" and precision != "fp32":
+                continue  # ONNX Runtime runs fp32; auto is torch alone then
+            config = EngineConfig(weights=weights, device=device_name, precision=precision,
+                                  backend=backend, outputs=outputs, upsample=args.upsample,
+                                  threads=args.threads, cuda_graphs=not args.no_cuda_graphs,
+                                  channels_last=not args.no_channels_last,
+                                  onednn_convs=not args.no_onednn, tf32=args.tf32,
+                                  warmup_iters=max(1, args.warmup))
+            baseline = memory_baseline(torch.device(config.device))
+            engine = SegmentationEngine(config)
+            engine.infer(frame, "rgb8")
+            memory[precision, backend] = steady_memory(engine, frame, baseline)
+            engines[precision, backend] = engine
     first = next(iter(engines.values()))
     device = first.device
     inference_w, inference_h = first.inference_size
 
     # every runner is timed from outside, the same way (engine/runners.py)
     runners, bare = {}, {}
-    for precision, engine in engines.items():
-        runners[("engine", precision)] = engine_runner(engine, frame)
-        bare[precision] = (BareRunner(engine), BareRunner(engine, graph=engine.uses_cuda_graph))
-        runners[("bare", precision)] = bare[precision][0].runner()
-        if bare[precision][1].graphed:
-            runners[("bare_graph", precision)] = bare[precision][1].runner()
+    for key, engine in engines.items():
+        runners[("engine", key)] = engine_runner(engine, frame)
+        bare[key] = (BareRunner(engine), BareRunner(engine, graph=engine.uses_cuda_graph))
+        runners[("bare", key)] = bare[key][0].runner()
+        if bare[key][1].graphed:
+            runners[("bare_graph", key)] = bare[key][1].runner()
         if args.pipelined:
-            runners[("pipelined", precision)] = pipelined_runner(engine, frame, args.pipelined)
+            runners[("pipelined", key)] = pipelined_runner(engine, frame, args.pipelined)
     naive = None
     if not args.no_naive and (inference_w, inference_h) == (width, height):
         naive = _NaiveRunner(weights, device, frame)
@@ -240,7 +277,7 @@ def _bench_one(args, network, weights, width, height, precisions, progress) -> l
 
     order = list(runners)
     times = {key: [] for key in order}
-    stage_times = {precision: [] for precision in precisions}
+    stage_times = {key: [] for key in engines}
     with torch.inference_mode():
         for _ in range(args.warmup):
             for key in order:
@@ -263,18 +300,20 @@ def _bench_one(args, network, weights, width, height, precisions, progress) -> l
     plain = naive.model if naive is not None else _plain_model(weights)
     params = count_parameters(plain)
     gmacs = count_macs(plain, inference_h, inference_w) / 1e9
-    agreement = _label_agreement(engines, frame, weights, args)
+    agreement = _label_agreement(engines, frame)
     rows = []
     naive_ms = _p50(times[("naive", None)]) if naive is not None else None
-    for precision, engine in engines.items():
-        engine_ms = _p50(times[("engine", precision)])
-        bare_ms = _p50(times[("bare", precision)])
-        bare_graph_ms = (_p50(times[("bare_graph", precision)])
-                         if ("bare_graph", precision) in times else None)
-        pipelined_ms = (_p50(times[("pipelined", precision)])
-                        if ("pipelined", precision) in times else None)
+    for (precision, asked), engine in engines.items():
+        key = (precision, asked)
+        engine_ms = _p50(times[("engine", key)])
+        bare_ms = _p50(times[("bare", key)])
+        bare_graph_ms = (_p50(times[("bare_graph", key)])
+                         if ("bare_graph", key) in times else None)
+        pipelined_ms = (_p50(times[("pipelined", key)])
+                        if ("pipelined", key) in times else None)
         # a graphed engine is measured against a graphed network, an eager one against eager
         floor_ms = bare_graph_ms if bare_graph_ms is not None else bare_ms
+        stats = engine.stats()
         row = {
             "network": network,
             "size": f"{width}x{height}",
@@ -282,6 +321,8 @@ def _bench_one(args, network, weights, width, height, precisions, progress) -> l
             "device": str(device),
             "precision": precision,
             "math_mode": engine.math_mode,
+            "backend": stats["backend"],
+            "backend_asked": asked,
             "outputs": list(engine.config.outputs),
             "upsample": args.upsample,
             "engine_ms": engine_ms,
@@ -298,27 +339,27 @@ def _bench_one(args, network, weights, width, height, precisions, progress) -> l
             "pipelined_over_bare": pipelined_ms / floor_ms if pipelined_ms else None,
         }
         for stage in STAGES:
-            row[f"{stage}_ms"] = _p50([t[stage] for t in stage_times[precision]])
+            row[f"{stage}_ms"] = _p50([t[stage] for t in stage_times[key]])
         row.update(
-            engine_percentiles=_percentiles(times[("engine", precision)]),
-            bare_percentiles=_percentiles(times[("bare", precision)]),
+            engine_percentiles=_percentiles(times[("engine", key)]),
+            bare_percentiles=_percentiles(times[("bare", key)]),
             naive_percentiles=(_percentiles(times[("naive", None)]) if naive is not None
                                else None),
             params=params,
             gmacs=gmacs,
-            peak_mem_mb=memory[precision]["peak_mb"],
-            reserved_mem_mb=memory[precision]["reserved_mb"],
-            label_agreement=agreement.get(precision),
+            peak_mem_mb=memory[key]["peak_mb"],
+            reserved_mem_mb=memory[key]["reserved_mb"],
+            label_agreement=agreement.get(key),
             cuda_graph=engine.uses_cuda_graph,
-            cuda_graph_note=engine.stats()["cuda_graph_note"],
-            prepare_ms=engine.stats()["plans"]["last_prepare_ms"],
-            channels_last=engine.stats()["memory_format"] == "channels_last",
-            choices=engine.stats()["choices"],
-            onednn_convs=engine.onednn_convs,
+            cuda_graph_note=stats["cuda_graph_note"],
+            prepare_ms=stats["plans"]["last_prepare_ms"],
+            choices=stats["choices"],
+            cpu=stats["cpu"],
             threads=torch.get_num_threads() if device.type == "cpu" else None,
             iters=args.iters,
             warmup=args.warmup,
             torch=torch.__version__,
+            onnxruntime=_onnxruntime_version(),
         )
         rows.append(row)
     runners.clear()  # the closures hold the engines and their models
@@ -330,27 +371,37 @@ def _bench_one(args, network, weights, width, height, precisions, progress) -> l
     return rows
 
 
+def _onnxruntime_version() -> str | None:
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime.__version__
+
+
 def _plain_model(weights):
     from swiftseg_ros.checkpoint import load_model
 
     return load_model(weights)[0].eval()
 
 
-def _label_agreement(engines: dict, frame: np.ndarray, weights, args) -> dict:
-    """Fraction of pixels where each reduced-precision engine's labels equal fp32's."""
-    reduced = [p for p in engines if p != "fp32"]
-    if not reduced:
+def _label_agreement(engines: dict, frame: np.ndarray) -> dict:
+    """Fraction of pixels where each engine's labels equal those of torch at fp32 (the
+    reference row itself gets none)."""
+    reference_key = ("fp32", "torch")
+    others = [key for key in engines if key != reference_key]
+    if not others:
         return {}
-    reference_engine = engines.get("fp32")
+    reference_engine = engines.get(reference_key)
     own = reference_engine is None
     if own:
         config = next(iter(engines.values())).config.replace(
-            precision="fp32", outputs=("label",), warmup_iters=1)
+            precision="fp32", backend="torch", outputs=("label",), warmup_iters=1)
         reference_engine = SegmentationEngine(config)
     reference = _labels(reference_engine, frame)
     if own:
         reference_engine.release()
-    return {p: float((_labels(engines[p], frame) == reference).mean()) for p in reduced}
+    return {key: float((_labels(engines[key], frame) == reference).mean()) for key in others}
 
 
 def _labels(engine: SegmentationEngine, frame: np.ndarray) -> np.ndarray:
@@ -376,7 +427,7 @@ def _percentiles(values) -> dict:
 
 def format_table(rows: list[dict]) -> str:
     """A plain-text table of the rows: p50 ms, ratios, throughput and model size."""
-    header = ("network", "size", "prec", "outputs", "engine", "bare", "naive", "eng/bare",
+    header = ("network", "size", "prec", "backend", "outputs", "engine", "bare", "naive", "eng/bare",
               "naive/eng", "fps", "pre", "fwd", "post", "params", "GMACs", "agree", "peakMB",
               "pipelined")
     lines = []
@@ -385,7 +436,9 @@ def format_table(rows: list[dict]) -> str:
             return "-" if value is None else f"{value:.1f}"
 
         lines.append((
-            r["network"], r["size"], r["precision"], ",".join(r["outputs"]),
+            r["network"], r["size"], r["precision"],
+            r["backend"] + ("" if r["backend_asked"] != "auto" else " (auto)"),
+            ",".join(r["outputs"]),
             ms(r["engine_ms"]), ms(r["bare_ms"]), ms(r["naive_ms"]),
             f"{r['engine_over_bare']:.3f}",
             "-" if r["speedup_over_naive"] is None else f"{r['speedup_over_naive']:.2f}x",
@@ -400,7 +453,7 @@ def format_table(rows: list[dict]) -> str:
     text = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     text += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
     text.append("ms are medians (p50) per frame; engine = host frame to host outputs; bare = "
-                "fused forward + max(1) on device input (eng/bare: against the graphed bare "
-                "network when the engine runs a graph); naive = paper Fig. 5 loop; "
-                "pipelined = serial ms / pipelined ms per frame")
+                "chosen forward + max(1) on device input (eng/bare: against the graphed bare "
+                "network when the engine runs a graph); naive = paper Fig. 5 loop; agree = labels "
+                "equal to torch fp32's; pipelined = serial ms / pipelined ms per frame")
     return "\n".join(text)

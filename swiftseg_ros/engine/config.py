@@ -17,6 +17,7 @@ OUTPUTS = ("label", "color", "confidence", "overlay")
 PRECISIONS = ("fp32", "fp16", "bf16")
 UPSAMPLE_MODES = ("logits", "labels")
 OUTPUT_SIZES = ("input", "network")
+BACKENDS = ("auto", "torch", "onnxruntime")
 # Input normalization on 0-255 RGB for random-weight builds: the Cityscapes statistics
 # SwiftNet uses (REFERENCE_NOTES), the same defaults as swiftseg_ros.checkpoint.make_meta.
 DEFAULT_MEAN = (73.15, 82.90, 72.3)
@@ -37,8 +38,12 @@ class EngineConfig:
     height) like the camera's. `inference_size=None` runs the network at the input
     size rounded to multiples of the network's size divisor (aspect by resizing, never
     by cropping). `output_size="network"` gives outputs at the inference size.
-    `onednn_convs` (CPU only) runs every convolution through oneDNN instead of
-    PyTorch's per-call kernel choice (see engine/cpu_kernels.py).
+    `backend`: "torch", "onnxruntime" (fp32; the graph is exported and cached in
+    `cache_dir`, see engine/ort_backend.py) or "auto" (both timed at prepare, the
+    faster kept). `channels_last` and `onednn_convs` say which candidates may be timed
+    on the CPU: channels_last besides contiguous, every convolution through oneDNN
+    besides PyTorch's per-call kernel choice (engine/cpu_kernels.py); the faster
+    working one is kept.
     `warmup_iters` eager passes run per new input size; `stats_window` recent frames
     feed the percentiles of `stats()`. `tf32` (CUDA, fp32 only) lets cuDNN and cuBLAS
     round fp32 operands to TF32 (10-bit mantissa) on Ampere and newer: faster, and no
@@ -64,6 +69,8 @@ class EngineConfig:
     palette: list | None = None
     channels_last: bool = True
     onednn_convs: bool = True
+    backend: str = "torch"
+    cache_dir: str | Path | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     warmup_iters: int = 3
@@ -91,8 +98,8 @@ class EngineConfig:
             raise ConfigError(f"precision: {self.precision!r}, expected one of "
                               f"{', '.join(PRECISIONS)}")
         if self.precision == "fp16" and self.device == "cpu":
-            raise ConfigError("precision: fp16 is not supported on the CPU; use bf16 (fast on "
-                              "CPUs with AVX512-BF16/AMX) or fp32")
+            raise ConfigError("precision: fp16 is not supported on the CPU; use bf16 (on CPUs "
+                              "with native bf16: AVX512-BF16, AMX) or fp32")
         if self.inference_size is not None:
             self.inference_size = _size("inference_size", self.inference_size)
         self.max_input_size = _size("max_input_size", self.max_input_size)
@@ -105,6 +112,9 @@ class EngineConfig:
                               f"'network'")
         if not isinstance(self.cuda_graphs, bool):
             raise ConfigError(f"cuda_graphs: {self.cuda_graphs!r}, expected true or false")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend: {self.backend!r}, expected one of "
+                              f"{', '.join(BACKENDS)}")
         if not isinstance(self.onednn_convs, bool):
             raise ConfigError(f"onednn_convs: {self.onednn_convs!r}, expected true or false")
         if not isinstance(self.tf32, bool):

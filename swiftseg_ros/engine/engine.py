@@ -10,13 +10,18 @@ as a CUDA graph (per input size, output set and overlay alpha: a plan, plans.py,
 in a small cache) on the engine's own stream and replayed per frame; the stage timing
 events are part of the graph, so timing costs no extra synchronization. On the CPU the
 same pass runs eagerly, timed with perf counters, with every convolution on oneDNN
-(cpu_kernels.py). `infer_pipelined` overlaps one frame's host work with the previous
-frame's device work by alternating two plans of the same input.
+(cpu_kernels.py). The forward pass's backend (torch or ONNX Runtime), the memory format
+and on the CPU the convolution route are chosen per plan by timing the candidates that
+this machine supports (choices.py, cpu_caps.py, ort_backend.py). `infer_pipelined`
+overlaps one frame's host work with the previous frame's device work by alternating two
+plans of the same input.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import gc
 import logging
 import time
@@ -26,8 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from swiftseg_ros.engine.autotune import Choice
+from swiftseg_ros.engine import cpu_caps
 from swiftseg_ros.engine.buffers import FrameIO
+from swiftseg_ros.engine.choices import ONNXRUNTIME, TORCH, DevicePass, pick_pass
 from swiftseg_ros.engine.config import (
     DEFAULT_MEAN,
     DEFAULT_NUM_CLASSES,
@@ -35,7 +41,7 @@ from swiftseg_ros.engine.config import (
     EngineConfig,
     check_outputs,
 )
-from swiftseg_ros.engine.cpu_kernels import onednn_available, use_onednn_convolutions
+from swiftseg_ros.engine.cpu_kernels import model_variants, onednn_available
 from swiftseg_ros.engine.cuda_support import (
     bf16_refusal,
     capture_graph,
@@ -43,7 +49,8 @@ from swiftseg_ros.engine.cuda_support import (
     math_mode,
 )
 from swiftseg_ros.engine.frames import channels_of, frame_as_hwc
-from swiftseg_ros.engine.memory_format import choose_memory_format
+from swiftseg_ros.engine.onnx_file import RawInput, is_onnx_file, read_onnx_file
+from swiftseg_ros.engine.ort_backend import why_onnxruntime_unusable
 from swiftseg_ros.engine.palette import palette_table, palette_tensor
 from swiftseg_ros.engine.plans import Plan, PlanCache, PlanKey
 from swiftseg_ros.engine.postprocess import Postprocessor
@@ -127,11 +134,21 @@ class SegmentationEngine:
                 refusal = bf16_refusal(self.device)
                 if refusal is not None:
                     raise ConfigError(refusal)
+        self.cpu = cpu_caps.detect()
+        if not self.on_cuda and config.precision == "bf16":
+            self.cpu.require_bf16()
+        self._onnxruntime_note = why_onnxruntime_unusable(config)
+        if config.backend == ONNXRUNTIME and self._onnxruntime_note:
+            raise ConfigError(f"backend: onnxruntime {self._onnxruntime_note}")
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         self.dtype = DTYPES[config.precision]
 
-        model, meta = _load_network(config)
+        self._onnx_file = _onnx_file_of(config)
+        if self._onnx_file is not None:
+            model, meta = None, self._onnx_file.meta
+        else:
+            model, meta = _load_network(config)
         self.network = meta["network"]
         self.num_classes = meta["num_classes"]
         self.class_names = list(meta["class_names"])
@@ -140,8 +157,12 @@ class SegmentationEngine:
         source = "palette parameter" if config.palette is not None else "checkpoint palette"
         self.palette = palette_table(config.palette if config.palette is not None
                                      else meta["palette"], self.num_classes, source)
-        self.size_divisor = int(model.size_divisor)
-        self.output_stride = int(model.output_stride)
+        described = model if model is not None else self._onnx_file
+        self.size_divisor = int(described.size_divisor)
+        # how the network upsamples its logits (the Fast-SCNN port's weights: corners
+        # aligned); an exported file's logits are upsampled in its graph already
+        self.align_corners = bool(getattr(model, "align_corners", False))
+        self.output_stride = int(described.output_stride)
         if config.inference_size is not None:
             width, height = config.inference_size
             if width % self.size_divisor or height % self.size_divisor:
@@ -151,19 +172,11 @@ class SegmentationEngine:
                     f"{round_to_multiple(width, self.size_divisor)}x"
                     f"{round_to_multiple(height, self.size_divisor)}")
 
+        self._export_source, self._variants, self._variant_notes = None, {}, {}
+        self.model = None
         with torch.inference_mode():
-            from swiftseg_ros.nets import fuse_conv_bn
-
-            model = fuse_conv_bn(model.eval())
-            model.requires_grad_(False)
-            model = model.to(device=self.device, dtype=self.dtype)
-            if config.channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            self.onednn_convs = (not self.on_cuda and config.onednn_convs
-                                 and onednn_available())
-            if self.onednn_convs:
-                use_onednn_convolutions(model)
-            self.model = model
+            if model is not None:
+                self._prepare_network(model)
             self._palette_device = palette_tensor(self.palette, self.device)
 
         if self.on_cuda:
@@ -174,8 +187,7 @@ class SegmentationEngine:
         else:
             self._stream = None
             self._pool = None
-        self._channels_last = config.channels_last
-        self._choices: dict[str, Choice] = {}
+        self._digest: str | None = None
         self._outputs = config.outputs
         self._window = StageWindow(config.stats_window)
         self._plans = PlanCache(config.plan_cache, on_evict=self._free_plan)
@@ -184,11 +196,10 @@ class SegmentationEngine:
         self._in_flight: _InFlight | None = None
         self._next_slot = 0
         self._released = False
-        log.info("engine: %s on %s, %s%s%s%s, %d classes, upsample %s", self.network,
-                 self.device, config.precision, ", channels_last" if config.channels_last else "",
-                 ", oneDNN convs" if self.onednn_convs else "",
-                 f", {self.math_mode}" if self.on_cuda else "", self.num_classes,
-                 config.upsample)
+        log.info("engine: %s on %s, %s%s, backend %s, %d classes, upsample %s", self.network,
+                 self.device, config.precision,
+                 f" ({self.math_mode} math)" if self.on_cuda else "", config.backend,
+                 self.num_classes, config.upsample)
 
     # ------------------------------------------------------------------ public API
 
@@ -226,8 +237,24 @@ class SegmentationEngine:
     def uses_cuda_graph(self) -> bool:
         return self._current is not None and self._current.graph is not None
 
+    @property
+    def backend(self) -> str | None:
+        """The backend running the current plan's forward pass ("torch" or "onnxruntime");
+        None before the first prepare when it is to be chosen."""
+        if self._current is not None:
+            return self._current.device_pass.backend
+        return None if self.config.backend == "auto" else self.config.backend
+
+    def run_forward(self) -> torch.Tensor:
+        """The current plan's chosen forward pass alone, on its last pre-processed input
+        (for benchmarks)."""
+        plan = self._current
+        return plan.device_pass.forward(plan.pre.network_input)
+
     def inference_size_for(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) the network would run at for frames of this size."""
+        if self._onnx_file is not None and not self._onnx_file.dynamic:
+            return self._onnx_file.export_size
         if self.config.inference_size is not None:
             return self.config.inference_size
         d = self.size_divisor
@@ -328,9 +355,11 @@ class SegmentationEngine:
             inference_size=self.inference_size,
             cuda_graph=plan is not None and plan.graph is not None,
             cuda_graph_note=None if plan is None else plan.note,
-            onednn_convs=self.onednn_convs,
-            memory_format="channels_last" if self._channels_last else "contiguous",
-            choices={what: choice.as_dict() for what, choice in self._choices.items()},
+            backend=self.backend,
+            memory_format=None if plan is None else plan.device_pass.memory_format,
+            choices={} if plan is None else {what: choice.as_dict() for what, choice
+                                             in plan.choices.items()},
+            cpu=self.cpu.as_dict(),
             plans=self._plans.stats(),
             memory=self._memory(),
         )
@@ -345,6 +374,8 @@ class SegmentationEngine:
         self._plans.clear()
         self._current = None
         self.model = None
+        self._variants = {}
+        self._export_source = None
         self._palette_device = None
         self._released = True
         gc.collect()
@@ -393,8 +424,6 @@ class SegmentationEngine:
         started = time.perf_counter()
         clock = CudaStageClock(torch) if self.on_cuda else CpuStageClock()
         with torch.inference_mode(), math_mode(self.config.tf32):
-            if self.on_cuda and self.config.channels_last and not self._choices:
-                self._choose_memory_format(key)
             plan = self._build(key, clock)
             self._warm_up(plan)
             if self.on_cuda:
@@ -412,37 +441,139 @@ class SegmentationEngine:
                  plan.prepare_ms, len(self._plans))
         return plan
 
-    def _choose_memory_format(self, key: PlanKey) -> None:
-        """Time the network in channels_last and contiguous format at the first input's
-        inference size, on the engine's stream, and keep the faster (memory_format.py)."""
-        net_w, net_h = self.inference_size_for(key.width, key.height)
-        self._stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(self._stream):
-            choice, self.model = choose_memory_format(self.model, (net_h, net_w), self.dtype,
-                                                      sync=self._stream.synchronize)
-        self._channels_last = choice.picked == "channels_last"
-        self._choices["memory_format"] = choice
-        log.info("engine: %s", choice.describe())
-
     def _build(self, key: PlanKey, clock) -> Plan:
+        """Buffers for this plan, and its device pass chosen by timing the candidates (on
+        CUDA on the engine's stream, where the pass will run)."""
         config = self.config
         net_w, net_h = self.inference_size_for(key.width, key.height)
         io = FrameIO(key.height, key.width, self.device)
-        pre = Preprocessor(io.device_rgb, (net_h, net_w), self.mean, self.std,
-                           self.dtype, self._channels_last)
-        # the logits' shape and memory format come from a real forward pass, which is
-        # also the first warm-up pass
         io.device_rgb.zero_()
-        logits = self.model.forward_logits(pre.run())
         output_hw = ((key.height, key.width) if config.output_size == "input"
                      else (net_h, net_w))
-        post = Postprocessor(logits, key.outputs, config.upsample, output_hw,
-                             self._palette_device, config.overlay_alpha,
+        candidates, notes = {}, dict(self._variant_notes)
+        for (route, memory_format), model in self._variants.items():
+            candidates[f"{route}/{memory_format}"] = functools.partial(
+                self._torch_pass, io, key, (net_h, net_w), output_hw, model, route,
+                memory_format)
+        if config.backend == TORCH:
+            notes[ONNXRUNTIME] = "not asked (backend: torch)"
+        elif self._onnxruntime_note:
+            notes[ONNXRUNTIME] = self._onnxruntime_note
+        else:
+            candidates[ONNXRUNTIME] = functools.partial(self._onnxruntime_pass, io, key,
+                                                        (net_h, net_w), output_hw)
+        try:
+            if self.on_cuda:
+                self._stream.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(self._stream):
+                    chosen, choices = pick_pass(candidates, notes,
+                                                sync=self._stream.synchronize)
+            else:
+                chosen, choices = pick_pass(candidates, notes)
+        except ConfigError:
+            raise
+        except RuntimeError as exc:
+            raise ConfigError(f"engine: {exc}") from exc
+        if chosen.model is not None:
+            self.model = chosen.model
+        log.info("engine: %dx%d: %s", net_w, net_h,
+                 "; ".join(choice.describe() for choice in choices.values()))
+        io.set_outputs({name: chosen.post.outputs[name] for name in key.outputs})
+        return Plan(key, io, chosen.pre, chosen.post, clock, device_pass=chosen,
+                    choices=choices)
+
+    def _pass_tail(self, name, backend, pre, forward, io, key, output_hw, upsample=None,
+                   **extra) -> DevicePass:
+        """A candidate pass from its pre-processing and forward: the post-processing is
+        shaped by a real forward pass (which is also its first warm-up pass)."""
+        logits = forward(pre.run())
+        post = Postprocessor(logits, key.outputs, upsample or self.config.upsample, output_hw,
+                             self._palette_device, self.config.overlay_alpha,
                              _overlay_source(key, io, pre, output_hw, self.mean, self.std),
-                             align_corners=self.model.align_corners)
-        post.run(logits)
-        io.set_outputs({name: post.outputs[name] for name in key.outputs})
-        return Plan(key, io, pre, post, clock)
+                             align_corners=self.align_corners)
+        return DevicePass(name, backend, pre, forward, post, **extra)
+
+    def _torch_pass(self, io, key, net_hw, output_hw, model, route,
+                    memory_format) -> DevicePass:
+        pre = Preprocessor(io.device_rgb, net_hw, self.mean, self.std, self.dtype,
+                           memory_format == "channels_last")
+        return self._pass_tail(f"{route}/{memory_format}", TORCH, pre, model.forward_logits,
+                               io, key, output_hw, model=model, route=route,
+                               memory_format=memory_format)
+
+    def _onnxruntime_pass(self, io, key, net_hw, output_hw) -> DevicePass:
+        from swiftseg_ros.engine.ort_backend import (
+            OrtForward,
+            cache_folder,
+            cached_graph,
+            weights_digest,
+        )
+
+        file = self._onnx_file
+        if file is not None:
+            path = file.path
+        else:
+            if self._digest is None:
+                self._digest = weights_digest(self._export_source)
+            path = cached_graph(self._export_source, self.network, *net_hw,
+                                digest=self._digest, folder=cache_folder(self.config.cache_dir))
+        if file is not None and file.uint8_input:
+            if (key.height, key.width) != net_hw:
+                raise ConfigError(
+                    f"weights: {path} takes uint8 frames of {net_hw[1]}x{net_hw[0]} only "
+                    f"(exported with --include-preprocess at that size), frames are "
+                    f"{key.width}x{key.height}: export it for this size, or without "
+                    f"--include-preprocess to let the engine resize")
+            pre = RawInput(io.device_rgb)
+        else:
+            pre = Preprocessor(io.device_rgb, net_hw, self.mean, self.std,
+                               torch.float32, channels_last=False)
+        forward = OrtForward(path, pre.network_input, self.device, self.config.threads)
+        # a file's logits are at the input size already: nothing left to interpolate
+        upsample = ("labels" if file is not None and net_hw == output_hw
+                    else self.config.upsample)
+        return self._pass_tail(ONNXRUNTIME, ONNXRUNTIME, pre, forward, io, key, output_hw,
+                               upsample=upsample)
+
+    def _prepare_network(self, model) -> None:
+        """The conv-BN-fused network, its torch candidates, and its fp32 CPU original that
+        ONNX graphs are exported from."""
+        from swiftseg_ros.nets import fuse_conv_bn
+
+        model = fuse_conv_bn(model.eval())
+        model.requires_grad_(False)
+        if self.config.backend != TORCH:
+            self._export_source = copy.deepcopy(model) if self.on_cuda else model
+        model = model.to(device=self.device, dtype=self.dtype)
+        self._variants, self._variant_notes = self._torch_variants(model)
+        self.model = next(iter(self._variants.values()), None)
+
+    def _torch_variants(self, model):
+        """(the torch candidates {(route, memory format): network}, notes on those left out).
+
+        On CUDA both memory formats are candidates too: channels_last is usually cuDNN's
+        fast layout for fp16, but depthwise convolutions (Fast-SCNN, MobileNetV2) and a
+        3-channel first convolution can be slower in it, so it is measured per network.
+        """
+        config = self.config
+        if config.backend == ONNXRUNTIME:
+            return {}, {}
+        formats = ("channels_last", "contiguous") if config.channels_last else ("contiguous",)
+        notes = {} if config.channels_last else {"*/channels_last": "not asked (channels_last off)"}
+        if self.on_cuda:
+            routes = ("torch",)  # cuDNN picks its algorithms per shape itself (benchmark)
+        elif not config.onednn_convs:
+            routes = ("torch",)
+            notes["onednn/*"] = "not asked (onednn_convs off)"
+        elif not onednn_available():
+            routes = ("torch",)
+            notes["onednn/*"] = "this torch has no oneDNN"
+        elif self.dtype == torch.bfloat16 and not self.cpu.onednn_bf16:
+            routes = ("torch",)
+            notes["onednn/*"] = "oneDNN refuses bf16 on this CPU"
+        else:
+            routes = ("onednn", "torch")
+        return model_variants(model, routes=routes, formats=formats), notes
 
     def _device_pass(self, plan: Plan, marks: bool = True) -> None:
         """Upload, pre-process, forward, post-process, download, with stage marks."""
@@ -452,7 +583,7 @@ class SegmentationEngine:
         _mark(clock, 1, stream)
         network_input = plan.pre.run()
         _mark(clock, 2, stream)
-        logits = self.model.forward_logits(network_input)
+        logits = plan.device_pass.forward(network_input)
         _mark(clock, 3, stream)
         plan.post.run(logits)
         _mark(clock, 4, stream)
@@ -583,6 +714,29 @@ def _overlay_source(key: PlanKey, io: FrameIO, pre: Preprocessor, output_hw, mea
         return io.device_rgb.permute(2, 0, 1).unsqueeze(0), (1.0,) * 3, (0.0,) * 3
     # the resized network input: undo the normalization
     return pre.network_input, std, mean
+
+
+def _onnx_file_of(config: EngineConfig):
+    """The checked `.onnx` weights file, or None for a checkpoint or a random build."""
+    if not is_onnx_file(config.weights):
+        return None
+    from swiftseg_ros.paths import resolve_weights
+
+    if config.backend == TORCH:
+        raise ConfigError(f"weights: {config.weights} is an ONNX file, which runs with "
+                          f"backend onnxruntime or auto; give the .pt checkpoint for torch")
+    file = read_onnx_file(resolve_weights(config.weights))
+    if config.network and config.network != file.meta["network"]:
+        raise ConfigError(f"network: {config.network}, but {file.path} holds "
+                          f"{file.meta['network']}; leave network empty or make them match")
+    if config.inference_size is not None and not file.dynamic \
+            and tuple(config.inference_size) != file.export_size:
+        width, height = file.export_size
+        raise ConfigError(f"inference_size: {config.inference_size[0]}x"
+                          f"{config.inference_size[1]}, but {file.path} was exported for "
+                          f"{width}x{height} only: leave inference_size empty or export "
+                          f"for that size")
+    return file
 
 
 def _load_network(config: EngineConfig):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -43,6 +43,8 @@ class Plan:
     pre: Any
     post: Any
     clock: Any
+    device_pass: Any = None  # the chosen candidate (choices.DevicePass): forward, backend
+    choices: dict = field(default_factory=dict)  # what was timed for it (autotune.Choice)
     graph: Any = None
     done: Any = None  # CUDA: an event recorded after each launch (pipelined mode)
     note: str = ""
@@ -53,6 +55,7 @@ class Plan:
         if self.graph is not None:
             self.graph.reset()
         self.graph = self.done = self.io = self.pre = self.post = self.clock = None
+        self.device_pass = None
 
 
 class PlanCache:

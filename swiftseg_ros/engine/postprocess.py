@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import torch
 
+from swiftseg_ros.engine.edge_labels import EdgeLabels
+from swiftseg_ros.engine.edge_labels import applies as edges_apply
+
 aten = torch.ops.aten
 
 
@@ -99,15 +102,25 @@ class Postprocessor:
         if "overlay" in outputs:
             self.outputs["overlay"] = torch.empty((out_h, out_w, 3), **u8)
 
-        if upsample == "logits":
+        # labels only (no confidence, which needs every upsampled score), on the CPU, at a
+        # whole multiple of the network's size, pixel centres aligned (the blocks' geometry):
+        # interpolate along class edges only
+        self.edges = None
+        if upsample == "logits" and not want_conf and not self.align_corners \
+                and edges_apply(logits, (out_h, out_w)):
+            self.edges = EdgeLabels(logits, (out_h, out_w), palette if want_color else None)
+            # one-byte labels: the label output itself when requested
+            self.edge_labels = self.outputs.get("label", torch.empty((out_h, out_w), **u8))
+            self.upsampled = None
+        elif upsample == "logits":
             self.upsampled = torch.empty((1, num_classes, out_h, out_w), dtype=logits.dtype,
                                          device=device).contiguous(memory_format=memory_format)
-            sel_h, sel_w = out_h, out_w
         else:
             self.upsampled = None
-            sel_h, sel_w = net_h, net_w
-        self.max_values = torch.empty((1, sel_h, sel_w), dtype=logits.dtype, device=device)
-        self.indices = torch.empty((1, sel_h, sel_w), dtype=torch.long, device=device)
+        if self.edges is None:
+            sel_h, sel_w = (out_h, out_w) if upsample == "logits" else (net_h, net_w)
+            self.max_values = torch.empty((1, sel_h, sel_w), dtype=logits.dtype, device=device)
+            self.indices = torch.empty((1, sel_h, sel_w), dtype=torch.long, device=device)
 
         # labels mode: one-byte results at network resolution, nearest-upsampled
         if upsample == "labels" and "label" in outputs:
@@ -147,21 +160,25 @@ class Postprocessor:
             self.alpha = float(overlay_alpha)
 
     def run(self, logits: torch.Tensor) -> None:
-        if self.upsample == "logits":
+        if self.edges is not None:
+            self.edges.run(logits, self.edge_labels, self.outputs.get("color"))
+            scores = None
+        elif self.upsample == "logits":
             scores = self.upsampled
             aten.upsample_bilinear2d.out(logits, list(scores.shape[-2:]), self.align_corners,
                                          None, None, out=scores)
+            torch.max(scores, 1, out=(self.max_values, self.indices))
         else:
             scores = logits
-        torch.max(scores, 1, out=(self.max_values, self.indices))
+            torch.max(scores, 1, out=(self.max_values, self.indices))
         outputs = self.outputs
-        if "label" in outputs:
+        if "label" in outputs and self.edges is None:
             if self.upsample == "logits":
                 outputs["label"].copy_(self.indices[0])
             else:
                 self.net_label.copy_(self.indices[0])
                 self._label_up.run()
-        if "color" in outputs:
+        if "color" in outputs and self.edges is None:
             self._colorize(outputs["color"])
         if "confidence" in outputs:
             self._confidence(logits, outputs["confidence"])

@@ -9,7 +9,10 @@ CPU core, where broadcasting a (1, 3, 1, 1) constant over the interleaved image 
 3 ms and three strided per-channel ops 1 ms. It computes in fp32 and rounds once into
 an fp16/bf16 input. When the network runs at another size, the normalized image is
 resized bilinearly (antialias off, align_corners False, like F.interpolate) into the
-network input. Every tensor is allocated here, once per input size.
+network input. A contiguous (NCHW) input at the frame's size, what ONNX Runtime reads,
+is written plane by plane from the interleaved pixels instead (three strided ops), not
+normalized interleaved and then transposed (two passes, the transposing one slow).
+Every tensor is allocated here, once per input size.
 """
 
 from __future__ import annotations
@@ -43,6 +46,14 @@ class Preprocessor:
         self.inference_hw = tuple(inference_hw)
         self.resize = (height, width) != self.inference_hw
         self.network_input = empty_image(*self.inference_hw, dtype, device, channels_last)
+        self.planes = None
+        if not self.resize and not channels_last:
+            self.planes = [(torch.tensor([-m / s], dtype=torch.float32, device=device),
+                            device_rgb[:, :, c],
+                            torch.tensor([1.0 / s], dtype=torch.float32, device=device),
+                            self.network_input[0, c])
+                           for c, (m, s) in enumerate(zip(mean, std, strict=True))]
+            return
         if not self.resize and channels_last:
             self.normalized = self.network_input
         else:
@@ -56,6 +67,10 @@ class Preprocessor:
         self._bias_row = bias.repeat(width).to(device)
 
     def run(self) -> torch.Tensor:
+        if self.planes is not None:
+            for bias, pixels, scale, plane in self.planes:
+                torch.addcmul(bias, pixels, scale, out=plane)
+            return self.network_input
         torch.addcmul(self._bias_row, self._pixel_rows, self._scale_row,
                       out=self._normalized_rows)
         if self.resize:

@@ -9,11 +9,12 @@ used for comparisons.
 - `engine_runner`: `SegmentationEngine.infer`, one frame.
 - `pipelined_runner`: a burst of frames through `infer_pipelined` and a final flush;
   ms per frame, so it compares with the serial runner as throughput.
-- `BareRunner`: the engine's own network on its pre-processed device input,
-  `forward_logits` + `max(1)`, eager or replayed from a CUDA graph captured like the
-  engine's (the floor for a graphed engine is a graphed network, not an eager one).
+- `BareRunner`: the engine's own chosen forward on its pre-processed device input
+  (`engine.run_forward`) + `max(1)`, eager or replayed from a CUDA graph captured like
+  the engine's (the floor for a graphed engine is a graphed network, not an eager one).
 
-Runners hold the engine's model only until `close()`, so that `engine.release()` frees it.
+Runners hold the engine (and its model) only until `close()`, so that `engine.release()`
+frees it.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def pipelined_runner(engine, frame: np.ndarray, burst: int, pixel_format: str = 
 
 
 class BareRunner:
-    """`forward_logits(x).max(1)` of the engine's network on its pre-processed input.
+    """The engine's chosen forward + `max(1)` on its pre-processed input.
 
     With `graph=True` on CUDA the step is captured once (after a warm-up on the same
     side stream, into a graph of its own) and replayed; `note` says why not if the
@@ -84,8 +85,7 @@ class BareRunner:
     def __init__(self, engine, graph: bool = False, warmup: int = 2):
         self.device = engine.device
         self._tf32 = engine.config.tf32
-        self._model = engine.model
-        self._input = engine.network_input.clone()
+        self._forward = engine.run_forward
         self._graph = None
         self.note = "eager"
         if graph and self.device.type == "cuda":
@@ -93,7 +93,7 @@ class BareRunner:
 
     def _step(self):
         with math_mode(self._tf32):  # the engine's arithmetic, not the process default
-            return self._model.forward_logits(self._input).max(1)[1]
+            return self._forward().max(1)[1]
 
     def _capture(self, warmup: int) -> None:
         stream = torch.cuda.Stream(self.device)
@@ -123,10 +123,10 @@ class BareRunner:
         return timed(self._graph.replay, device_sync(self.device))
 
     def close(self) -> None:
-        """Drop the model, input and graph, so the engine's release frees them."""
+        """Drop the engine's forward and the graph, so the engine's release frees them."""
         if self._graph is not None:
             self._graph.reset()
-        self._graph = self._model = self._input = None
+        self._graph = self._forward = None
         self._outputs = []
 
 

@@ -60,7 +60,7 @@ def build_parser(prog: str = "swiftseg-replay") -> argparse.ArgumentParser:
                         "class ids with the same header stamps as the images")
     parser.add_argument("--params", help="node parameter file (a ROS 2 parameter file such "
                         "as config/seg.yaml); default: the parameters' defaults")
-    add_common_flags(parser, device=False, precision=False)
+    add_common_flags(parser, device=False, precision=False, backend=True)
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the parameter "
                         "file's device, auto)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
@@ -93,7 +93,7 @@ def build_parser(prog: str = "swiftseg-replay") -> argparse.ArgumentParser:
 
 
 def node_parameters(params_file: str | None, *, weights=None, network=None, device=None,
-                    precision=None, threads=None):
+                    precision=None, backend=None, threads=None):
     """The validated node parameters: the file's (or the defaults), then the flags.
 
     --weights without --network lets the checkpoint decide the network (the parameter
@@ -111,6 +111,8 @@ def node_parameters(params_file: str | None, *, weights=None, network=None, devi
         values["device"] = device
     if precision is not None:
         values["precision"] = precision
+    if backend is not None:
+        values["backend"] = backend
     if threads is not None:
         values["threads"] = threads
     return validate_parameters(values)
@@ -228,9 +230,10 @@ def replay_bag(bag_path, out: Path, options: ReplayOptions, params, *, force: bo
             check_topics(bag, options.image_topic, options.label_topic)
             if options.label_topic is not None:
                 check_ground_truth(bag, bag_path, options.label_topic, [params], classes)
-        prepare_out_dir(out, force)
+        # the engine first: a configuration it refuses leaves no output folder behind
         engine = SegmentationEngine(engine_config_from_params(params))
         try:
+            prepare_out_dir(out, force)
             with OutputBag(out / BAG_DIR, out_storage) as output:
                 result = Replay(bag, engine, options, output).run()
             report = build_report(
@@ -364,7 +367,8 @@ def main(argv=None) -> int:
 
         return main_compare(args, bag_path)
     params = node_parameters(args.params, weights=args.weights, network=args.network,
-                             device=args.device, precision=args.precision)
+                             device=args.device, precision=args.precision,
+                             backend=args.backend)
     thresholds = thresholds_from(args, params)
     image_topic = require_image_topic(args, bag_path)
     options = replay_options(args, params, image_topic)

@@ -683,7 +683,8 @@ class Replay:
         """The engine's settings as diagnostics reads them (the engine's own stats shape)."""
         stats = self.engine.stats()
         return {key: stats[key] for key in ("network", "device", "precision", "cuda_graph",
-                                            "input_size", "inference_size", "memory")
+                                            "backend", "choices", "input_size",
+                                            "inference_size", "memory")
                 if key in stats}
 
 _ENGINE_STAGES = ("host_copy", "upload", "preprocess", "forward", "postprocess", "download",

@@ -118,8 +118,9 @@ PARAMETERS: tuple[ParamDef, ...] = (
         "Checkpoint file (.pt): an absolute path, relative to the working directory, or "
         "a file in the package's models/ folder. The default is the demo Fast-SCNN trained "
         "on synthetic road scenes (models/README.md): train or import weights for real "
-        "cameras. Empty with a network runs random weights (for testing only; the node "
-        "warns loudly).",
+        "cameras. An .onnx file written by swiftseg-export also works (backend auto or "
+        "onnxruntime). Empty with a network runs random weights (for testing only; the "
+        "node warns loudly).",
         allowed_text="a checkpoint file, or empty"),
     ParamDef(
         "device", str, "auto",
@@ -131,6 +132,13 @@ PARAMETERS: tuple[ParamDef, ...] = (
         "Inference precision: fp16 is the fast choice on CUDA; bf16 on CPUs with "
         "AVX512-BF16 or AMX; fp32 is exact everywhere.",
         choices=("fp32", "fp16", "bf16")),
+    ParamDef(
+        "backend", str, "auto",
+        "What runs the network: torch, onnxruntime (fp32; the ONNX graph is exported at "
+        "configure and cached in ~/.cache/swiftseg_ros/onnx or $SWIFTSEG_CACHE_DIR), or "
+        "auto: both are timed during warm-up and the faster is kept (logged and in "
+        "/diagnostics).",
+        choices=("auto", "torch", "onnxruntime")),
     ParamDef(
         "cuda_graphs", bool, True,
         "Replay each frame's device work as one captured CUDA graph (less CPU overhead; "
@@ -234,6 +242,7 @@ class SegParams:
     weights: str
     device: str
     precision: str
+    backend: str
     cuda_graphs: bool
     tf32: bool
     inference_size: Size | None
@@ -658,6 +667,7 @@ def engine_config_from_params(params: SegParams, outputs: tuple[str, ...] | None
         weights=weights,
         device=resolve_device(params.device),
         precision=params.precision,
+        backend=params.backend,
         inference_size=tuple(params.inference_size) if params.inference_size else None,
         outputs=tuple(outputs) if outputs is not None else params.outputs,
         upsample=params.upsample,

@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per-class IoU, mIoU and pixel accuracy of a checkpoint on a labelled "
                     "dataset (Cityscapes, CamVid or the generic layout), run through the "
                     "same inference engine as the ROS node.")
-    add_common_flags(parser)
+    add_common_flags(parser, backend="torch")
     parser.add_argument("--data", required=True, help="dataset folder")
     parser.add_argument("--split", default="val", help="split to evaluate (default val)")
     parser.add_argument("--size", help="network input size WxH (multiples of the network's "
@@ -125,7 +125,8 @@ def main(argv=None) -> int:
     dataset = dataset_from_path(args.data, args.split)
     engine = SegmentationEngine(EngineConfig(
         weights=args.weights, network=args.network, device=args.device,
-        precision=args.precision, inference_size=size, outputs=("label",),
+        precision=args.precision, backend=args.backend, inference_size=size,
+        outputs=("label",),
         upsample=args.upsample, output_size="input", threads=args.threads))
     try:
         check_classes(dataset, engine, args.weights)

@@ -1,0 +1,119 @@
+"""The device pass for one input size, chosen by timing the candidates this machine supports.
+
+A candidate is a whole pass (pre-processing, forward, post-processing) with its own
+buffers, because the memory format of the network input and of the logits is part of
+what is chosen. On the CPU the torch candidates are the (conv route, memory format)
+pairs of cpu_kernels.py; the ONNX Runtime session is one more candidate when the
+backend is auto (or the only one when it is onnxruntime). `autotune.choose` runs each
+once untimed (dropping any that raise, with the error noted), then times them
+interleaved, and the fastest is kept; the others are freed.
+
+From that one measurement come the choices `stats()` reports: "backend" (torch's best
+against onnxruntime), "cpu_convs" (the routes at the chosen memory format) and
+"memory_format" (the formats at the chosen route); when ONNX Runtime wins, the last two
+still say what torch's best candidate was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from swiftseg_ros.engine.autotune import Choice, choose
+from swiftseg_ros.errors import ConfigError
+
+TORCH = "torch"
+ONNXRUNTIME = "onnxruntime"
+TIMING_REPEATS = 3
+
+
+@dataclass
+class DevicePass:
+    """Pre-processing, forward and post-processing of one candidate, with its buffers."""
+
+    name: str
+    backend: str
+    pre: object
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    post: object
+    model: torch.nn.Module | None = None
+    route: str | None = None
+    memory_format: str | None = None
+
+    def run(self) -> None:
+        self.post.run(self.forward(self.pre.run()))
+
+
+def pick_pass(candidates: dict[str, Callable[[], DevicePass]], notes: dict[str, str],
+              repeats: int = TIMING_REPEATS, sync=None) -> tuple[DevicePass, dict[str, Choice]]:
+    """Build every candidate (one that fails to build is noted), time them, keep the fastest.
+
+    Raises RuntimeError when none works (autotune.choose's message names each error).
+    """
+    notes = dict(notes)
+    built: dict[str, DevicePass] = {}
+    errors: list[Exception] = []
+    for name, build in candidates.items():
+        try:
+            built[name] = build()
+        except Exception as exc:  # e.g. oneDNN refusing this dtype, an unwritable cache
+            errors.append(exc)
+            notes[name] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    runs = {name: candidate.run for name, candidate in built.items()}
+    if not runs and len(candidates) == 1 and isinstance(errors[0], ConfigError):
+        raise errors[0]  # the one backend asked for: its own message says what to do
+    if not runs:
+        raise RuntimeError("device pass: no candidate works here (" + "; ".join(
+            f"{n} {why}" for n, why in notes.items()) + ")")
+    overall = choose("device_pass", runs, repeats=repeats, sync=sync, notes=notes)
+    winner = built[overall.picked]
+    return winner, derived_choices(overall, built, winner)
+
+
+def derived_choices(overall: Choice, built: dict[str, DevicePass],
+                    winner: DevicePass) -> dict[str, Choice]:
+    """The per-question choices ("backend", "cpu_convs", "memory_format") of one timing."""
+    times, notes = overall.times_ms, overall.notes
+    choices: dict[str, Choice] = {}
+
+    def best(names):
+        timed = [n for n in names if n in times]
+        return min(timed, key=times.get) if timed else None
+
+    torch_names = [n for n, c in built.items() if c.backend == TORCH]
+    backend_times, backend_notes = {}, {}
+    for backend in (TORCH, ONNXRUNTIME):
+        fastest = best([n for n, c in built.items() if c.backend == backend])
+        if fastest is not None:
+            backend_times[backend] = times[fastest]
+        elif backend != winner.backend:
+            why = [why if n == backend else f"{n} {why}" for n, why in notes.items()
+                   if _backend_of(n) == backend]
+            if why:
+                backend_notes[backend] = "; ".join(why)
+    choices["backend"] = Choice("backend", winner.backend, backend_times, backend_notes)
+    # the torch route and memory format: the winner's, or the best torch candidate's when
+    # ONNX Runtime won (what torch would have run, for the record)
+    fastest_torch = best(torch_names)
+    reference = (built[fastest_torch] if fastest_torch is not None
+                 else winner if winner.backend == TORCH else None)
+    if reference is not None:
+        torch_notes = [(n.split("/"), why) for n, why in notes.items() if "/" in n]
+        choices["cpu_convs"] = Choice(
+            "cpu_convs", reference.route,
+            {built[n].route: times[n] for n in torch_names
+             if n in times and built[n].memory_format == reference.memory_format},
+            {route: why for (route, fmt), why in torch_notes
+             if fmt in (reference.memory_format, "*")})
+        choices["memory_format"] = Choice(
+            "memory_format", reference.memory_format,
+            {built[n].memory_format: times[n] for n in torch_names
+             if n in times and built[n].route == reference.route},
+            {fmt: why for (route, fmt), why in torch_notes if route in (reference.route, "*")})
+    return choices
+
+
+def _backend_of(name: str) -> str:
+    return ONNXRUNTIME if name == ONNXRUNTIME else TORCH

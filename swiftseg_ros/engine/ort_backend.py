@@ -1,0 +1,237 @@
+"""The ONNX Runtime backend: the network's forward pass as an ONNX Runtime session.
+
+Only the forward pass changes backend: the engine's own pre-processing writes the
+normalized network input and its post-processing reads the logits, so both backends
+share one implementation of normalization, class selection, confidence and palette,
+and the stage timings keep their names. The session reads the input tensor and writes
+the logits tensor in place (IO binding to preallocated torch buffers), so nothing is
+allocated per frame.
+
+The graph is exported from the loaded network at prepare, per input size, and cached
+on disk: the file name is a hash of the weights' content, the input size, the opset,
+and the torch and onnxruntime versions, so a new checkpoint, size or runtime gets its
+own file and an unchanged setup loads in milliseconds. The cache folder is
+`$SWIFTSEG_CACHE_DIR`, else `$XDG_CACHE_HOME/swiftseg_ros/onnx`, else
+`~/.cache/swiftseg_ros/onnx` (or the engine config's `cache_dir`). A file is written
+under a temporary name and renamed, so a full or read-only disk leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from swiftseg_ros.errors import ConfigError
+
+MIN_VERSION = (1, 18)
+OPSET = 18
+# tried in this order where the installed onnxruntime has them (the CPU one always last)
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def require_onnxruntime():
+    """The onnxruntime module, or ConfigError saying how to get a usable one."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ConfigError("backend: onnxruntime needs the package onnxruntime "
+                          f">= {'.'.join(map(str, MIN_VERSION))} (pip install onnxruntime); "
+                          "or use backend torch") from exc
+    if _version(onnxruntime.__version__) < MIN_VERSION:
+        raise ConfigError(f"backend: onnxruntime {onnxruntime.__version__} is too old, need "
+                          f">= {'.'.join(map(str, MIN_VERSION))} (pip install -U onnxruntime); "
+                          f"or use backend torch")
+    return onnxruntime
+
+
+def why_onnxruntime_unusable(config) -> str | None:
+    """Why the ONNX Runtime backend cannot run this EngineConfig, or None when it can."""
+    if config.backend == "torch":
+        return None
+    if config.precision != "fp32":
+        return f"runs fp32 only here, precision is {config.precision}; use precision fp32"
+    try:
+        ort = require_onnxruntime()
+        providers_for(torch.device(config.device), ort.get_available_providers())
+        from swiftseg_ros.trainer.export import _require_onnx
+
+        _require_onnx()
+    except ConfigError as exc:
+        return str(exc).removeprefix("backend: onnxruntime ")
+    return None
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for part in text.split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def providers_for(device: torch.device, available) -> list[str]:
+    """Execution providers for the engine's device, best first, from those installed.
+
+    On CUDA: TensorRT and CUDA where this onnxruntime has them; ConfigError when it has
+    neither (onnxruntime's CPU-only wheel), since running the network on the CPU while
+    the engine's buffers are on the GPU is never what was asked for.
+    """
+    if device.type == "cpu":
+        return ["CPUExecutionProvider"]
+    gpu = [p for p in GPU_PROVIDERS if p in available]
+    if not gpu:
+        raise ConfigError(f"backend: onnxruntime on {device} needs an onnxruntime with the "
+                          f"CUDA execution provider (pip install onnxruntime-gpu); this one "
+                          f"has {', '.join(available)}; or use backend torch")
+    return [*gpu, "CPUExecutionProvider"]
+
+
+def cache_folder(override: str | Path | None = None) -> Path:
+    if override:
+        return Path(override).expanduser()
+    if os.environ.get("SWIFTSEG_CACHE_DIR"):
+        return Path(os.environ["SWIFTSEG_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "swiftseg_ros" / "onnx"
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of the network's state (names, shapes, dtypes and bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        shape = tensor.shape
+        tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{tuple(shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+class _Logits(nn.Module):
+    """What the cached graph computes: normalized (1, 3, H, W) -> logits at the stride."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_logits(image)
+
+
+def cached_graph(model: nn.Module, network: str, height: int, width: int, *,
+                 digest: str, folder: Path) -> Path:
+    """The ONNX file of `model.forward_logits` at this input size, exported if not cached."""
+    ort = require_onnxruntime()
+    key = hashlib.sha256(
+        f"{digest}|{network}|{height}x{width}|opset{OPSET}|torch{torch.__version__}|"
+        f"ort{ort.__version__}".encode()).hexdigest()[:24]
+    path = folder / f"{network}_{width}x{height}_{key}.onnx"
+    if path.is_file():
+        return path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=folder)
+        os.close(handle)
+    except OSError as exc:
+        raise _cache_error(folder, exc) from exc
+    try:
+        proto = _export(model, network, height, width)
+        with open(temporary, "wb") as file:
+            file.write(proto.SerializeToString())
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise _cache_error(folder, exc) from exc
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+def _cache_error(folder: Path, exc: OSError) -> ConfigError:
+    return ConfigError(f"ONNX cache folder {folder}: cannot write ({exc.strerror or exc}); "
+                       f"set SWIFTSEG_CACHE_DIR to a writable folder with space, or use "
+                       f"backend torch")
+
+
+def _export(model: nn.Module, network: str, height: int, width: int):
+    from swiftseg_ros.trainer.export import _require_onnx, _trace_to_onnx
+
+    _require_onnx()
+    graph = _Logits(model).eval()
+    example = torch.zeros(1, 3, height, width)
+    # the exporter's optimizer passes log every step at INFO; the engine logs the choice
+    chatty = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
+    levels = [logger.level for logger in chatty]
+    for logger in chatty:
+        logger.setLevel(logging.WARNING)
+    try:
+        return _trace_to_onnx(graph, example, network, dynamic=False,
+                              divisor=int(model.size_divisor), spatial_axes=(2, 3), opset=OPSET)
+    finally:
+        for logger, level in zip(chatty, levels, strict=True):
+            logger.setLevel(level)
+
+
+class OrtForward:
+    """One ONNX Runtime session bound to a fixed input tensor and a preallocated output.
+
+    `__call__(network_input)` runs the session on the bound input (the argument must be
+    that tensor: binding is by address) and returns the bound logits tensor.
+    """
+
+    def __init__(self, onnx_path: Path, network_input: torch.Tensor, device: torch.device,
+                 threads: int | None = None):
+        ort = require_onnxruntime()
+        if not network_input.is_contiguous():
+            raise ValueError("ONNX Runtime reads contiguous (NCHW) input")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.enable_cpu_mem_arena = True
+        self.providers = providers_for(device, ort.get_available_providers())
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options,
+                                                providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
+            raise ConfigError(f"{onnx_path}: ONNX Runtime cannot load it "
+                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                              f"; delete it to re-export") from exc
+        feed, fetch = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        expected = [d if isinstance(d, int) else None for d in feed.shape]
+        actual = list(network_input.shape)
+        if any(e is not None and e != a for e, a in zip(expected, actual, strict=True)):
+            raise ConfigError(f"{onnx_path}: its input is {feed.shape}, the engine's is "
+                              f"{actual}; export it for this size")
+        self.device = device
+        self.network_input = network_input
+        out_shape = [d if isinstance(d, int) else None for d in fetch.shape]
+        if None in out_shape:  # dynamic axes: ask the session once
+            out_shape = list(self.session.run(None, {feed.name: network_input.cpu().numpy()})[0]
+                             .shape)
+        self.logits = torch.empty(out_shape, dtype=torch.float32, device=device)
+        self.binding = self.session.io_binding()
+        kind, index = device.type, device.index or 0
+        self.binding.bind_input(feed.name, kind, index, _element_type(network_input),
+                                actual, network_input.data_ptr())
+        self.binding.bind_output(fetch.name, kind, index, _element_type(self.logits),
+                                 list(self.logits.shape), self.logits.data_ptr())
+
+    def __call__(self, network_input: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            # the input was written on the engine's stream; ONNX Runtime runs on its own
+            torch.cuda.current_stream(self.device).synchronize()
+        self.session.run_with_iobinding(self.binding)
+        return self.logits
+
+
+def _element_type(tensor: torch.Tensor):
+    import numpy as np
+
+    return {torch.float32: np.float32, torch.uint8: np.uint8,
+            torch.float16: np.float16}[tensor.dtype]
