@@ -41,7 +41,10 @@ STAGE_COLUMNS = ("host_copy", "upload", "preprocess", "forward", "postprocess", 
 
 def gpu_steps(iters: int) -> list[tuple[str, list[str], int]]:
     """(name, bench arguments, timeout s) of the GPU matrix, most important first."""
-    common = ["--device", "cuda", "--iters", str(iters), "--warmup", "10"]
+    # torch alone: an onnxruntime with GPU providers would otherwise export and time an
+    # ONNX graph per plan inside these steps; it has its own step (ort_steps)
+    common = ["--device", "cuda", "--backend", "torch", "--iters", str(iters), "--warmup",
+              "10"]
     steps = [(f"main-{net}", ["--networks", net, "--sizes", "2048x1024,1024x512",
                               "--precision", "fp16,fp32", "--outputs", "label",
                               "--upsample", "labels", "--pipelined", str(BURST), *common], 150)
