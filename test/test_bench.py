@@ -84,3 +84,36 @@ def test_bench_finds_shipped_weights_by_name_from_any_folder(tmp_path, monkeypat
     finally:
         torch.set_num_threads(threads)
     assert "fastscnn" in capsys.readouterr().out
+
+
+def test_bench_times_the_pipelined_runner_and_reports_it(tmp_path):
+    out = tmp_path / "bench.json"
+    threads = torch.get_num_threads()
+    try:
+        assert cli.bench(["--networks", "fastscnn", "--sizes", "64x32", "--iters", "2",
+                          "--warmup", "1", "--pipelined", "3", "--no-naive", "--threads", "1",
+                          "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    (row,) = json.loads(out.read_text())
+    assert row["pipelined_ms"] > 0 and row["pipelined_speedup"] > 0
+    assert row["bare_graph_ms"] is None and row["bare_runner"] == "eager"
+    assert row["math_mode"] == "fp32" and row["prepare_ms"] > 0
+    assert row["engine_over_bare"] == row["engine_ms"] / row["bare_ms"]
+
+
+def test_bench_rejects_a_pipelined_burst_of_one(capsys):
+    assert cli.bench(["--pipelined", "1", "--iters", "1"]) == 2
+    assert "--pipelined" in capsys.readouterr().err
+
+
+def test_runners_are_timed_from_outside_including_the_sync():
+    from swiftseg_ros.engine.runners import timed
+
+    ticks = iter([10.0, 10.004])
+    calls = []
+    run = timed(lambda: calls.append("step"), lambda: calls.append("sync"),
+                clock=lambda: next(ticks), frames=2)
+    ms, timings = run()
+    assert calls == ["step", "sync"] and timings is None
+    assert abs(ms - 2.0) < 1e-9  # 4 ms over a burst of 2 frames

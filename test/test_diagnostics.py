@@ -284,3 +284,15 @@ def test_level_is_a_byte_for_classes_whose_constants_are_bytes_as_in_rclpy():
     content = DiagnosticStatusContent("swiftseg: segmentation", ERROR, "2 frames failed")
     msg = to_diagnostic_array(content, "header", DiagnosticArray, DiagnosticStatus, KeyValue)
     assert msg.status[0].level == DiagnosticStatus.ERROR
+
+
+def test_status_says_how_many_plans_were_prepared_and_what_it_cost():
+    stats = engine_stats()
+    stats.update(math_mode="fp16", cuda_graph_note="captured",
+                 plans={"cached": 2, "capacity": 4, "prepares": 3, "hits": 40, "evictions": 0,
+                        "last_prepare_ms": 812.5, "total_prepare_ms": 2100.0})
+    values = values_of(build_status(counters=counters(processed=5), engine_stats=stats,
+                                    input_rate_hz=30.0, output_rate_hz=30.0))
+    assert values["plans cached"] == "2" and values["plans prepared"] == "3"
+    assert values["last prepare (ms)"] == "812.50" and values["total prepare (ms)"] == "2100.00"
+    assert values["math mode"] == "fp16" and values["cuda graph note"] == "captured"

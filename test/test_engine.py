@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from swiftseg_ros.checkpoint import load_model, make_meta, save_checkpoint
 from swiftseg_ros.engine import EngineConfig, FrameError, SegmentationEngine, colorize, cpu_caps
+from swiftseg_ros.engine.postprocess import Postprocessor
 from swiftseg_ros.engine.timing import STAGES
 from swiftseg_ros.errors import CheckpointError, SwiftsegError
 from swiftseg_ros.nets import NETWORKS, build_model
@@ -228,13 +229,20 @@ def test_color_is_palette_of_label(engine_for, upsample):
 
 @pytest.mark.parametrize("upsample", ("logits", "labels"))
 def test_confidence_is_fp32_softmax_max_within_two_levels(engine_for, plain_model, upsample):
+    """At the network's resolution, then upsampled as the mode upsamples (bilinearly in
+    logits mode: never from full-size logits)."""
     engine = engine_for("swiftnet_mnv2", upsample)
     result = engine.infer(frame_for("bgr8"), "bgr8")
-    logits = reference_logits(plain_model("swiftnet_mnv2"), engine.network_input, upsample,
-                              (HEIGHT, WIDTH))
+    logits = reference_logits(plain_model("swiftnet_mnv2"), engine.network_input, "labels",
+                              None)
     probability = logits.double().softmax(1).amax(1, keepdim=True) * 255.0
-    expected = to_output(probability, upsample, (HEIGHT, WIDTH)).numpy()
+    if upsample == "logits":
+        expected = F.interpolate(probability, size=(HEIGHT, WIDTH), mode="bilinear",
+                                 align_corners=False)[0, 0].numpy()
+    else:
+        expected = to_output(probability, upsample, (HEIGHT, WIDTH)).numpy()
     assert np.abs(result.confidence.astype(np.float64) - expected).max() <= 2.0
+    assert result.confidence.std() > 1.0  # not one flat value
 
 
 def test_overlay_blends_color_over_the_image(engine_for):
@@ -374,13 +382,13 @@ def test_new_pixel_format_alone_keeps_the_plan(engine_for, log_records):
     assert engine.stats()["pixel_format"] == "bgra8"
 
 
-def test_new_input_size_replans_with_a_log_line(engine_for, log_records):
+def test_new_input_size_prepares_a_plan_with_a_log_line(engine_for, log_records):
     engine = engine_for("swiftnet_mnv2")
     engine.infer(frame_for("rgb8"), "rgb8")
     with log_records("swiftseg_ros.engine") as records:
         result = engine.infer(frame_for("rgb8", 40, 50), "rgb8")
     assert result.label.shape == (40, 50)
-    assert any("re-planning" in message for message in records.messages())
+    assert any("prepared 50x40" in message for message in records.messages())
     assert engine.input_size == (50, 40) and engine.inference_size == (64, 32)
 
 
@@ -445,3 +453,19 @@ def test_release_frees_the_network_and_refuses_frames(checkpoints):
     assert engine.model is None and engine.network_input is None
     with pytest.raises(SwiftsegError, match="released"):
         engine.infer(frame_for("rgb8"), "rgb8")
+
+
+def test_reduced_precision_confidence_in_logits_mode_stays_at_network_resolution():
+    """No full-size fp32 copy of the upsampled logits (160 MB at 2048x1024, 19 classes)."""
+    torch.manual_seed(0)
+    logits = torch.randn(1, 5, 8, 16) * 4.0
+    palette = torch.zeros((5, 3), dtype=torch.uint8)
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        post = Postprocessor(logits.to(dtype), ("confidence",), "logits", (64, 128), palette,
+                             0.5)
+        post.run(logits.to(dtype))
+        results[dtype] = post.outputs["confidence"].numpy().astype(int)
+        if dtype != torch.float32:
+            assert tuple(post.logits_fp32.shape[-2:]) == (8, 16)
+    assert np.abs(results[torch.bfloat16] - results[torch.float32]).max() <= 8

@@ -66,3 +66,14 @@ def test_colorize_maps_ids_and_blacks_out_unknown_ids():
 def test_palette_with_too_few_colours_is_a_config_error():
     with pytest.raises(ConfigError, match="2 colours for 3 classes"):
         palette_table([[1, 2, 3], [4, 5, 6]], 3)
+
+
+def test_stages_timed_as_nan_are_left_out_of_the_percentiles():
+    window = StageWindow(4)
+    for total in (2.0, 4.0):
+        timings = dict.fromkeys(STAGES, float("nan"))
+        timings.update(host_copy=0.5, total=total)
+        window.add(timings, total)
+    summary = window.summary()
+    assert set(summary["stages"]) == {"host_copy", "total"}
+    assert summary["stages"]["total"]["p50"] == 3.0

@@ -390,6 +390,71 @@ def test_node_is_the_only_module_that_imports_rclpy():
     assert importing == ["ros/node.py"]
 
 
+# -------------------------------------------------------------- pipelined worker
+
+
+def test_pipelined_worker_publishes_every_frame_with_its_own_header_and_labels(engine):
+    serial = {sec: engine.infer(scene(sec), "rgb8").label.copy() for sec in range(4)}
+    published = []
+
+    def publish(segmented, messages):
+        published.append((messages["label"].header.stamp.sec, segmented.arrays()["label"].copy()))
+
+    pipeline = SegmentationPipeline(engine, Image, publish=publish, pipelined=True)
+    pipeline.start()
+    try:
+        for sec in range(4):
+            pipeline.offer(image_msg(scene(sec), sec=sec))
+            wait_for(lambda n=sec: len(published) == n + 1)  # idle: flushed at once
+    finally:
+        assert pipeline.stop(timeout=30.0)
+    assert [sec for sec, _ in published] == [0, 1, 2, 3]
+    for sec, label in published:
+        np.testing.assert_array_equal(label, serial[sec])
+    assert pipeline.counters().balanced()
+
+
+def test_pipelined_worker_overlaps_a_waiting_frame_and_stop_publishes_the_last():
+    engine = make_engine()
+    collector = Collector(delay_s=0.2)  # slow publishing: the next frame waits meanwhile
+    pipeline = SegmentationPipeline(engine, Image, publish=collector, pipelined=True)
+    pipeline.start()
+    try:
+        pipeline.offer(image_msg(scene(0), sec=0))
+        wait_for(lambda: len(collector.published) == 1)
+        pipeline.offer(image_msg(scene(1), sec=1))
+        pipeline.offer(image_msg(scene(2), sec=2))  # replaces 1 if it still waited
+        wait_for(lambda: pipeline.counters().pending == 0)
+    finally:
+        assert pipeline.stop(timeout=30.0)
+        engine.release()
+    stamps = [m["label"].header.stamp.sec for m in collector.published]
+    assert stamps[0] == 0 and stamps[-1] == 2 and stamps == sorted(stamps)
+    counters = pipeline.counters()
+    assert counters.processed == len(stamps) and counters.balanced()
+
+
+def test_pipelined_worker_publishes_the_frame_in_flight_before_a_rejection(engine):
+    collector, reasons = Collector(), []
+    pipeline = SegmentationPipeline(engine, Image, publish=collector, pipelined=True,
+                                    on_rejected=reasons.append)
+    engine.infer_pipelined(scene(5), "rgb8", tag=(header(5), "rgb8"))  # one in flight
+    bad = image_msg(scene())
+    bad.encoding = "yuv444"
+    pipeline.start()
+    try:
+        pipeline.offer(bad)
+        wait_for(lambda: pipeline.counters().rejected == 1)
+    finally:
+        pipeline.stop(timeout=30.0)
+    assert [m["label"].header.stamp.sec for m in collector.published] == [5]
+    assert len(reasons) == 1
+
+
+def test_pipelining_is_on_by_default_only_on_cuda(engine):
+    assert SegmentationPipeline(engine, Image).pipelined is engine.on_cuda
+
+
 def test_camera_info_size_prepares_before_the_first_frame_but_not_after_it():
     engine = make_engine()
     pipeline = SegmentationPipeline(engine, Image)

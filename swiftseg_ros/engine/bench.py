@@ -11,12 +11,18 @@ and their ratios stay meaningful on a busy machine:
   times both at prepare and keeps the faster);
 - bare: the engine's own chosen forward (the fused torch model with the chosen conv
   route and memory format, or the ONNX Runtime session alone) + `max(1)` on the
-  engine's already pre-processed input on the device: the floor the engine's overhead
-  is measured against;
+  engine's already pre-processed input on the device, eager; on CUDA also `bare_graph`,
+  the same replayed from a CUDA graph: the floor the engine's overhead is measured
+  against (graphed for a graphed engine);
+- pipelined (`--pipelined BURST`): bursts of `infer_pipelined`, ms per frame;
 - naive: the paper's Figure 5 loop as a user writes it: per frame
   `torch.from_numpy(frame).to(device)`, float conversion and normalization, the
   plain (unfused, fp32, contiguous) eager `model(x)` with its full-size logits,
   `logits.max(1)`, `.byte().cpu()`.
+
+Every runner is timed from outside by the same host clock and device synchronization
+(engine/runners.py). Device memory is measured per engine in steady state, before the
+timed run (`peak_mem_mb`, `reserved_mem_mb`).
 
 The defaults are the node's: outputs label and color, bilinear logits upsampling,
 backend auto. Each row records the CPU (model, flags, native bf16), the torch and
@@ -27,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +42,22 @@ from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
 from swiftseg_ros.engine import cpu_caps
 from swiftseg_ros.engine.config import BACKENDS, OUTPUTS, PRECISIONS, EngineConfig, parse_size
 from swiftseg_ros.engine.engine import SegmentationEngine
+from swiftseg_ros.engine.runners import (
+    BareRunner,
+    device_sync,
+    engine_runner,
+    memory_baseline,
+    pipelined_runner,
+    steady_memory,
+    timed,
+)
 from swiftseg_ros.engine.timing import PERCENTILES, STAGES
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.paths import resolve_weights
 from swiftseg_ros.progress import progress as progress_display
 
 DEFAULT_NETWORKS = ("swiftnet_rn18", "swiftnet_mnv2", "swiftnet_rn18_pyramid", "fastscnn")
-RUNNERS = ("engine", "bare", "naive")
+RUNNERS = ("engine", "bare", "bare_graph", "pipelined", "naive")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU: time only PyTorch's own conv kernel choice, not oneDNN's")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive runner")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
+    parser.add_argument("--tf32", action="store_true",
+                        help="CUDA fp32: let cuDNN/cuBLAS round to TF32 (default: true fp32)")
+    parser.add_argument("--pipelined", type=int, default=0, metavar="BURST",
+                        help="also time infer_pipelined over bursts of BURST frames (>= 2; "
+                             "default 0: off)")
     return parser
 
 
@@ -104,6 +123,8 @@ def main(argv=None) -> int:
         for backend in backends:
             _check_backend(backend, precision, args.device)
     args.backends = backends
+    if args.pipelined and args.pipelined < 2:
+        raise ConfigError(f"--pipelined {args.pipelined}, expected 0 (off) or a burst >= 2")
     if args.iters < 1 or args.warmup < 0:
         raise ConfigError(f"--iters {args.iters} / --warmup {args.warmup}: need iters >= 1 "
                           f"and warmup >= 0")
@@ -219,7 +240,7 @@ def _bench_one(args, network, weights, width, height, precisions, progress) -> l
     device_name = args.device
     frame = bench_frame(width, height)
     outputs = tuple(o for o in args.outputs.replace(" ", "").split(",") if o)
-    engines, peaks = {}, {}
+    engines, memory = {}, {}
     for precision in precisions:
         for backend in args.backends:
             if backend != "torch" and precision != "fp32":
@@ -228,28 +249,31 @@ def _bench_one(args, network, weights, width, height, precisions, progress) -> l
                                   backend=backend, outputs=outputs, upsample=args.upsample,
                                   threads=args.threads, cuda_graphs=not args.no_cuda_graphs,
                                   channels_last=not args.no_channels_last,
-                                  onednn_convs=not args.no_onednn,
+                                  onednn_convs=not args.no_onednn, tf32=args.tf32,
                                   warmup_iters=max(1, args.warmup))
+            baseline = memory_baseline(torch.device(config.device))
             engine = SegmentationEngine(config)
-            if engine.on_cuda:
-                torch.cuda.synchronize(engine.device)
-                torch.cuda.reset_peak_memory_stats(engine.device)
             engine.infer(frame, "rgb8")
-            peaks[precision, backend] = (torch.cuda.max_memory_allocated(engine.device) / 2**20
-                                         if engine.on_cuda else None)
+            memory[precision, backend] = steady_memory(engine, frame, baseline)
             engines[precision, backend] = engine
     first = next(iter(engines.values()))
     device = first.device
     inference_w, inference_h = first.inference_size
 
-    runners = {}
+    # every runner is timed from outside, the same way (engine/runners.py)
+    runners, bare = {}, {}
     for key, engine in engines.items():
-        runners[("engine", key)] = _engine_runner(engine, frame)
-        runners[("bare", key)] = _bare_runner(engine)
+        runners[("engine", key)] = engine_runner(engine, frame)
+        bare[key] = (BareRunner(engine), BareRunner(engine, graph=engine.uses_cuda_graph))
+        runners[("bare", key)] = bare[key][0].runner()
+        if bare[key][1].graphed:
+            runners[("bare_graph", key)] = bare[key][1].runner()
+        if args.pipelined:
+            runners[("pipelined", key)] = pipelined_runner(engine, frame, args.pipelined)
     naive = None
     if not args.no_naive and (inference_w, inference_h) == (width, height):
         naive = _NaiveRunner(weights, device, frame)
-        runners[("naive", None)] = _timed(naive, device)
+        runners[("naive", None)] = timed(naive, device_sync(device))
 
     order = list(runners)
     times = {key: [] for key in order}
@@ -283,6 +307,12 @@ def _bench_one(args, network, weights, width, height, precisions, progress) -> l
         key = (precision, asked)
         engine_ms = _p50(times[("engine", key)])
         bare_ms = _p50(times[("bare", key)])
+        bare_graph_ms = (_p50(times[("bare_graph", key)])
+                         if ("bare_graph", key) in times else None)
+        pipelined_ms = (_p50(times[("pipelined", key)])
+                        if ("pipelined", key) in times else None)
+        # a graphed engine is measured against a graphed network, an eager one against eager
+        floor_ms = bare_graph_ms if bare_graph_ms is not None else bare_ms
         stats = engine.stats()
         row = {
             "network": network,
@@ -290,16 +320,23 @@ def _bench_one(args, network, weights, width, height, precisions, progress) -> l
             "inference_size": f"{inference_w}x{inference_h}",
             "device": str(device),
             "precision": precision,
+            "math_mode": engine.math_mode,
             "backend": stats["backend"],
             "backend_asked": asked,
             "outputs": list(engine.config.outputs),
             "upsample": args.upsample,
             "engine_ms": engine_ms,
             "bare_ms": bare_ms,
+            "bare_graph_ms": bare_graph_ms,
             "naive_ms": naive_ms,
-            "engine_over_bare": engine_ms / bare_ms,
+            "engine_over_bare": engine_ms / floor_ms,
+            "bare_runner": "graph" if bare_graph_ms is not None else "eager",
             "speedup_over_naive": naive_ms / engine_ms if naive_ms else None,
             "fps": 1000.0 / engine_ms,
+            "pipelined_ms": pipelined_ms,
+            "pipelined_fps": 1000.0 / pipelined_ms if pipelined_ms else None,
+            "pipelined_speedup": engine_ms / pipelined_ms if pipelined_ms else None,
+            "pipelined_over_bare": pipelined_ms / floor_ms if pipelined_ms else None,
         }
         for stage in STAGES:
             row[f"{stage}_ms"] = _p50([t[stage] for t in stage_times[key]])
@@ -310,9 +347,12 @@ def _bench_one(args, network, weights, width, height, precisions, progress) -> l
                                else None),
             params=params,
             gmacs=gmacs,
-            peak_mem_mb=peaks[key],
+            peak_mem_mb=memory[key]["peak_mb"],
+            reserved_mem_mb=memory[key]["reserved_mb"],
             label_agreement=agreement.get(key),
             cuda_graph=engine.uses_cuda_graph,
+            cuda_graph_note=stats["cuda_graph_note"],
+            prepare_ms=stats["plans"]["last_prepare_ms"],
             choices=stats["choices"],
             cpu=stats["cpu"],
             threads=torch.get_num_threads() if device.type == "cpu" else None,
@@ -322,26 +362,13 @@ def _bench_one(args, network, weights, width, height, precisions, progress) -> l
             onnxruntime=_onnxruntime_version(),
         )
         rows.append(row)
+    runners.clear()  # the closures hold the engines and their models
+    for pair in bare.values():
+        for runner in pair:
+            runner.close()
     for engine in engines.values():
         engine.release()
     return rows
-
-
-def _engine_runner(engine: SegmentationEngine, frame: np.ndarray):
-    def run():
-        timings = engine.infer(frame, "rgb8").timings
-        return timings["total"], timings
-
-    return run
-
-
-def _bare_runner(engine: SegmentationEngine):
-    """The chosen forward alone (torch model or ONNX Runtime session) + max(1), on the
-    engine's pre-processed input (an ONNX Runtime session is bound to that tensor)."""
-    def step():
-        return engine.run_forward().max(1)[1]
-
-    return _timed(step, engine.device)
 
 
 def _onnxruntime_version() -> str | None:
@@ -350,17 +377,6 @@ def _onnxruntime_version() -> str | None:
     except ImportError:
         return None
     return onnxruntime.__version__
-
-
-def _timed(step, device: torch.device):
-    def run():
-        started = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return (time.perf_counter() - started) * 1000.0, None
-
-    return run
 
 
 def _plain_model(weights):
@@ -394,8 +410,12 @@ def _labels(engine: SegmentationEngine, frame: np.ndarray) -> np.ndarray:
     return engine.infer(frame, "rgb8").label.copy()
 
 
-def _p50(values) -> float:
-    return float(np.percentile(values, 50))
+def _p50(values) -> float | None:
+    """The median, ignoring NaN (stages a graph timed from outside cannot split); None
+    when nothing was timed."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    return float(np.percentile(values, 50)) if values.size else None
 
 
 def _percentiles(values) -> dict:
@@ -408,7 +428,8 @@ def _percentiles(values) -> dict:
 def format_table(rows: list[dict]) -> str:
     """A plain-text table of the rows: p50 ms, ratios, throughput and model size."""
     header = ("network", "size", "prec", "backend", "outputs", "engine", "bare", "naive", "eng/bare",
-              "naive/eng", "fps", "pre", "fwd", "post", "params", "GMACs", "agree", "peakMB")
+              "naive/eng", "fps", "pre", "fwd", "post", "params", "GMACs", "agree", "peakMB",
+              "pipelined")
     lines = []
     for r in rows:
         def ms(value):
@@ -425,12 +446,14 @@ def format_table(rows: list[dict]) -> str:
             ms(r["postprocess_ms"]), f"{r['params'] / 1e6:.2f}M", f"{r['gmacs']:.1f}",
             "-" if r["label_agreement"] is None else f"{100 * r['label_agreement']:.2f}%",
             "-" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.0f}",
+            "-" if r.get("pipelined_speedup") is None else f"{r['pipelined_speedup']:.2f}x",
         ))
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
               for i, h in enumerate(header)]
     text = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     text += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
     text.append("ms are medians (p50) per frame; engine = host frame to host outputs; bare = "
-                "chosen forward + max(1) on device input; naive = paper Fig. 5 loop; agree = labels "
-                "equal to torch fp32's")
+                "chosen forward + max(1) on device input (eng/bare: against the graphed bare "
+                "network when the engine runs a graph); naive = paper Fig. 5 loop; agree = labels "
+                "equal to torch fp32's; pipelined = serial ms / pipelined ms per frame")
     return "\n".join(text)

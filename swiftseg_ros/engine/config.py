@@ -45,7 +45,12 @@ class EngineConfig:
     besides PyTorch's per-call kernel choice (engine/cpu_kernels.py); the faster
     working one is kept.
     `warmup_iters` eager passes run per new input size; `stats_window` recent frames
-    feed the percentiles of `stats()`.
+    feed the percentiles of `stats()`. `tf32` (CUDA, fp32 only) lets cuDNN and cuBLAS
+    round fp32 operands to TF32 (10-bit mantissa) on Ampere and newer: faster, and no
+    longer fp32 arithmetic, so it is off unless asked for. `plan_cache` prepared plans
+    (buffers and CUDA graph per input size, outputs and overlay alpha) are kept, so a
+    camera or subscriber change back to an earlier setting costs no re-plan; at least 2,
+    since the pipelined mode alternates two plans.
     """
 
     network: str | None = None
@@ -70,6 +75,8 @@ class EngineConfig:
     std: tuple[float, float, float] | None = None
     warmup_iters: int = 3
     stats_window: int = 1000
+    tf32: bool = False
+    plan_cache: int = 4
 
     def __post_init__(self) -> None:
         if self.network is None and self.weights is None:
@@ -110,6 +117,12 @@ class EngineConfig:
                               f"{', '.join(BACKENDS)}")
         if not isinstance(self.onednn_convs, bool):
             raise ConfigError(f"onednn_convs: {self.onednn_convs!r}, expected true or false")
+        if not isinstance(self.tf32, bool):
+            raise ConfigError(f"tf32: {self.tf32!r}, expected true or false")
+        if isinstance(self.plan_cache, bool) or not isinstance(self.plan_cache, int) \
+                or self.plan_cache < 2:
+            raise ConfigError(f"plan_cache: {self.plan_cache!r}, expected an int >= 2 (plans "
+                              f"kept per input size and outputs)")
         if not isinstance(self.channels_last, bool):
             raise ConfigError(f"channels_last: {self.channels_last!r}, expected true or false")
         if self.threads is not None and (isinstance(self.threads, bool)

@@ -6,22 +6,27 @@ settling the channel order on the way (frames.py) -> asynchronous upload -> on t
 device: fused uint8-to-float normalization, resize, forward of the conv-BN-fused
 network, post-processing -> asynchronous download of the requested outputs -> one
 synchronization. On CUDA the part from the upload to the download is captured once
-as a CUDA graph (per input size and output set) on the engine's own stream and
-replayed per frame; the stage timing events are part of the graph, so timing costs
-no extra synchronization. On the CPU the same pass runs eagerly, timed with perf
-counters. The forward pass's backend (torch or ONNX Runtime), and on the CPU the
-convolution route and memory format, are chosen per input size by timing the
-candidates that this machine supports (choices.py, cpu_caps.py, ort_backend.py).
+as a CUDA graph (per input size, output set and overlay alpha: a plan, plans.py, kept
+in a small cache) on the engine's own stream and replayed per frame; the stage timing
+events are part of the graph, so timing costs no extra synchronization. On the CPU the
+same pass runs eagerly, timed with perf counters, with every convolution on oneDNN
+(cpu_kernels.py). The forward pass's backend (torch or ONNX Runtime), the memory format
+and on the CPU the convolution route are chosen per plan by timing the candidates that
+this machine supports (choices.py, cpu_caps.py, ort_backend.py). `infer_pipelined`
+overlaps one frame's host work with the previous frame's device work by alternating two
+plans of the same input.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import gc
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,13 +42,20 @@ from swiftseg_ros.engine.config import (
     check_outputs,
 )
 from swiftseg_ros.engine.cpu_kernels import model_variants, onednn_available
+from swiftseg_ros.engine.cuda_support import (
+    bf16_refusal,
+    capture_graph,
+    empty_host_cache,
+    math_mode,
+)
 from swiftseg_ros.engine.frames import channels_of, frame_as_hwc
 from swiftseg_ros.engine.onnx_file import RawInput, is_onnx_file, read_onnx_file
 from swiftseg_ros.engine.ort_backend import why_onnxruntime_unusable
 from swiftseg_ros.engine.palette import palette_table, palette_tensor
+from swiftseg_ros.engine.plans import Plan, PlanCache, PlanKey
 from swiftseg_ros.engine.postprocess import Postprocessor
 from swiftseg_ros.engine.preprocess import Preprocessor
-from swiftseg_ros.engine.timing import CpuStageClock, CudaStageClock, StageWindow
+from swiftseg_ros.engine.timing import DEVICE_STAGES, CpuStageClock, CudaStageClock, StageWindow
 from swiftseg_ros.errors import ConfigError, SwiftsegError
 
 log = logging.getLogger("swiftseg_ros.engine")
@@ -73,15 +85,6 @@ class SegResult:
                          own(self.overlay), dict(self.timings))
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """What the buffers and the captured graph were made for."""
-
-    height: int
-    width: int
-    outputs: tuple[str, ...]
-
-
 def resolve_device(name: str) -> torch.device:
     """The torch device for "cpu", "cuda" or "cuda:N", or ConfigError saying why not."""
     if name == "cpu":
@@ -103,6 +106,16 @@ def round_to_multiple(value: int, divisor: int) -> int:
     return max(divisor, (value + divisor // 2) // divisor * divisor)
 
 
+@dataclass
+class _InFlight:
+    """A pipelined frame launched on the device and not yet collected."""
+
+    plan: Plan
+    tag: Any
+    started: float
+    copied: float
+
+
 class SegmentationEngine:
     """The inference runtime shared by the ROS node, the replay evaluator and the benchmark.
 
@@ -117,9 +130,10 @@ class SegmentationEngine:
         self.on_cuda = self.device.type == "cuda"
         if self.on_cuda:
             torch.cuda.set_device(self.device)
-            if config.precision == "bf16" and not torch.cuda.is_bf16_supported():
-                raise ConfigError(f"precision: bf16 is not supported by "
-                                  f"{torch.cuda.get_device_name(self.device)}; use fp16")
+            if config.precision == "bf16":
+                refusal = bf16_refusal(self.device)
+                if refusal is not None:
+                    raise ConfigError(refusal)
         self.cpu = cpu_caps.detect()
         if not self.on_cuda and config.precision == "bf16":
             self.cpu.require_bf16()
@@ -168,27 +182,24 @@ class SegmentationEngine:
         if self.on_cuda:
             torch.backends.cudnn.benchmark = True  # autotuned once per shape, in warm-up
             self._stream = torch.cuda.Stream(self.device)
-            self._clock = CudaStageClock(torch)
+            # every plan's graph is captured into this one pool (see plans.py)
+            self._pool = torch.cuda.graph_pool_handle()
         else:
             self._stream = None
-            self._clock = CpuStageClock()
+            self._pool = None
+        self._digest: str | None = None
         self._outputs = config.outputs
         self._window = StageWindow(config.stats_window)
-        self._plan: _Plan | None = None
+        self._plans = PlanCache(config.plan_cache, on_evict=self._free_plan)
+        self._current: Plan | None = None
         self._pixel_format: str | None = None
-        self._io: FrameIO | None = None
-        self._pre: Preprocessor | None = None
-        self._post: Postprocessor | None = None
-        self._graph = None
-        self._graph_note = "not on CUDA" if not self.on_cuda else "not prepared"
-        self._pass: DevicePass | None = None
-        self._forward = None
-        self._choices = {}
-        self._digest: str | None = None
+        self._in_flight: _InFlight | None = None
+        self._next_slot = 0
         self._released = False
-        log.info("engine: %s on %s, %s, backend %s, %d classes, upsample %s", self.network,
-                 self.device, config.precision, config.backend, self.num_classes,
-                 config.upsample)
+        log.info("engine: %s on %s, %s%s, backend %s, %d classes, upsample %s", self.network,
+                 self.device, config.precision,
+                 f" ({self.math_mode} math)" if self.on_cuda else "", config.backend,
+                 self.num_classes, config.upsample)
 
     # ------------------------------------------------------------------ public API
 
@@ -197,38 +208,48 @@ class SegmentationEngine:
         return self._outputs
 
     @property
+    def math_mode(self) -> str:
+        """"tf32" when fp32 convolutions and matmuls may round to TF32 on CUDA, else the
+        precision's own arithmetic ("fp32", "fp16", "bf16")."""
+        tf32 = self.on_cuda and self.config.tf32 and self.config.precision == "fp32"
+        return "tf32" if tf32 else self.config.precision
+
+    @property
     def input_size(self) -> tuple[int, int] | None:
-        """(width, height) of the frames the buffers are prepared for."""
-        return None if self._plan is None else (self._plan.width, self._plan.height)
+        """(width, height) of the frames the current plan is prepared for."""
+        plan = self._current
+        return None if plan is None else (plan.key.width, plan.key.height)
 
     @property
     def inference_size(self) -> tuple[int, int] | None:
         """(width, height) the network runs at for the prepared input size."""
-        if self._pre is None:
+        if self._current is None:
             return self.config.inference_size
-        height, width = self._pre.inference_hw
+        height, width = self._current.pre.inference_hw
         return width, height
 
     @property
     def network_input(self) -> torch.Tensor | None:
-        """The last frame's pre-processed network input (a device tensor, reused)."""
-        return None if self._pre is None else self._pre.network_input
+        """The current plan's last pre-processed network input (a device tensor, reused)."""
+        return None if self._current is None else self._current.pre.network_input
 
     @property
     def uses_cuda_graph(self) -> bool:
-        return self._graph is not None
+        return self._current is not None and self._current.graph is not None
 
     @property
     def backend(self) -> str | None:
-        """The backend running the forward pass ("torch" or "onnxruntime"); None before
-        the first prepare when it is to be chosen."""
-        if self._pass is not None:
-            return self._pass.backend
+        """The backend running the current plan's forward pass ("torch" or "onnxruntime");
+        None before the first prepare when it is to be chosen."""
+        if self._current is not None:
+            return self._current.device_pass.backend
         return None if self.config.backend == "auto" else self.config.backend
 
     def run_forward(self) -> torch.Tensor:
-        """The chosen forward pass alone, on the last pre-processed input (for benchmarks)."""
-        return self._forward(self._pre.network_input)
+        """The current plan's chosen forward pass alone, on its last pre-processed input
+        (for benchmarks)."""
+        plan = self._current
+        return plan.device_pass.forward(plan.pre.network_input)
 
     def inference_size_for(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) the network would run at for frames of this size."""
@@ -242,114 +263,128 @@ class SegmentationEngine:
     def prepare(self, height: int, width: int, pixel_format: str) -> None:
         """Allocate every buffer for this input and warm up (CUDA: autotune and capture).
 
-        The device buffers depend on the size only: every pixel format becomes RGB in the
-        host copy, so a new pixel format alone needs no new plan.
+        A plan prepared earlier for the same size, outputs and overlay alpha is taken from
+        the plan cache instead. The device buffers depend on the size only: every pixel
+        format becomes RGB in the host copy, so a new pixel format alone needs no new plan.
+        A pipelined frame still in flight is waited for and dropped (collect it first with
+        `flush_pipelined`).
         """
         self._check_usable()
         channels_of(pixel_format)
-        max_width, max_height = self.config.max_input_size
-        if not (0 < width <= max_width and 0 < height <= max_height):
-            raise ConfigError(f"input size {width}x{height} is not within 1x1 to "
-                              f"{max_width}x{max_height} (max_input_size)")
-        started = time.perf_counter()
-        self._drop_plan()
-        plan = _Plan(height, width, self._outputs)
-        with torch.inference_mode():
-            self._build(plan)
-            self._warm_up()
-            self._graph = self._capture() if self.on_cuda else None
-        self._plan = plan
+        self._check_size(height, width)
+        self._drop_in_flight()
+        self._current = self._plan_for(self._key(height, width, 0))
         self._pixel_format = pixel_format
-        net_w, net_h = self.inference_size
-        log.info("engine: prepared %dx%d %s -> network %dx%d, outputs %s, %s (%.0f ms)",
-                 width, height, pixel_format, net_w, net_h, ",".join(plan.outputs),
-                 "CUDA graph" if self._graph is not None else f"eager ({self._graph_note})",
-                 (time.perf_counter() - started) * 1000.0)
 
     @torch.inference_mode()
     def infer(self, frame: np.ndarray, pixel_format: str = "rgb8") -> SegResult:
         """Segment one frame; the result's arrays are reused by the next call."""
         self._check_usable()
         frame = frame_as_hwc(frame, pixel_format, self.config.max_input_size)
-        height, width = frame.shape[:2]
-        plan = self._plan
-        if plan is None or (plan.height, plan.width) != (height, width):
-            if plan is not None:
-                log.warning("engine: input size changed from %dx%d to %dx%d; re-planning "
-                            "buffers", plan.width, plan.height, width, height)
-            self.prepare(height, width, pixel_format)
-        self._pixel_format = pixel_format
-        io = self._io
+        self._drop_in_flight()
+        plan = self._plan_for_frame(frame, 0)
+        self._current, self._pixel_format = plan, pixel_format
         started = time.perf_counter()
-        io.copy_frame(frame, pixel_format)
+        plan.io.copy_frame(frame, pixel_format)
         copied = time.perf_counter()
-        if self._graph is not None:
-            with torch.cuda.stream(self._stream):
-                self._graph.replay()
-        elif self.on_cuda:
-            with torch.cuda.stream(self._stream):
-                self._device_pass()
-        else:
-            self._device_pass()
+        self._launch(plan)
         if self.on_cuda:
             self._stream.synchronize()  # the frame's one synchronization
-        finished = time.perf_counter()
-        timings = self._clock.read()
-        timings["host_copy"] = (copied - started) * 1000.0
-        timings["total"] = (finished - started) * 1000.0
-        self._window.add(timings, finished)
-        arrays = io.arrays
-        return SegResult(arrays.get("label"), arrays.get("color"), arrays.get("confidence"),
-                         arrays.get("overlay"), timings)
+        return self._result(plan, started, copied)
+
+    @torch.inference_mode()
+    def infer_pipelined(self, frame: np.ndarray, pixel_format: str = "rgb8",
+                        tag: Any = None) -> tuple[Any, SegResult] | None:
+        """Launch this frame and return the previous one's `(tag, result)`, or None.
+
+        Two plans of the same input alternate (double-buffered pinned input, outputs and
+        graphs), so this frame's host copy and launch happen while the device still
+        computes the previous frame, whose result is then waited for and returned: one
+        frame of extra latency for up to the device time of throughput. `tag` travels with
+        the frame (the node passes the message header). The returned arrays stay valid
+        until the next call of any `infer*`/`flush_pipelined`, as with `infer`;
+        `flush_pipelined()` returns the last frame's result when no next frame comes. A
+        plain `infer`, `prepare` or `set_outputs` drops a frame still in flight.
+        """
+        self._check_usable()
+        frame = frame_as_hwc(frame, pixel_format, self.config.max_input_size)
+        plan = self._plan_for_frame(frame, self._next_slot)
+        self._next_slot ^= 1
+        self._current, self._pixel_format = plan, pixel_format
+        started = time.perf_counter()
+        plan.io.copy_frame(frame, pixel_format)
+        copied = time.perf_counter()
+        self._launch(plan)
+        if plan.done is not None:
+            plan.done.record(self._stream)
+        previous, self._in_flight = self._in_flight, _InFlight(plan, tag, started, copied)
+        return None if previous is None else self._collect(previous)
+
+    @torch.inference_mode()
+    def flush_pipelined(self) -> tuple[Any, SegResult] | None:
+        """Wait for the pipelined frame in flight and return its `(tag, result)`, or None."""
+        self._check_usable()
+        previous, self._in_flight = self._in_flight, None
+        return None if previous is None else self._collect(previous)
 
     def set_outputs(self, outputs) -> None:
-        """Change the requested outputs; re-plans (and re-captures) once, now."""
+        """Change the requested outputs; takes (or prepares and captures) their plan now."""
         self._check_usable()
         outputs = check_outputs(outputs)
         if outputs == self._outputs:
             return
         self._outputs = outputs
-        if self._plan is not None:
-            plan = self._plan
-            log.info("engine: outputs changed to %s; re-planning", ",".join(outputs))
-            self.prepare(plan.height, plan.width, self._pixel_format)
+        if self._current is not None:
+            key = self._current.key
+            log.info("engine: outputs changed to %s", ",".join(outputs))
+            self.prepare(key.height, key.width, self._pixel_format)
 
     def stats(self) -> dict:
         """Frames, per-stage percentiles over the recent window, rates, setup and memory."""
         summary = self._window.summary()
+        plan = self._current
         summary.update(
             network=self.network,
             device=str(self.device),
             precision=self.config.precision,
+            math_mode=self.math_mode,
             outputs=list(self._outputs),
             upsample=self.config.upsample,
             input_size=self.input_size,
             pixel_format=self._pixel_format,
             inference_size=self.inference_size,
-            cuda_graph=self._graph is not None,
+            cuda_graph=plan is not None and plan.graph is not None,
+            cuda_graph_note=None if plan is None else plan.note,
             backend=self.backend,
-            choices={what: choice.as_dict() for what, choice in self._choices.items()},
+            memory_format=None if plan is None else plan.device_pass.memory_format,
+            choices={} if plan is None else {what: choice.as_dict() for what, choice
+                                             in plan.choices.items()},
             cpu=self.cpu.as_dict(),
+            plans=self._plans.stats(),
             memory=self._memory(),
         )
         return summary
 
     def release(self) -> None:
-        """Free the network and every buffer; on CUDA, memory returns to its prior level."""
+        """Free the network and every buffer: device memory returns to its prior level and
+        the pinned host buffers go back to the system (not only to PyTorch's host cache)."""
         if self._released:
             return
-        self._drop_plan()
+        self._drop_in_flight()
+        self._plans.clear()
+        self._current = None
         self.model = None
         self._variants = {}
         self._export_source = None
         self._palette_device = None
-        self._clock = None
-        self._stream = None
         self._released = True
         gc.collect()
         if self.on_cuda:
             torch.cuda.synchronize(self.device)
+            self._stream = None
+            self._pool = None
             torch.cuda.empty_cache()
+            empty_host_cache()
         log.info("engine: released %s", self.network)
 
     # ------------------------------------------------------------------ internals
@@ -358,59 +393,115 @@ class SegmentationEngine:
         if self._released:
             raise SwiftsegError("engine was released; build a new SegmentationEngine")
 
-    def _build(self, plan: _Plan) -> None:
-        """Buffers for this plan, and the device pass chosen by timing the candidates."""
+    def _check_size(self, height: int, width: int) -> None:
+        max_width, max_height = self.config.max_input_size
+        if not (0 < width <= max_width and 0 < height <= max_height):
+            raise ConfigError(f"input size {width}x{height} is not within 1x1 to "
+                              f"{max_width}x{max_height} (max_input_size)")
+
+    def _key(self, height: int, width: int, slot: int) -> PlanKey:
+        # the alpha is baked into the overlay's plan only: other plans do not depend on it
+        alpha = float(self.config.overlay_alpha) if "overlay" in self._outputs else None
+        return PlanKey(height, width, self._outputs, alpha, slot)
+
+    def _plan_for_frame(self, frame: np.ndarray, slot: int) -> Plan:
+        height, width = frame.shape[:2]
+        current = self._current
+        if current is not None and (current.key.height, current.key.width) != (height, width):
+            log.info("engine: input size changed from %dx%d to %dx%d", current.key.width,
+                     current.key.height, width, height)
+        return self._plan_for(self._key(height, width, slot))
+
+    def _plan_for(self, key: PlanKey) -> Plan:
+        """The cached plan for `key`, or a new one, prepared and cached now."""
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._make_plan(key)
+            self._plans.add(plan)
+        return plan
+
+    def _make_plan(self, key: PlanKey) -> Plan:
+        started = time.perf_counter()
+        clock = CudaStageClock(torch) if self.on_cuda else CpuStageClock()
+        with torch.inference_mode(), math_mode(self.config.tf32):
+            plan = self._build(key, clock)
+            self._warm_up(plan)
+            if self.on_cuda:
+                plan.graph = self._capture(plan)
+                plan.clock.outer = plan.graph is not None and not plan.clock.graph_safe
+                plan.done = torch.cuda.Event()
+            else:
+                plan.note = "not on CUDA"
+        plan.prepare_ms = (time.perf_counter() - started) * 1000.0
+        net_h, net_w = plan.pre.inference_hw
+        log.info("engine: prepared %dx%d -> network %dx%d, outputs %s%s, %s (%.0f ms; "
+                 "%d plan(s) cached)", key.width, key.height, net_w, net_h,
+                 ",".join(key.outputs), f", pipeline slot {key.slot}" if key.slot else "",
+                 "CUDA graph" if plan.graph is not None else f"eager ({plan.note})",
+                 plan.prepare_ms, len(self._plans))
+        return plan
+
+    def _build(self, key: PlanKey, clock) -> Plan:
+        """Buffers for this plan, and its device pass chosen by timing the candidates (on
+        CUDA on the engine's stream, where the pass will run)."""
         config = self.config
-        net_w, net_h = self.inference_size_for(plan.width, plan.height)
-        self._io = FrameIO(plan.height, plan.width, self.device)
-        self._io.device_rgb.zero_()
-        output_hw = ((plan.height, plan.width) if config.output_size == "input"
+        net_w, net_h = self.inference_size_for(key.width, key.height)
+        io = FrameIO(key.height, key.width, self.device)
+        io.device_rgb.zero_()
+        output_hw = ((key.height, key.width) if config.output_size == "input"
                      else (net_h, net_w))
         candidates, notes = {}, dict(self._variant_notes)
         for (route, memory_format), model in self._variants.items():
             candidates[f"{route}/{memory_format}"] = functools.partial(
-                self._torch_pass, plan, (net_h, net_w), output_hw, model, route, memory_format)
+                self._torch_pass, io, key, (net_h, net_w), output_hw, model, route,
+                memory_format)
         if config.backend == TORCH:
             notes[ONNXRUNTIME] = "not asked (backend: torch)"
         elif self._onnxruntime_note:
             notes[ONNXRUNTIME] = self._onnxruntime_note
         else:
-            candidates[ONNXRUNTIME] = functools.partial(self._onnxruntime_pass, plan,
+            candidates[ONNXRUNTIME] = functools.partial(self._onnxruntime_pass, io, key,
                                                         (net_h, net_w), output_hw)
-        sync = self._stream.synchronize if self.on_cuda else None
         try:
-            chosen, self._choices = pick_pass(candidates, notes, sync=sync)
+            if self.on_cuda:
+                self._stream.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(self._stream):
+                    chosen, choices = pick_pass(candidates, notes,
+                                                sync=self._stream.synchronize)
+            else:
+                chosen, choices = pick_pass(candidates, notes)
         except ConfigError:
             raise
         except RuntimeError as exc:
             raise ConfigError(f"engine: {exc}") from exc
-        self._pass, self._pre, self._post = chosen, chosen.pre, chosen.post
-        self._forward = chosen.forward
         if chosen.model is not None:
             self.model = chosen.model
         log.info("engine: %dx%d: %s", net_w, net_h,
-                 "; ".join(choice.describe() for choice in self._choices.values()))
-        self._io.set_outputs({name: self._post.outputs[name] for name in plan.outputs})
+                 "; ".join(choice.describe() for choice in choices.values()))
+        io.set_outputs({name: chosen.post.outputs[name] for name in key.outputs})
+        return Plan(key, io, chosen.pre, chosen.post, clock, device_pass=chosen,
+                    choices=choices)
 
-    def _pass_tail(self, name, backend, pre, forward, plan, output_hw, upsample=None,
+    def _pass_tail(self, name, backend, pre, forward, io, key, output_hw, upsample=None,
                    **extra) -> DevicePass:
         """A candidate pass from its pre-processing and forward: the post-processing is
         shaped by a real forward pass (which is also its first warm-up pass)."""
         logits = forward(pre.run())
-        post = Postprocessor(logits, plan.outputs, upsample or self.config.upsample, output_hw,
+        post = Postprocessor(logits, key.outputs, upsample or self.config.upsample, output_hw,
                              self._palette_device, self.config.overlay_alpha,
-                             self._overlay_source(plan, output_hw, pre),
+                             _overlay_source(key, io, pre, output_hw, self.mean, self.std),
                              align_corners=self.align_corners)
         return DevicePass(name, backend, pre, forward, post, **extra)
 
-    def _torch_pass(self, plan, net_hw, output_hw, model, route, memory_format) -> DevicePass:
-        pre = Preprocessor(self._io.device_rgb, net_hw, self.mean, self.std, self.dtype,
+    def _torch_pass(self, io, key, net_hw, output_hw, model, route,
+                    memory_format) -> DevicePass:
+        pre = Preprocessor(io.device_rgb, net_hw, self.mean, self.std, self.dtype,
                            memory_format == "channels_last")
         return self._pass_tail(f"{route}/{memory_format}", TORCH, pre, model.forward_logits,
-                               plan, output_hw, model=model, route=route,
+                               io, key, output_hw, model=model, route=route,
                                memory_format=memory_format)
 
-    def _onnxruntime_pass(self, plan, net_hw, output_hw) -> DevicePass:
+    def _onnxruntime_pass(self, io, key, net_hw, output_hw) -> DevicePass:
         from swiftseg_ros.engine.ort_backend import (
             OrtForward,
             cache_folder,
@@ -427,21 +518,21 @@ class SegmentationEngine:
             path = cached_graph(self._export_source, self.network, *net_hw,
                                 digest=self._digest, folder=cache_folder(self.config.cache_dir))
         if file is not None and file.uint8_input:
-            if (plan.height, plan.width) != net_hw:
+            if (key.height, key.width) != net_hw:
                 raise ConfigError(
                     f"weights: {path} takes uint8 frames of {net_hw[1]}x{net_hw[0]} only "
                     f"(exported with --include-preprocess at that size), frames are "
-                    f"{plan.width}x{plan.height}: export it for this size, or without "
+                    f"{key.width}x{key.height}: export it for this size, or without "
                     f"--include-preprocess to let the engine resize")
-            pre = RawInput(self._io.device_rgb)
+            pre = RawInput(io.device_rgb)
         else:
-            pre = Preprocessor(self._io.device_rgb, net_hw, self.mean, self.std,
+            pre = Preprocessor(io.device_rgb, net_hw, self.mean, self.std,
                                torch.float32, channels_last=False)
         forward = OrtForward(path, pre.network_input, self.device, self.config.threads)
         # a file's logits are at the input size already: nothing left to interpolate
         upsample = ("labels" if file is not None and net_hw == output_hw
                     else self.config.upsample)
-        return self._pass_tail(ONNXRUNTIME, ONNXRUNTIME, pre, forward, plan, output_hw,
+        return self._pass_tail(ONNXRUNTIME, ONNXRUNTIME, pre, forward, io, key, output_hw,
                                upsample=upsample)
 
     def _prepare_network(self, model) -> None:
@@ -458,16 +549,19 @@ class SegmentationEngine:
         self.model = next(iter(self._variants.values()), None)
 
     def _torch_variants(self, model):
-        """(the torch candidates {(route, memory format): network}, notes on those left out)."""
+        """(the torch candidates {(route, memory format): network}, notes on those left out).
+
+        On CUDA both memory formats are candidates too: channels_last is usually cuDNN's
+        fast layout for fp16, but depthwise convolutions (Fast-SCNN, MobileNetV2) and a
+        3-channel first convolution can be slower in it, so it is measured per network.
+        """
         config = self.config
         if config.backend == ONNXRUNTIME:
             return {}, {}
         formats = ("channels_last", "contiguous") if config.channels_last else ("contiguous",)
         notes = {} if config.channels_last else {"*/channels_last": "not asked (channels_last off)"}
         if self.on_cuda:
-            # cuDNN picks its algorithms per shape itself (cudnn.benchmark)
-            formats = formats[:1]
-            routes = ("torch",)
+            routes = ("torch",)  # cuDNN picks its algorithms per shape itself (benchmark)
         elif not config.onednn_convs:
             routes = ("torch",)
             notes["onednn/*"] = "not asked (onednn_convs off)"
@@ -479,36 +573,63 @@ class SegmentationEngine:
             notes["onednn/*"] = "oneDNN refuses bf16 on this CPU"
         else:
             routes = ("onednn", "torch")
-        if self.on_cuda and config.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-            return {("torch", "channels_last"): model}, notes
         return model_variants(model, routes=routes, formats=formats), notes
 
-    def _overlay_source(self, plan: _Plan, output_hw, pre: Preprocessor):
-        """Channel views of the image under the overlay, at the output size, on 0-255."""
-        if "overlay" not in plan.outputs:
-            return None
-        if output_hw == (plan.height, plan.width):
-            return self._io.device_rgb.permute(2, 0, 1).unsqueeze(0), (1.0,) * 3, (0.0,) * 3
-        # the resized network input: undo the normalization
-        return pre.network_input, self.std, self.mean
-
-    def _device_pass(self) -> None:
+    def _device_pass(self, plan: Plan, marks: bool = True) -> None:
         """Upload, pre-process, forward, post-process, download, with stage marks."""
-        clock, stream = self._clock, self._stream
-        clock.mark(0, stream)
-        self._io.upload()
-        clock.mark(1, stream)
-        network_input = self._pre.run()
-        clock.mark(2, stream)
-        logits = self._forward(network_input)
-        clock.mark(3, stream)
-        self._post.run(logits)
-        clock.mark(4, stream)
-        self._io.download()
-        clock.mark(5, stream)
+        clock, stream = (plan.clock if marks else None), self._stream
+        _mark(clock, 0, stream)
+        plan.io.upload()
+        _mark(clock, 1, stream)
+        network_input = plan.pre.run()
+        _mark(clock, 2, stream)
+        logits = plan.device_pass.forward(network_input)
+        _mark(clock, 3, stream)
+        plan.post.run(logits)
+        _mark(clock, 4, stream)
+        plan.io.download()
+        _mark(clock, 5, stream)
 
-    def _warm_up(self) -> None:
+    def _launch(self, plan: Plan) -> None:
+        """Start the device pass of `plan` (CUDA: asynchronous, on the engine's stream)."""
+        if not self.on_cuda:
+            self._device_pass(plan)
+            return
+        stream = self._stream
+        with torch.cuda.stream(stream):
+            if plan.graph is None:
+                with math_mode(self.config.tf32):
+                    self._device_pass(plan)
+            elif plan.clock.outer:
+                plan.clock.mark(0, stream)
+                plan.graph.replay()
+                plan.clock.mark(len(DEVICE_STAGES), stream)
+            else:
+                plan.graph.replay()
+
+    def _collect(self, item: _InFlight) -> tuple[Any, SegResult]:
+        if item.plan.done is not None:
+            item.plan.done.synchronize()
+        return item.tag, self._result(item.plan, item.started, item.copied)
+
+    def _result(self, plan: Plan, started: float, copied: float) -> SegResult:
+        finished = time.perf_counter()
+        timings = plan.clock.read()
+        timings["host_copy"] = (copied - started) * 1000.0
+        timings["total"] = (finished - started) * 1000.0
+        self._window.add(timings, finished)
+        arrays = plan.io.arrays
+        return SegResult(arrays.get("label"), arrays.get("color"), arrays.get("confidence"),
+                         arrays.get("overlay"), timings)
+
+    def _drop_in_flight(self) -> None:
+        item, self._in_flight = self._in_flight, None
+        if item is not None:
+            if item.plan.done is not None:
+                item.plan.done.synchronize()
+            log.debug("engine: dropped a pipelined frame that was not collected")
+
+    def _warm_up(self, plan: Plan) -> None:
         """Run the eager pass: oneDNN primitives, cuDNN autotuning, allocator caches.
 
         `warmup_iters` passes in all, counting the one in `_build`; on CUDA at least one
@@ -519,47 +640,55 @@ class SegmentationEngine:
             self._stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(self._stream):
                 for _ in range(max(1, self.config.warmup_iters - 1)):
-                    self._device_pass()
+                    self._device_pass(plan)
             self._stream.synchronize()
         else:
             for _ in range(self.config.warmup_iters - 1):
-                self._device_pass()
+                self._device_pass(plan)
 
-    def _capture(self):
-        """One CUDA graph of the device pass, or None (eager) with the reason logged."""
+    def _capture(self, plan: Plan):
+        """One CUDA graph of the plan's device pass, or None (eager) with `plan.note` why.
+
+        Without graph-safe timing events (older torch) the pass is captured without its
+        stage marks and `_launch` times the replay from outside.
+        """
         if not self.config.cuda_graphs:
-            self._graph_note = "cuda_graphs off"
+            plan.note = "cuda_graphs off"
             return None
-        if not self._clock.graph_safe:
-            self._graph_note = "this torch cannot record timing events inside a CUDA graph"
-            log.warning("engine: CUDA graph disabled: %s", self._graph_note)
-            return None
+        marks = plan.clock.graph_safe
         graph = torch.cuda.CUDAGraph()
+        failure = None
         try:
-            with torch.cuda.graph(graph, stream=self._stream, capture_error_mode="thread_local"):
-                self._device_pass()
+            capture_graph(graph, lambda: self._device_pass(plan, marks=marks),
+                          self._stream, self._pool)
             with torch.cuda.stream(self._stream):
                 graph.replay()
             self._stream.synchronize()
         except Exception as exc:  # any capture failure: run eager, keep the reason visible
-            self._graph_note = f"CUDA graph capture failed: {type(exc).__name__}: {exc}"
-            log.warning("engine: %s; running eager", self._graph_note)
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            failure = f"CUDA graph capture failed: {type(exc).__name__}: {first_line}"
+        if failure is not None:
+            # out of the except block: its traceback held the failed pass's tensors
+            plan.note = failure
+            log.warning("engine: %s; running eager", failure)
+            with contextlib.suppress(Exception):
+                graph.reset()
             del graph
+            # later captures go to a fresh pool: the failed one may still be winding down
+            self._pool = torch.cuda.graph_pool_handle()
             torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()  # the failed capture's blocks
             return None
-        self._graph_note = "captured"
+        plan.note = "captured" if marks else "captured; stage times from outside the graph"
         return graph
 
-    def _drop_plan(self) -> None:
-        if self._graph is not None:
-            self._graph.reset()
-        self._graph = None
-        self._plan = None
-        self._io = None
-        self._pre = None
-        self._post = None
-        self._pass = None
-        self._forward = None
+    def _free_plan(self, plan: Plan) -> None:
+        """A plan leaves the cache: wait until the device is done with it, then free it."""
+        if self._stream is not None:
+            self._stream.synchronize()
+        if plan is self._current:
+            self._current = None
+        plan.release()
 
     def _memory(self) -> dict | None:
         if not self.on_cuda or self._released:
@@ -570,6 +699,21 @@ class SegmentationEngine:
             "peak_mb": torch.cuda.max_memory_allocated(self.device) / mib,
             "reserved_mb": torch.cuda.memory_reserved(self.device) / mib,
         }
+
+
+def _mark(clock, index: int, stream) -> None:
+    if clock is not None:
+        clock.mark(index, stream)
+
+
+def _overlay_source(key: PlanKey, io: FrameIO, pre: Preprocessor, output_hw, mean, std):
+    """Channel views of the image under the overlay, at the output size, on 0-255."""
+    if "overlay" not in key.outputs:
+        return None
+    if output_hw == (key.height, key.width):
+        return io.device_rgb.permute(2, 0, 1).unsqueeze(0), (1.0,) * 3, (0.0,) * 3
+    # the resized network input: undo the normalization
+    return pre.network_input, std, mean
 
 
 def _onnx_file_of(config: EngineConfig):

@@ -7,7 +7,10 @@ Two upsampling modes (DESIGN.md):
   the one-byte results (labels, colours, confidences): far cheaper on the CPU.
 Class selection is `torch.max(dim=1)`, which gives argmax's indices ~2x faster on the
 CPU (REFERENCE_NOTES). Confidence is the largest softmax probability, exp(max -
-logsumexp), scaled to 0-255 without materializing the softmax. Colours are a palette
+logsumexp), scaled to 0-255 without materializing the softmax, always computed at the
+network's resolution and then upsampled like the mode's other outputs (bilinearly in
+"logits" mode): at full resolution it would need fp32 copies of all C upsampled logit
+channels plus temporaries every frame, 160 MB at 2048x1024 with 19 classes. Colours are a palette
 lookup of the labels; the overlay blends them over the image. Every buffer is
 allocated in the constructor and written with out= / in-place ops, so running it
 allocates nothing and can be captured in a CUDA graph.
@@ -129,14 +132,18 @@ class Postprocessor:
         if want_conf:
             # logsumexp in fp32 even for fp16/bf16 logits: 2/255 needs more than 8 bits
             self.logits_fp32 = (None if logits.dtype == torch.float32 else torch.empty(
-                (1, num_classes, sel_h, sel_w), dtype=torch.float32,
+                (1, num_classes, net_h, net_w), dtype=torch.float32,
                 device=device).contiguous(memory_format=memory_format))
-            self.log_sum_exp = torch.empty((1, sel_h, sel_w), dtype=torch.float32, device=device)
-            self.probability = torch.empty((1, sel_h, sel_w), dtype=torch.float32, device=device)
-            self.net_conf = None
+            self.net_max = (None if upsample == "labels" else
+                            torch.empty((1, net_h, net_w), dtype=logits.dtype, device=device))
+            self.log_sum_exp = torch.empty((1, net_h, net_w), dtype=torch.float32, device=device)
+            self.probability = torch.empty((1, net_h, net_w), dtype=torch.float32, device=device)
             if upsample == "labels":
                 self.net_conf = torch.empty((net_h, net_w), **u8)
                 self._conf_up = NearestUpsampler(self.net_conf, self.outputs["confidence"])
+            else:
+                self.conf_full = torch.empty((1, 1, out_h, out_w), dtype=torch.float32,
+                                             device=device)
         if "overlay" in outputs:
             # blended in an interleaved fp32 buffer, row by row (see preprocess.py for why)
             image, scale, offset = overlay_source
@@ -174,7 +181,7 @@ class Postprocessor:
         if "color" in outputs and self.edges is None:
             self._colorize(outputs["color"])
         if "confidence" in outputs:
-            self._confidence(scores, outputs["confidence"])
+            self._confidence(logits, outputs["confidence"])
         if "overlay" in outputs:
             self._overlay(outputs["color"], outputs["overlay"])
 
@@ -186,19 +193,28 @@ class Postprocessor:
             torch.index_select(self.palette, 0, flat_labels, out=self.net_color.view(-1, 3))
             self._color_up.run()
 
-    def _confidence(self, scores: torch.Tensor, confidence: torch.Tensor) -> None:
+    def _confidence(self, logits: torch.Tensor, confidence: torch.Tensor) -> None:
+        """Largest softmax probability at the network's resolution, then upsampled."""
+        if self.net_max is None:
+            max_values = self.max_values  # labels mode: selected at network resolution
+        else:
+            max_values = self.net_max
+            torch.amax(logits, 1, out=max_values)
         if self.logits_fp32 is not None:
-            self.logits_fp32.copy_(scores)
-            scores = self.logits_fp32
-        torch.logsumexp(scores, 1, out=self.log_sum_exp)
+            self.logits_fp32.copy_(logits)
+            logits = self.logits_fp32
+        torch.logsumexp(logits, 1, out=self.log_sum_exp)
         prob = self.probability
-        torch.sub(self.max_values, self.log_sum_exp, out=prob)
+        torch.sub(max_values, self.log_sum_exp, out=prob)
         prob.exp_().mul_(255.0).add_(0.5)  # +0.5 then truncation in copy_: round to nearest
-        if self.net_conf is not None:
+        if self.upsample == "labels":
             self.net_conf.copy_(prob[0])
             self._conf_up.run()
         else:
-            confidence.copy_(prob[0])
+            # bilinear weights sum to 1, so upsampling 255 p + 0.5 keeps the rounding
+            aten.upsample_bilinear2d.out(prob.unsqueeze(1), list(self.conf_full.shape[-2:]),
+                                         self.align_corners, None, None, out=self.conf_full)
+            confidence.copy_(self.conf_full[0, 0])
 
     def _overlay(self, color: torch.Tensor, overlay: torch.Tensor) -> None:
         rows = self._blend_rows

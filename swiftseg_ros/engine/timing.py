@@ -41,6 +41,9 @@ class StageWindow:
     def summary(self) -> dict:
         """Per stage p50/p90/p95/p99/max/mean (ms) over the window, plus rates (Hz).
 
+        A stage recorded as NaN (not timed: a CUDA graph timed from outside) is left out
+        of its percentiles, and out of `stages` when no frame in the window timed it.
+
         `rate_hz` is frames finished per second of wall time across the window (what a
         subscriber sees); `throughput_hz` is 1000 / mean total time (what the engine
         could do if frames never waited).
@@ -53,6 +56,9 @@ class StageWindow:
         ms = self._ms[:count]
         for i, stage in enumerate(STAGES):
             column = ms[:, i]
+            column = column[~np.isnan(column)]
+            if column.size == 0:
+                continue  # a stage no frame in the window could time (see CudaStageClock)
             values = np.percentile(column, PERCENTILES)
             entry = {f"p{p}": float(v) for p, v in zip(PERCENTILES, values, strict=True)}
             entry["max"] = float(column.max())
@@ -83,26 +89,34 @@ class CpuStageClock:
 class CudaStageClock:
     """Marks stage boundaries with CUDA timing events recorded in the engine's stream.
 
-    The events are "external" so that, recorded while a CUDA graph is captured, they
-    become event-record nodes of the graph and time each replay. They are read after
-    the frame's one synchronization, so reading them never waits.
+    Where this torch has "external" events (`graph_safe`), marks recorded while a CUDA
+    graph is captured become event-record nodes of the graph and time each replay's
+    stages. Older torch (JetPack's) cannot put timing events in a graph: the graph is
+    then captured without marks and timed from outside, by marking the first and last
+    boundary around the replay (`outer`): the device stages' sum is known, not the split,
+    and `read` gives NaN for each device stage plus their sum under "device". The events
+    are read after the frame's synchronization, so reading them never waits. One clock
+    per plan: the pipelined mode has two graphs in flight at once.
     """
 
-    def __init__(self, torch_module):
-        cuda = torch_module.cuda
-        try:
-            self._events = [cuda.Event(enable_timing=True, external=True)
-                            for _ in range(len(DEVICE_STAGES) + 1)]
-            self.graph_safe = True
-        except TypeError:
-            # torch older than the `external` flag: events cannot live inside a graph
-            self._events = [cuda.Event(enable_timing=True)
-                            for _ in range(len(DEVICE_STAGES) + 1)]
-            self.graph_safe = False
+    def __init__(self, torch_module, graph_safe: bool | None = None):
+        from swiftseg_ros.engine.cuda_support import graph_timing_events_supported
+
+        self.graph_safe = (graph_timing_events_supported() if graph_safe is None
+                           else graph_safe)
+        options = {"external": True} if self.graph_safe else {}
+        self._events = [torch_module.cuda.Event(enable_timing=True, **options)
+                        for _ in range(len(DEVICE_STAGES) + 1)]
+        self.outer = False
 
     def mark(self, index: int, stream=None) -> None:
         self._events[index].record(stream)
 
     def read(self) -> dict[str, float]:
-        return {stage: float(self._events[i].elapsed_time(self._events[i + 1]))
+        events = self._events
+        if self.outer:
+            timings = dict.fromkeys(DEVICE_STAGES, float("nan"))
+            timings["device"] = float(events[0].elapsed_time(events[-1]))
+            return timings
+        return {stage: float(events[i].elapsed_time(events[i + 1]))
                 for i, stage in enumerate(DEVICE_STAGES)}

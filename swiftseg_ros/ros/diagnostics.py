@@ -24,6 +24,9 @@ reads (a missing key or a None value is left out of the status):
       "cpu": {"model": str, "native_bf16": bool, "bf16_reason": str, ...},
       "input_size": (width, height), "inference_size": (width, height),
       "memory": {"allocated_mb": float, "peak_mb": float, "reserved_mb": float} | None,
+      "math_mode": str, "cuda_graph_note": str,
+      "plans": {"cached": int, "prepares": int, "last_prepare_ms": float,
+                "total_prepare_ms": float, ...},   # engine/plans.py
     }
 
 Frame counters, what each means (the key as shown in /diagnostics):
@@ -240,6 +243,10 @@ def build_status(
                               f"{'yes' if cpu.get('native_bf16') else 'no'}"))
     if stats.get("cuda_graph") is not None:
         values.append(("cuda graph", "yes" if stats["cuda_graph"] else "no"))
+    for key, label in (("cuda_graph_note", "cuda graph note"), ("math_mode", "math mode")):
+        if stats.get(key):
+            values.append((label, str(stats[key])))
+    values.extend(_plan_values(stats.get("plans") or {}))
     for key, label in (("input_size", "input size"), ("inference_size", "inference size")):
         if stats.get(key) is not None:
             values.append((label, _size(stats[key])))
@@ -379,3 +386,17 @@ def rosbags_diagnostic_array(statuses, stamp_ns: int, typestore=None, frame_id: 
         types["diagnostic_msgs/msg/DiagnosticStatus"],
         types["diagnostic_msgs/msg/KeyValue"],
     )
+
+
+def _plan_values(plans: dict) -> list[tuple[str, str]]:
+    """The engine's prepared plans: how many, and what preparing them cost (each prepare
+    stalls the worker: autotuning, warm-up, CUDA graph capture)."""
+    values = []
+    for key, label in (("cached", "plans cached"), ("prepares", "plans prepared")):
+        if plans.get(key) is not None:
+            values.append((label, str(plans[key])))
+    for key, label in (("last_prepare_ms", "last prepare (ms)"),
+                       ("total_prepare_ms", "total prepare (ms)")):
+        if plans.get(key) is not None:
+            values.append((label, _ms(plans[key])))
+    return values

@@ -132,6 +132,12 @@ class LatestFrameWorker:
             self._cond.notify()
             return True
 
+    def has_waiting_frame(self) -> bool:
+        """Whether a frame waits in the slot for the worker (a pipelined worker launches
+        it before publishing the frame in progress when one does)."""
+        with self._cond:
+            return self._slot is not _EMPTY
+
     def record_rejected(self, reason: str) -> None:
         """Count a frame refused before it was offered (e.g. decoded in the callback)."""
         with self._cond:

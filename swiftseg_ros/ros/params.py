@@ -144,6 +144,11 @@ PARAMETERS: tuple[ParamDef, ...] = (
         "Replay each frame's device work as one captured CUDA graph (less CPU overhead; "
         "ignored on the CPU)."),
     ParamDef(
+        "tf32", bool, False,
+        "CUDA with precision fp32: let convolutions and matrix products round their inputs "
+        "to TF32 (10-bit mantissa) on Ampere and newer GPUs: faster, but no longer fp32 "
+        "arithmetic (labels may differ from the CPU's). Ignored otherwise."),
+    ParamDef(
         "inference_size", str, "",
         "Network input size WxH, sides multiples of the network's size divisor (32, or "
         "64 for swiftnet_rn18_pyramid). Empty: the input image size rounded up to them.",
@@ -239,6 +244,7 @@ class SegParams:
     precision: str
     backend: str
     cuda_graphs: bool
+    tf32: bool
     inference_size: Size | None
     input_size: Size | None
     threads: int
@@ -667,6 +673,7 @@ def engine_config_from_params(params: SegParams, outputs: tuple[str, ...] | None
         upsample=params.upsample,
         output_size=params.output_size,
         cuda_graphs=params.cuda_graphs,
+        tf32=params.tf32,
         threads=params.threads or None,
         max_input_size=tuple(params.max_input_size),
         overlay_alpha=params.overlay_alpha,

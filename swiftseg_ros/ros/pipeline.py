@@ -7,6 +7,13 @@ front for the node, and a `DiagnosticsReporter` (`diagnostics`) collects rates, 
 counters for /diagnostics. Message classes are passed in (rclpy's in the node, rosbags'
 in replay and tests), so nothing here imports rclpy.
 
+Pipelining (`pipelined`, on by default on CUDA): while a frame waits behind the one in
+progress, the worker launches it (`engine.infer_pipelined`) before publishing the one in
+progress, so the device computes the next frame while this thread builds and publishes
+messages and copies the next frame in. With no frame waiting, the frame in progress is
+flushed and published at once, so an idle camera sees no extra latency; the latest-frame
+policy is unchanged (one slot, stale frames dropped).
+
 Threads: the engine is not thread-safe, so every engine call happens on the thread that
 runs `segment` (the worker in the node), except `report()`, which takes the engine lock
 for the short `stats()` read. Output and overlay changes requested from other threads
@@ -85,8 +92,10 @@ class SegmentationPipeline:
         on_failed: Callable[[BaseException], None] | None = None,
         diagnostics_name: str = "",
         hardware_id: str = "",
+        pipelined: bool | None = None,
     ):
         self.engine = engine
+        self.pipelined = engine.on_cuda if pipelined is None else bool(pipelined)
         self.image_cls = image_cls
         self.compressed = compressed
         self._decode = decode_compressed if compressed else decode_image
@@ -103,7 +112,7 @@ class SegmentationPipeline:
             reporter_args["name"] = diagnostics_name
         self.reporter = DiagnosticsReporter(**reporter_args)
         self.worker = LatestFrameWorker(
-            self._process,
+            self._process_pipelined if self.pipelined else self._process,
             on_error=(lambda _frame, exc: on_failed(exc)) if on_failed else None,
             reject_types=REJECTED,
         )
@@ -166,8 +175,14 @@ class SegmentationPipeline:
         self.worker.offer(msg)
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Stop taking frames and wait for the frame in progress to be published."""
-        return self.worker.stop(timeout)
+        """Stop taking frames and wait for the frame in progress to be published (a
+        pipelined frame still on the device is published from this thread)."""
+        stopped = self.worker.stop(timeout)
+        if stopped and self.pipelined:
+            with self._engine_lock:
+                last = self.engine.flush_pipelined()
+            self._publish_pipelined([last])
+        return stopped
 
     def counters(self) -> FrameCounters:
         return self.worker.counters()
@@ -191,6 +206,39 @@ class SegmentationPipeline:
         self._publish(segmented, self.output_messages(segmented))
         self.reporter.frame_published(self._now_s(), segmented.header.stamp)
 
+    def _process_pipelined(self, msg) -> None:
+        """The worker's job in pipelined mode: launch this frame, then publish the one
+        before it, and this one too unless another frame is already waiting."""
+        done = []
+        try:
+            frame, pixel_format = self._decode(msg)
+            with self._engine_lock:
+                if self._has_requests():
+                    done.append(self.engine.flush_pipelined())  # before a re-plan
+                    self._apply_requests()
+                done.append(self.engine.infer_pipelined(frame, pixel_format,
+                                                        tag=(msg.header, pixel_format)))
+                self._last_format = pixel_format
+                if not self.worker.has_waiting_frame():
+                    done.append(self.engine.flush_pipelined())
+        except REJECTED as exc:
+            with self._engine_lock:
+                done.append(self.engine.flush_pipelined())
+            self._publish_pipelined(done)
+            if self._on_rejected is not None:
+                self._on_rejected(str(exc))
+            raise
+        self._publish_pipelined(done)
+
+    def _publish_pipelined(self, done) -> None:
+        for item in done:
+            if item is None:
+                continue
+            (header, pixel_format), result = item
+            segmented = SegmentedFrame(header, result, pixel_format)
+            self._publish(segmented, self.output_messages(segmented))
+            self.reporter.frame_published(self._now_s(), header.stamp)
+
     # ------------------------------------------------------- changes at run time
 
     def request_outputs(self, outputs: Iterable[str]) -> None:
@@ -204,6 +252,10 @@ class SegmentationPipeline:
         """Blend the overlay with this alpha from the next frame on."""
         with self._requests_lock:
             self._requested_alpha = float(alpha)
+
+    def _has_requests(self) -> bool:
+        with self._requests_lock:
+            return self._requested_outputs is not None or self._requested_alpha is not None
 
     def _apply_requests(self) -> None:
         with self._requests_lock:
