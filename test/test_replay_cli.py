@@ -70,6 +70,23 @@ def test_replay_writes_the_bag_reports_and_figures(capsys, camera_bag, weights, 
         assert set(bag.topics) == {"/swiftseg/label", "/swiftseg/color", "/diagnostics"}
 
 
+@pytest.mark.parametrize("mode", ["all", "realtime"])
+def test_pipelined_on_gives_the_serial_runs_report(capsys, camera_bag, weights, tmp_path,
+                                                   mode):
+    reports = {}
+    for pipelined in ("off", "on"):
+        out = tmp_path / pipelined
+        status, _, err = run(capsys, camera_bag, "--image-topic", IMAGE, "--label-topic",
+                             LABELS, "--weights", weights, "--out", out, "--no-progress",
+                             "--mode", mode, "--pipelined", pipelined)
+        assert status == 0, err
+        reports[pipelined] = json.loads((out / "report.json").read_text())
+    if mode == "all":  # realtime: the drops depend on the measured times
+        assert reports["on"]["frames"] == reports["off"]["frames"]
+        assert reports["on"]["accuracy"]["miou"] == reports["off"]["accuracy"]["miou"]
+    assert {"forward", "total", "processing"} <= set(reports["on"]["latency_ms"])
+
+
 def test_parameter_file_chooses_the_outputs_and_out_storage_the_format(capsys, camera_bag,
                                                                       weights, tmp_path):
     params = tmp_path / "seg.yaml"

@@ -2,7 +2,8 @@
 
     swiftseg-replay BAG --image-topic TOPIC [--label-topic TOPIC] [--params FILE]
                     [--weights CKPT] [--network NAME] [--device DEV] [--precision P]
-                    [--mode all|realtime] --out DIR [--force] [--out-storage mcap|sqlite3]
+                    [--mode all|realtime] [--pipelined auto|on|off] --out DIR [--force]
+                    [--out-storage mcap|sqlite3]
                     [--json FILE] [--classes NAME|FILE | --no-accuracy]
                     [--latency-budget-ms MS] [--min-miou PCT] [--max-drops PCT] [--quiet]
     swiftseg-replay BAG ... --compare A.pt B.pt [--compare-params a.yaml b.yaml]
@@ -43,6 +44,8 @@ BAG_DIR = "bag"
 # an A/B replay's outputs (swiftseg_ros.replay.compare): --force replaces them too
 COMPARISON_OUTPUTS = ("a", "b", "comparison.json", "comparison.md", "comparison.png",
                       "disagreement.png")
+# --pipelined: auto is the node's default (SegmentationPipeline's pipelined=None)
+PIPELINED = {"auto": None, "on": True, "off": False}
 REPORT_FILES = ("report.json", "report.md", "latency.png", "timeline.png", "confusion.png",
                 "montage.png")
 
@@ -68,6 +71,9 @@ def build_parser(prog: str = "swiftseg-replay") -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=MODES, default="all",
                         help="all: every frame as fast as possible (default); realtime: the "
                         "bag's timing and the node's latest-frame policy (drops, image ages)")
+    parser.add_argument("--pipelined", choices=PIPELINED, default="auto",
+                        help="frames through the engine's pipelined path, as the node's "
+                        "worker runs them (default auto: on CUDA only, as the node)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--force", action="store_true",
                         help="replace the outputs of an earlier replay in --out")
@@ -396,6 +402,7 @@ def replay_options(args, params, image_topic: str) -> ReplayOptions:
         image_topic=image_topic,
         label_topic=None if args.no_accuracy else args.label_topic,
         mode=args.mode,
+        pipelined=PIPELINED[args.pipelined],
         montage_frames=args.montage_frames,
         worst_frames=args.worst_frames,
         progress=not args.quiet,

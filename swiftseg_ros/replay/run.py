@@ -15,6 +15,12 @@ Modes:
   frames are computed. `ReplayOptions.processing_time` can replace the measured times
   (tests pin the policy with it).
 
+Pipelined (`ReplayOptions.pipelined`, the node's default: on CUDA only): frames go through
+the engine's pipelined path as in the node's worker. In `all` mode a frame is launched
+before the previous one is finished, as the worker does while frames wait; in `realtime`
+mode each frame is flushed at once (the worker's path when no frame waits), since the
+policy needs a frame's time when it takes it.
+
 Ground truth (mono8 class ids) is matched to images by header stamp and scored with
 `swiftseg_ros.metrics.ConfusionMatrix`. A first pass over the bag reads the stamps (and
 arrival times), so that only predictions and labels that will meet are held in memory.
@@ -79,6 +85,9 @@ class ReplayOptions:
     # realtime mode: (image index in the bag, measured seconds) -> the seconds the policy
     # uses for that frame; None uses the measured time (tests pin the policy with it)
     processing_time: Callable[[int, float], float] | None = None
+    # frames through the engine's pipelined path as the node's worker runs them; None:
+    # the node's default (on CUDA only)
+    pipelined: bool | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -248,7 +257,8 @@ class Replay:
         self.output = output
         self.image_type = check_topics(bag, options.image_topic, options.label_topic)
         compressed = self.image_type == COMPRESSED_IMAGE_TYPE
-        self.pipeline = SegmentationPipeline(engine, msg_class(IMAGE_TYPE), compressed=compressed)
+        self.pipeline = SegmentationPipeline(engine, msg_class(IMAGE_TYPE), compressed=compressed,
+                                             pipelined=options.pipelined)
         # the pipeline's own decoder, called directly where replay needs the pixels
         self._decode = decode_compressed if compressed else decode_image
         self.records: list[FrameRecord] = []
@@ -269,6 +279,7 @@ class Replay:
         self._settled_stamps: set[int] = set()  # images already processed or not
         self._frame_miou: dict[int, float] = {}  # stamp -> the frame's own mIoU
         self._worst: list[Sample] = []  # the lowest per-frame mIoU so far, at most worst_frames
+        self._unbilled_s = 0.0  # pipelined: worker time not yet charged to a finished frame
 
     # ------------------------------------------------------------------ driver
 
@@ -299,8 +310,10 @@ class Replay:
                 self._drain(images)
             except KeyboardInterrupt:
                 # Ctrl-C: what was finished is reported (marked incomplete); the frame in
-                # the engine when it came has no outcome and is left out
+                # the engine when it came has no outcome and is left out (in realtime
+                # mode a pipelined one too: `all` mode has finished it already)
                 interrupted = True
+                self.pipeline.flush()
                 self.records = [r for r in self.records if r.outcome != "pending"]
         self._finish_ground_truth()
         self._write_diagnostics()
@@ -374,10 +387,23 @@ class Replay:
                 yield record, msg
 
     def _run_all(self, images: DecodedImages) -> None:
+        if self.pipeline.pipelined:
+            self._run_all_pipelined(images)
+            return
         for record, msg in images:
             duration = self._process(record, msg)
             record.start, record.finish = record.arrival, record.arrival + duration
             self._settle(record)
+
+    def _run_all_pipelined(self, images: DecodedImages) -> None:
+        """`all` mode as the pipelined worker runs with a frame always waiting: each frame
+        is launched before the one in flight is finished; the last one is flushed at the
+        end of the bag, or at Ctrl-C (it was launched, so it is finished and kept)."""
+        try:
+            for record, msg in images:
+                self._launch(record, msg)
+        finally:
+            self._flush()
 
     def _run_realtime(self, images: DecodedImages) -> None:
         index = self._index
@@ -401,7 +427,8 @@ class Replay:
                 record.outcome = "dropped"
                 self._settle(record)
                 record, msg = next_image()
-            measured = self._process(record, msg)
+            measured = (self._process_flushed if self.pipeline.pipelined
+                        else self._process)(record, msg)
             self._settle(record)
             taken.append(record)
             if self.options.processing_time is not None:
@@ -462,6 +489,8 @@ class Replay:
         except ImageRejected:
             return  # rejected, with its reason, by the timed attempt
         height, width = frame.shape[:2]
+        if self.pipeline.pipelined:
+            self._flush()  # preparing drops a frame still in flight
         started = time.perf_counter()
         try:
             self.pipeline.prepare(width, height, pixel_format)
@@ -484,17 +513,87 @@ class Replay:
             record.outcome, record.reason = "failed", f"{type(exc).__name__}: {exc}"
             return time.perf_counter() - started
         finished = time.perf_counter()
-        result = segmented.result
-        record.outcome = "processed"
-        record.timings = dict(result.timings)
-        record.timings["decode"] = (segmented_at - started) * 1000.0 - result.timings["total"]
-        record.timings["messages"] = (finished - segmented_at) * 1000.0
-        record.timings["processing"] = (finished - started) * 1000.0
+        timings = dict(segmented.result.timings)
+        timings["decode"] = (segmented_at - started) * 1000.0 - timings["total"]
+        timings["messages"] = (finished - segmented_at) * 1000.0
+        timings["processing"] = (finished - started) * 1000.0
+        self._processed(record, msg, segmented, messages, timings)
+        return finished - started
+
+    def _processed(self, record: FrameRecord, msg, segmented, messages, timings) -> None:
+        """Record a segmented frame: its timings, output messages and prediction."""
+        record.outcome, record.timings = "processed", timings
         if self.output is not None:
             for name, out in messages.items():
                 self.output.write(self.options.output_topic(name), record.bag_ns, out)
-        self._prediction(record, result.label, msg, segmented.pixel_format)
-        return finished - started
+        self._prediction(record, segmented.result.label, msg, segmented.pixel_format)
+
+    # ------------------------------------------------------------------ pipelined
+
+    # A pipelined frame is finished one call late (the frame after it is launched first),
+    # so its record and message travel with it as the engine's tag. Its `processing` time
+    # is the worker time since the previous frame finished (the interval between outputs,
+    # whose sum is the run's processing time); its engine `total` spans launch to collect.
+
+    def _launch(self, record: FrameRecord, msg) -> float:
+        """Launch this frame and finish the one in flight; returns the seconds spent. A
+        rejected frame flushes the one in flight first, as the node's worker does."""
+        self._prepare_for(msg)
+        started = time.perf_counter()
+        try:
+            done = self.pipeline.launch(msg, tag=(record, msg))
+        except REJECTED as exc:
+            record.outcome, record.reason = "rejected", str(exc)
+        except Exception as exc:  # as in the node's worker: a failed frame does not stop it
+            record.outcome, record.reason = "failed", f"{type(exc).__name__}: {exc}"
+        else:
+            self._unbilled_s += time.perf_counter() - started
+            self._finish(done)
+            return time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        record.start, record.finish = record.arrival, record.arrival + elapsed
+        if record.outcome == "rejected":
+            self._flush()
+        self._settle(record)
+        return elapsed
+
+    def _flush(self) -> None:
+        """Finish the frame in flight, if any."""
+        started = time.perf_counter()
+        done = self.pipeline.flush()
+        self._unbilled_s += time.perf_counter() - started
+        self._finish(done)
+
+    def _process_flushed(self, record: FrameRecord, msg) -> float:
+        """Realtime mode's pipelined job: the policy needs each frame's time when it takes
+        the frame, so the frame is flushed at once (the worker's path with no frame
+        waiting). Returns its processing time in seconds."""
+        elapsed = self._launch(record, msg)
+        if record.outcome == "pending":
+            self._flush()
+        return record.timings["processing"] / 1000.0 if record.outcome == "processed" \
+            else elapsed
+
+    def _finish(self, done) -> None:
+        """Record a pipelined frame whose result has come (None: no frame was in flight)."""
+        if done is None:
+            return
+        (record, msg), segmented = done
+        started = time.perf_counter()
+        try:
+            messages = self.pipeline.output_messages(segmented)
+        except Exception as exc:
+            record.outcome, record.reason = "failed", f"{type(exc).__name__}: {exc}"
+            messages = None
+        finished = time.perf_counter()
+        processing, self._unbilled_s = self._unbilled_s + finished - started, 0.0
+        record.start, record.finish = record.arrival, record.arrival + processing
+        if messages is not None:
+            timings = dict(segmented.result.timings)
+            timings["messages"] = (finished - started) * 1000.0
+            timings["processing"] = processing * 1000.0
+            self._processed(record, msg, segmented, messages, timings)
+        self._settle(record)
 
     def _prediction(self, record: FrameRecord, label: np.ndarray, msg, pixel_format) -> None:
         stamp = record.stamp_ns

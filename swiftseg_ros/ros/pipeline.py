@@ -149,6 +149,27 @@ class SegmentationPipeline:
             self._last_format = pixel_format
         return SegmentedFrame(msg.header, result, pixel_format)
 
+    def launch(self, msg, tag: Any = None) -> tuple[Any, SegmentedFrame] | None:
+        """`segment()` pipelined, for a caller that drives the frames itself (replay):
+        decode `msg` and launch it; return the frame launched before it as `(tag,
+        SegmentedFrame)`, or None. Its arrays stay valid until the next `launch`/`flush`.
+
+        Raises as `segment()` (the frame in flight stays in flight). Output and overlay
+        requests are not applied here: they re-plan, which drops the frame in flight, and
+        only the worker (which flushes first) makes them.
+        """
+        frame, pixel_format = self._decode(msg)
+        with self._engine_lock:
+            done = self.engine.infer_pipelined(frame, pixel_format,
+                                               tag=(tag, msg.header, pixel_format))
+            self._last_format = pixel_format
+        return _tagged(done)
+
+    def flush(self) -> tuple[Any, SegmentedFrame] | None:
+        """The last frame `launch`ed, waited for, as `(tag, SegmentedFrame)`, or None."""
+        with self._engine_lock:
+            return _tagged(self.engine.flush_pipelined())
+
     def output_messages(self, segmented: SegmentedFrame) -> dict[str, Any]:
         """An Image message per computed output, each with the input header unchanged
         (peers synchronize on stamp and frame_id); the data is copied out of the engine's
@@ -272,6 +293,14 @@ class SegmentationPipeline:
                 engine.prepare(height, width, self._last_format)
         if outputs is not None:
             engine.set_outputs(outputs)
+
+
+def _tagged(done) -> tuple[Any, SegmentedFrame] | None:
+    """An engine's pipelined `((tag, header, pixel_format), result)` as `(tag, frame)`."""
+    if done is None:
+        return None
+    (tag, header, pixel_format), result = done
+    return tag, SegmentedFrame(header, result, pixel_format)
 
 
 def camera_info_fields(info, header, width: int, height: int) -> dict[str, Any]:
