@@ -365,3 +365,13 @@ def test_eval_and_replay_montages_share_one_layout(tmp_path):
                    CLASS_NAMES, palette)
     assert np.array_equal(cv2.imread(str(tmp_path / "eval.png")),
                           cv2.imread(str(tmp_path / "replay.png")))
+
+
+def test_ab_configurations_take_the_backend_flag(camera_bag, weights):
+    from swiftseg_ros.replay.cli import build_parser
+    from swiftseg_ros.replay.compare import configurations
+
+    args = build_parser().parse_args([str(camera_bag), "--compare", str(weights[0]),
+                                      str(weights[1]), "--backend", "onnxruntime",
+                                      "--out", "unused"])
+    assert [params.backend for _, params in configurations(args)] == ["onnxruntime"] * 2
