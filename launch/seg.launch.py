@@ -42,6 +42,7 @@ from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
 
 from swiftseg_ros.ros.params import (
+    TRUE_WORDS,
     launch_argument_value,
     launch_arguments,
     misspelled_launch_arguments,
@@ -49,7 +50,6 @@ from swiftseg_ros.ros.params import (
 
 PACKAGE = "swiftseg_ros"
 EXECUTABLE = "swiftseg_node"
-TRUE_WORDS = ("true", "1", "yes", "on")
 
 
 def generate_launch_description() -> LaunchDescription:

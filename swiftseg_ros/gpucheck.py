@@ -74,10 +74,6 @@ def ort_steps(env: dict, iters: int) -> tuple[list[tuple[str, list[str], int]], 
     if not gpu_providers:
         return [], (f"onnxruntime {env.get('onnxruntime')} has no CUDA/TensorRT provider "
                     f"here ({env.get('onnxruntime_providers')}); not run")
-    from swiftseg_ros.engine.bench import build_parser
-
-    if "--backend" not in build_parser()._option_string_actions:
-        return [], "this swiftseg-bench has no --backend option; not run"
     return [("onnxruntime", ["--networks", "swiftnet_rn18,fastscnn", "--sizes", TARGET_SIZE,
                              "--precision", "fp16", "--outputs", "label", "--no-naive",
                              "--backend", "onnxruntime", "--device", "cuda", "--iters",

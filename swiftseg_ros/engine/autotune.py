@@ -39,6 +39,12 @@ class Choice:
                 "notes": dict(self.notes)}
 
 
+def failure_note(exc: Exception) -> str:
+    """'failed: Type: first line of the message', for a candidate's note."""
+    text = str(exc)
+    return f"failed: {type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def measure(candidates: Mapping[str, Callable[[], object]], repeats: int = 5,
             sync: Callable[[], object] | None = None,
             clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
@@ -82,7 +88,7 @@ def choose(what: str, candidates: Mapping[str, Callable[[], object]], repeats: i
             if sync is not None:
                 sync()
         except Exception as exc:  # a kernel that fails here is never used
-            notes[name] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            notes[name] = failure_note(exc)
             continue
         working[name] = run
     if not working:

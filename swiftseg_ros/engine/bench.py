@@ -264,9 +264,10 @@ def _bench_one(args, network, weights, width, height, precisions, progress) -> l
     runners, bare = {}, {}
     for key, engine in engines.items():
         runners[("engine", key)] = engine_runner(engine, frame)
-        bare[key] = (BareRunner(engine), BareRunner(engine, graph=engine.uses_cuda_graph))
+        bare[key] = [BareRunner(engine)]
         runners[("bare", key)] = bare[key][0].runner()
-        if bare[key][1].graphed:
+        if engine.uses_cuda_graph:
+            bare[key].append(BareRunner(engine, graph=True))
             runners[("bare_graph", key)] = bare[key][1].runner()
         if args.pipelined:
             runners[("pipelined", key)] = pipelined_runner(engine, frame, args.pipelined)

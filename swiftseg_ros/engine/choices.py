@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from swiftseg_ros.engine.autotune import Choice, choose
+from swiftseg_ros.engine.autotune import Choice, choose, failure_note
 from swiftseg_ros.errors import ConfigError
 
 TORCH = "torch"
@@ -60,7 +60,7 @@ def pick_pass(candidates: dict[str, Callable[[], DevicePass]], notes: dict[str, 
             built[name] = build()
         except Exception as exc:  # e.g. oneDNN refusing this dtype, an unwritable cache
             errors.append(exc)
-            notes[name] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            notes[name] = failure_note(exc)
     runs = {name: candidate.run for name, candidate in built.items()}
     if not runs and len(candidates) == 1 and isinstance(errors[0], ConfigError):
         raise errors[0]  # the one backend asked for: its own message says what to do

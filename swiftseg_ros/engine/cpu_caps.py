@@ -59,7 +59,7 @@ class CpuCapabilities:
                               f"{self.model} {self.bf16_reason}; use precision fp32")
 
 
-def _cpuinfo() -> tuple[str, set[str]]:
+def read_cpuinfo() -> tuple[str, set[str]]:
     """(model name, flags) from /proc/cpuinfo; ('', set()) where there is none."""
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
@@ -101,7 +101,7 @@ def capabilities_from(model: str, arch: str, all_flags: set[str], *, onednn: boo
 @functools.cache
 def detect() -> CpuCapabilities:
     """This machine's record (read once per process)."""
-    model, flags = _cpuinfo()
+    model, flags = read_cpuinfo()
     onednn = bool(torch.backends.mkldnn.is_available())
     try:
         onednn_bf16 = onednn and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

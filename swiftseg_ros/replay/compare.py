@@ -34,6 +34,7 @@ from swiftseg_ros.replay.cli import (
     thresholds_from,
 )
 from swiftseg_ros.replay.plots import write_comparison_chart
+from swiftseg_ros.replay.report import format_ms
 from swiftseg_ros.replay.run import ReplayResult, Sample, check_topics
 from swiftseg_ros.replay.verdict import EXIT_VERDICT_FAILED, verdict_line
 from swiftseg_ros.trainer.montage import make_montage
@@ -215,14 +216,6 @@ def _signed_pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:+.1f}"
 
 
-def _ms(value) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
-
-
-def _fps(value) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
-
-
 def comparison_lines(comparison: dict) -> list[str]:
     """The terminal summary: verdicts, then mIoU, p95 and drops of each, and the files."""
     labels, lines = comparison["labels"], []
@@ -235,7 +228,7 @@ def comparison_lines(comparison: dict) -> list[str]:
                      f"(B - A {_signed_pct(miou['difference'])} points)")
     p95 = (comparison["latency_ms"].get("processing") or {}).get("p95")
     if p95:
-        lines.append(f"p95 processing A {_ms(p95['a'])} ms, B {_ms(p95['b'])} ms")
+        lines.append(f"p95 processing A {format_ms(p95['a'])} ms, B {format_ms(p95['b'])} ms")
     frames = comparison["frames"]
     lines.append(f"dropped A {frames['a']['dropped']} of {frames['a']['read']}, "
                  f"B {frames['b']['dropped']} of {frames['b']['read']}")
@@ -272,8 +265,8 @@ def render_comparison(comparison: dict) -> str:
         f = frames[key]
         lines.append(f"| {labels[key]} | {f['read']} | {f['processed']} | {f['dropped']} | "
                      f"{f['rejected']} | {f['failed']} | "
-                     f"{_fps(throughput['processing_fps'][key])} | "
-                     f"{_fps(throughput['delivered_fps'][key])} |")
+                     f"{format_ms(throughput['processing_fps'][key])} | "
+                     f"{format_ms(throughput['delivered_fps'][key])} |")
     lines += ["", "Delivered FPS: frames out per second of bag time (the camera rate times "
               "the share of frames processed).", ""]
     accuracy = comparison["accuracy"]
@@ -295,7 +288,7 @@ def render_comparison(comparison: dict) -> str:
                   "| stage | p50 A | p50 B | p95 A | p95 B | p99 A | p99 B |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for stage, numbers in comparison["latency_ms"].items():
-            cells = [_ms(numbers[p][key]) for p in PERCENTILES for key in KEYS]
+            cells = [format_ms(numbers[p][key]) for p in PERCENTILES for key in KEYS]
             lines.append(f"| {stage} | " + " | ".join(cells) + " |")
         lines.append("")
     spread = comparison["disagreement"]

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 import swiftseg_ros
+from swiftseg_ros.engine.cpu_caps import read_cpuinfo
 
 # The CPU flags that decide which kernels can run (the engine routes by them); the full
 # /proc/cpuinfo list is a few hundred words that say nothing more to a reader.
@@ -71,17 +72,7 @@ def git_revision() -> str | None:
 
 
 def cpu_record() -> dict:
-    model, flags = None, set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and model is None:
-                model = value.strip()
-            elif key in ("flags", "Features") and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
+    model, flags = read_cpuinfo()
     return {
         "model": model or platform.processor() or None,
         "machine": platform.machine(),

@@ -155,7 +155,8 @@ def top_confusions(counts: np.ndarray, class_names, limit: int = TOP_CONFUSIONS)
 # ------------------------------------------------------------------------ markdown
 
 
-def _ms(value) -> str:
+def format_ms(value) -> str:
+    """Milliseconds (or frames per second) for a table cell: one decimal, n/a if absent."""
     return "n/a" if value is None else f"{value:.1f}"
 
 
@@ -223,15 +224,15 @@ def render_markdown(report: dict) -> str:
     if age:
         note = ("publish time on the bag clock minus header stamp" if report["mode"] ==
                 "realtime" else "as if every frame were processed on arrival")
-        lines.append(f"- Image age ({note}): p50 {_ms(age['p50'])} ms, p99 "
-                     f"{_ms(age['p99'])} ms, max {_ms(age['max'])} ms")
+        lines.append(f"- Image age ({note}): p50 {format_ms(age['p50'])} ms, p99 "
+                     f"{format_ms(age['p99'])} ms, max {format_ms(age['max'])} ms")
     lines.append("")
     if report["latency_ms"]:
         lines += ["Latency per stage (ms, processed frames):", "",
                   "| stage | p50 | p90 | p95 | p99 | max | mean |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for stage, numbers in report["latency_ms"].items():
-            cells = [_ms(numbers[k]) for k in ("p50", "p90", "p95", "p99", "max", "mean")]
+            cells = [format_ms(numbers[k]) for k in ("p50", "p90", "p95", "p99", "max", "mean")]
             lines.append(f"| {stage} | " + " | ".join(cells) + " |")
         lines.append("")
     accuracy = report["accuracy"]

@@ -277,7 +277,6 @@ class Replay:
         # stamps whose image will come -> ground truth waiting for it
         self._waiting_labels: dict[int, np.ndarray] = {}
         self._settled_stamps: set[int] = set()  # images already processed or not
-        self._frame_miou: dict[int, float] = {}  # stamp -> the frame's own mIoU
         self._worst: list[Sample] = []  # the lowest per-frame mIoU so far, at most worst_frames
         self._unbilled_s = 0.0  # pipelined: worker time not yet charged to a finished frame
 
@@ -608,7 +607,7 @@ class Replay:
             while targets and record.index >= targets[0]:
                 targets.pop(0)
             self._samples.append(self._sample(record.index, label, msg, pixel_format, waiting))
-            self._samples[-1].miou = self._frame_miou.get(stamp)
+            self._samples[-1].miou = record.miou
 
     def _sample(self, index: int, label: np.ndarray, msg, pixel_format,
                 ground_truth: np.ndarray | None) -> Sample:
@@ -675,7 +674,7 @@ class Replay:
         if np.isnan(miou):
             return
         record = self.records[index]
-        record.miou = self._frame_miou[record.stamp_ns] = miou
+        record.miou = miou
         for sample in self._samples:
             if sample.index == index:
                 sample.miou = miou

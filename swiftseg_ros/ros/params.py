@@ -546,7 +546,7 @@ def _file_value(file: Path, node: str, name: str, value: Any) -> Any:
 LAUNCH_PARAMETERS = ("network", "weights", "device", "precision", "backend", "transport",
                      "reliability", "depth", "input_size", "inference_size",
                      "publish_overlay", "publish_confidence")
-_TRUE_WORDS = ("true", "1", "yes", "on")
+TRUE_WORDS = ("true", "1", "yes", "on")
 _FALSE_WORDS = ("false", "0", "no", "off")
 
 
@@ -590,9 +590,9 @@ def launch_argument_value(name: str, text: str) -> Any:
     word = text.strip()
     try:
         if definition.type is bool:
-            if word.lower() not in _TRUE_WORDS + _FALSE_WORDS:
+            if word.lower() not in TRUE_WORDS + _FALSE_WORDS:
                 raise ValueError
-            value: Any = word.lower() in _TRUE_WORDS
+            value: Any = word.lower() in TRUE_WORDS
         elif definition.type is int:
             value = int(word)
         elif definition.type is float:
