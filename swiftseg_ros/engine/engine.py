@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -141,7 +142,10 @@ class SegmentationEngine:
         if config.backend == ONNXRUNTIME and self._onnxruntime_note:
             raise ConfigError(f"backend: onnxruntime {self._onnxruntime_note}")
         if config.threads is not None:
+            # the per-frame OpenCV work (colour conversion, planar normalization, palette)
+            # runs on as many threads as the network
             torch.set_num_threads(config.threads)
+            cv2.setNumThreads(config.threads)
         self.dtype = DTYPES[config.precision]
 
         self._onnx_file = _onnx_file_of(config)
