@@ -110,10 +110,11 @@ class Postprocessor:
         # full-size one-byte labels on the CPU in logits mode (the label output itself when
         # requested): what the edge selection writes and the colours are looked up from
         self.full_labels = (self.outputs.get("label", torch.empty((out_h, out_w), **u8))
-                            if device.type == "cpu" and upsample == "logits" else None)
+                            if device.type == "cpu" and upsample == "logits"
+                            and ("label" in outputs or want_color) else None)
         self._colors = (CpuColorLookup(palette, self.full_labels, self.outputs["color"])
                         if want_color and self.full_labels is not None else None)
-        if upsample == "logits" and not want_conf and not self.align_corners \
+        if self.full_labels is not None and not want_conf and not self.align_corners \
                 and edges_apply(logits, (out_h, out_w)):
             self.edges = EdgeLabels(logits, (out_h, out_w))
             self.upsampled = None
