@@ -120,6 +120,28 @@ def test_engine_with_winograd_gives_the_direct_labels(monkeypatch, tmp_path, bac
     seg.release()
 
 
+def test_slower_layers_skip_building_the_whole_winograd_pass(monkeypatch):
+    real = engine_module.choose
+    timed = []
+
+    def choose(what, candidates, **kw):
+        choice = real(what, candidates, **kw)
+        timed.append(what)
+        if what == "conv_3x3":  # the layer-by-layer timing: direct wins, whatever it saw
+            return Choice(what, "direct", choice.times_ms, choice.notes)
+        return choice
+
+    monkeypatch.setattr(engine_module, "choose", choose)
+    seg = SegmentationEngine(EngineConfig(network="swiftnet_rn18", num_classes=5,
+                                          outputs=("label",), warmup_iters=1))
+    seg.infer(generate_frame(4, 0, 64, 64)[0], "rgb8")
+    note = seg.stats()["choices"]["conv_3x3"]["notes"]["winograd"]
+    assert note.startswith("slower layer by layer at 64x64: its 6 layers ")
+    assert timed.count("conv_3x3") == 1  # the whole passes were not built and timed
+    assert not any(isinstance(m, WinogradConv3x3) for m in seg.model.modules())
+    seg.release()
+
+
 def test_networks_without_wide_3x3_convolutions_say_so():
     seg = SegmentationEngine(EngineConfig(network="fastscnn", num_classes=3,
                                           outputs=("label",), warmup_iters=1))

@@ -64,7 +64,13 @@ from swiftseg_ros.engine.plans import Plan, PlanCache, PlanKey
 from swiftseg_ros.engine.postprocess import Postprocessor
 from swiftseg_ros.engine.preprocess import Preprocessor
 from swiftseg_ros.engine.timing import DEVICE_STAGES, CpuStageClock, CudaStageClock, StageWindow
-from swiftseg_ros.engine.winograd import MIN_CHANNELS, count_eligible, use_winograd, winograd_copy
+from swiftseg_ros.engine.winograd import (
+    MIN_CHANNELS,
+    count_eligible,
+    layer_runs,
+    use_winograd,
+    winograd_copy,
+)
 from swiftseg_ros.errors import ConfigError, SwiftsegError
 
 log = logging.getLogger("swiftseg_ros.engine")
@@ -563,6 +569,8 @@ class SegmentationEngine:
         note = self._winograd_note
         if note is None and chosen.backend == ONNXRUNTIME and self._onnx_file is not None:
             note = "the .onnx file's graph is used as it is"
+        if note is None:
+            note = self._winograd_layers_note(chosen, net_hw)
         if note is not None:
             choices["conv_3x3"] = Choice("conv_3x3", "direct", {}, {"winograd": note})
             return chosen
@@ -595,6 +603,22 @@ class SegmentationEngine:
         self._winograd_note = self._why_no_winograd(model)
         self._variants, self._variant_notes = self._torch_variants(model)
         self.model = next(iter(self._variants.values()), None)
+
+    def _winograd_layers_note(self, chosen: DevicePass, net_hw) -> str | None:
+        """None when Winograd is faster than the direct convolutions layer by layer at this
+        size (torch, on this machine), else why the whole pass is not built and timed."""
+        model = chosen.model if chosen.backend == TORCH else self._export_source
+        example = torch.zeros((1, 3, *net_hw), dtype=self.dtype)
+        if chosen.memory_format == "channels_last":
+            example = example.contiguous(memory_format=torch.channels_last)
+        direct, winograd, layers = layer_runs(model, example)
+        layer_choice = choose("conv_3x3", {"direct": direct, "winograd": winograd},
+                              repeats=TIMING_REPEATS)
+        if layer_choice.picked == "winograd":
+            return None
+        times = layer_choice.times_ms
+        return (f"slower layer by layer at {net_hw[1]}x{net_hw[0]}: its {layers} layers "
+                f"{times.get('winograd', 0):.1f} ms, direct {times.get('direct', 0):.1f} ms")
 
     def _why_no_winograd(self, model) -> str | None:
         """Why Winograd convolutions are not a candidate here, or None when they are."""

@@ -26,6 +26,7 @@ transforms' constants are not powers of two); labels agree on >= 99.9% of pixels
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +137,38 @@ def winograd_copy(model: nn.Module, min_channels: int = MIN_CHANNELS) -> nn.Modu
     twin = copy.deepcopy(model, memo=shared)
     use_winograd(twin, min_channels)
     return twin
+
+
+def layer_runs(model: nn.Module, example: torch.Tensor, min_channels: int = MIN_CHANNELS
+               ) -> tuple[Callable[[], None], Callable[[], None], int]:
+    """Two callables that run the eligible convolutions of `model` once each, on the
+    inputs they get from `example` (captured in one forward pass): directly, and as
+    Winograd; and how many there are.
+
+    Timing these two is the cheap first question (milliseconds per layer, no export):
+    only where Winograd is faster layer by layer is the whole Winograd pass worth
+    building and timing.
+    """
+    inputs: list[tuple[nn.Module, torch.Tensor]] = []
+    hooks = [module.register_forward_pre_hook(
+        lambda module, args: inputs.append((module, args[0].clone())))
+        for module in {id(m): m for m in model.modules() if eligible(m, min_channels)}.values()]
+    try:
+        model.forward_logits(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    pairs = [(module, WinogradConv3x3(module), image) for module, image in inputs]
+
+    def direct() -> None:
+        for module, _, image in pairs:
+            module(image)
+
+    def winograd() -> None:
+        for _, replacement, image in pairs:
+            replacement(image)
+
+    return direct, winograd, len(pairs)
 
 
 def count_eligible(model: nn.Module, min_channels: int = MIN_CHANNELS) -> int:
