@@ -9,25 +9,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from replay_helpers import FRAMES, IMAGE, LABELS, assert_one_line_error, checkpoint, run, write_bag
 
-from swiftseg_ros.checkpoint import make_meta, save_checkpoint
 from swiftseg_ros.cli import replay as replay_entry
-from swiftseg_ros.nets import build_model
 from swiftseg_ros.replay.cli import exit_status, node_parameters, replay_bag
 from swiftseg_ros.replay.run import ReplayOptions
-from swiftseg_ros.replay.synthbag import CameraBagSpec, write_camera_bag
 from swiftseg_ros.replay.verdict import Thresholds
 from swiftseg_ros.trainer.scene import CLASS_NAMES, PALETTE
-
-FRAMES = 6
-IMAGE, LABELS = "/camera/image_raw", "/camera/labels"
-
-
-def checkpoint(path, network="fastscnn", seed=0, classes=CLASS_NAMES):
-    torch.manual_seed(seed)
-    meta = make_meta(network, len(classes), class_names=list(classes),
-                     palette=[list(PALETTE[i % len(PALETTE)]) for i in range(len(classes))])
-    return save_checkpoint(path, build_model(network, len(classes)), meta)
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +26,7 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def camera_bag(tmp_path_factory):
-    return write_camera_bag(tmp_path_factory.mktemp("bag") / "bag",
-                            CameraBagSpec(frames=FRAMES, width=64, height=32), progress=False)
-
-
-def run(capsys, *argv):
-    status = replay_entry([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_one_line_error(err):
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1 and "error:" in err
+    return write_bag(tmp_path_factory.mktemp("bag"))
 
 
 @pytest.fixture(scope="module")
