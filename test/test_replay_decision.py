@@ -17,6 +17,11 @@ from swiftseg_ros.replay.run import ReplayOptions
 from swiftseg_ros.replay.verdict import Thresholds
 from swiftseg_ros.trainer.scene import CLASS_NAMES, PALETTE
 
+# Replays of checkpoints that no other test of the session replays, where the backend is
+# not the point: backend auto would export each one to ONNX first (seconds each).
+# test_replay_cli.py replays with the node's default backend (auto).
+TORCH = ("--backend", "torch")
+
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
@@ -34,7 +39,7 @@ def ab_run(tmp_path_factory, camera_bag, weights):
     out = tmp_path_factory.mktemp("ab") / "out"
     status = replay_entry([str(camera_bag), "--image-topic", IMAGE, "--label-topic", LABELS,
                            "--compare", str(weights[0]), str(weights[1]), "--out", str(out),
-                           "--latency-budget-ms", "0", "--quiet"])
+                           "--latency-budget-ms", "0", "--quiet", *TORCH])
     return status, out, json.loads((out / "comparison.json").read_text())
 
 
@@ -79,7 +84,7 @@ def test_ab_exit_status_is_1_when_the_first_configuration_fails(capsys, camera_b
                                                                  tmp_path):
     status, stdout, err = run(capsys, camera_bag, "--image-topic", IMAGE, "--label-topic",
                               LABELS, "--compare", *weights, "--out", tmp_path / "out",
-                              "--min-miou", 99, "--quiet", "--montage-frames", 0)
+                              "--min-miou", 99, "--quiet", "--montage-frames", 0, *TORCH)
     assert status == 1
     assert len(err.strip().splitlines()) == 1 and "verdict FAIL for A a.pt" in err
     assert "below the minimum 99.0 %" in err
@@ -180,7 +185,7 @@ def test_no_accuracy_replays_a_checkpoint_of_another_class_set_for_its_speed(cap
     city = checkpoint(tmp_path / "city.pt", classes=[f"c{i}" for i in range(19)])
     out = tmp_path / "out"
     status, _, err = run(capsys, camera_bag, "--image-topic", IMAGE, "--label-topic", LABELS,
-                         "--weights", city, "--out", out, "--no-accuracy", "--quiet")
+                         "--weights", city, "--out", out, "--no-accuracy", "--quiet", *TORCH)
     assert status == 0, err
     report = json.loads((out / "report.json").read_text())
     assert report["accuracy"] is None and report["frames"]["processed"] == FRAMES
