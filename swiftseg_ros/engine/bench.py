@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="time contiguous (NCHW) memory format only, not channels_last")
     parser.add_argument("--no-onednn", action="store_true",
                         help="CPU: time only PyTorch's own conv kernel choice, not oneDNN's")
+    parser.add_argument("--no-winograd", action="store_true",
+                        help="CPU: do not time Winograd 3x3 convolutions against direct ones")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive runner")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     parser.add_argument("--tf32", action="store_true",
@@ -249,7 +251,8 @@ def _bench_one(args, network, weights, width, height, precisions, progress) -> l
                                   backend=backend, outputs=outputs, upsample=args.upsample,
                                   threads=args.threads, cuda_graphs=not args.no_cuda_graphs,
                                   channels_last=not args.no_channels_last,
-                                  onednn_convs=not args.no_onednn, tf32=args.tf32,
+                                  onednn_convs=not args.no_onednn,
+                                  winograd=not args.no_winograd, tf32=args.tf32,
                                   warmup_iters=max(1, args.warmup))
             baseline = memory_baseline(torch.device(config.device))
             engine = SegmentationEngine(config)

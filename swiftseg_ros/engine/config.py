@@ -43,7 +43,9 @@ class EngineConfig:
     faster kept). `channels_last` and `onednn_convs` say which candidates may be timed
     on the CPU: channels_last besides contiguous, every convolution through oneDNN
     besides PyTorch's per-call kernel choice (engine/cpu_kernels.py); the faster
-    working one is kept.
+    working one is kept. `winograd` (CPU, fp32): the chosen pass is timed once more
+    with its wide 3x3 convolutions as Winograd F(4x4, 3x3) (engine/winograd.py), and
+    kept that way if faster.
     `warmup_iters` eager passes run per new input size; `stats_window` recent frames
     feed the percentiles of `stats()`. `tf32` (CUDA, fp32 only) lets cuDNN and cuBLAS
     round fp32 operands to TF32 (10-bit mantissa) on Ampere and newer: faster, and no
@@ -69,6 +71,7 @@ class EngineConfig:
     palette: list | None = None
     channels_last: bool = True
     onednn_convs: bool = True
+    winograd: bool = True
     backend: str = "torch"
     cache_dir: str | Path | None = None
     mean: tuple[float, float, float] | None = None
@@ -117,6 +120,8 @@ class EngineConfig:
                               f"{', '.join(BACKENDS)}")
         if not isinstance(self.onednn_convs, bool):
             raise ConfigError(f"onednn_convs: {self.onednn_convs!r}, expected true or false")
+        if not isinstance(self.winograd, bool):
+            raise ConfigError(f"winograd: {self.winograd!r}, expected true or false")
         if not isinstance(self.tf32, bool):
             raise ConfigError(f"tf32: {self.tf32!r}, expected true or false")
         if isinstance(self.plan_cache, bool) or not isinstance(self.plan_cache, int) \

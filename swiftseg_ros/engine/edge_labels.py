@@ -18,6 +18,15 @@ only the blocks of the others are interpolated, exactly as the bilinear kernel w
 them, and selected per pixel. The labels equal those of upsample-then-max up to float
 rounding at exact ties.
 
+Which classes can win in an edge block: every mix of a class's four corner scores lies
+between their extremes, so only classes whose largest corner score reaches the largest
+smallest-corner score of any class. Each corner's own class is one of them, so where
+there are just two (most edge blocks: 55-80% of them for Fast-SCNN at 1024x512) they are
+the block's smallest and largest corner class, and the label is the sign of one
+interpolated score difference per pixel (no per-class scores, no arg-max over classes,
+which is PyTorch's slowest step here). The other edge blocks keep the few classes that
+can win there and select among their interpolated scores.
+
 The number of edge quads varies from frame to frame, so their scratch tensors are
 sized per frame (small: edges are a fraction of the image); every other buffer is
 allocated once.
@@ -40,12 +49,9 @@ def applies(logits: torch.Tensor, output_hw: tuple[int, int]) -> bool:
 
 
 class EdgeLabels:
-    """Writes into `labels` (H, W) uint8 the classes of upsampled `logits` (1, C, h, w),
-    and with a `palette` (classes, 3) uint8 their colours into `color` (H, W, 3): block by
-    block too, which is cheaper than a palette lookup of every pixel."""
+    """Writes into `labels` (H, W) uint8 the classes of upsampled `logits` (1, C, h, w)."""
 
-    def __init__(self, logits: torch.Tensor, output_hw: tuple[int, int],
-                 palette: torch.Tensor | None = None):
+    def __init__(self, logits: torch.Tensor, output_hw: tuple[int, int]):
         _, classes, net_h, net_w = logits.shape
         out_h, out_w = output_hw
         s = out_h // net_h
@@ -57,14 +63,13 @@ class EdgeLabels:
         self.padded_labels = torch.empty((net_h + 2, net_w + 2), dtype=torch.uint8)
         self.uniform = torch.empty(self.quads_hw, dtype=torch.bool)
         self.corner_equal = torch.empty(self.quads_hw, dtype=torch.bool)
-        self.blocks = torch.empty((*self.quads_hw, s, s), dtype=torch.uint8)
+        # the blocks laid out as an image (uniform ones filled row by row, as the nearest
+        # upsampler does: contiguous inner loops), edge blocks scattered into it
+        self.block_rows = torch.empty((net_h + 1, (net_w + 1) * s), dtype=torch.uint8)
         self.canvas = torch.empty(((net_h + 1) * s, (net_w + 1) * s), dtype=torch.uint8)
-        self.palette = palette
-        if palette is not None:
-            self.quad_colors = torch.empty((net_h + 1, net_w + 1, 3), dtype=torch.uint8)
-            self.color_blocks = torch.empty((*self.quads_hw, s, s, 3), dtype=torch.uint8)
-            self.color_canvas = torch.empty(((net_h + 1) * s, (net_w + 1) * s, 3),
-                                            dtype=torch.uint8)
+        canvas_w = (net_w + 1) * s
+        # flat canvas offsets of a block's s*s pixels from its top-left pixel
+        self.block_pixels = (torch.arange(s).view(s, 1) * canvas_w + torch.arange(s)).view(-1)
         # the bilinear weights of the four corners for each of a block's s*s pixels:
         # source offset (t + 0.5) / s from the quad's top-left logit pixel
         offsets = (torch.arange(s, dtype=torch.float32) + 0.5) / s
@@ -76,9 +81,8 @@ class EdgeLabels:
         row = net_w + 2
         self.corner_offsets = torch.tensor([0, 1, row, row + 1])
 
-    def run(self, logits: torch.Tensor, labels: torch.Tensor,
-            color: torch.Tensor | None = None) -> None:
-        s, classes = self.s, self.classes
+    def run(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        s = self.s
         quads_h, quads_w = self.quads_hw
         torch.max(logits, 1, out=(self.low_max, self.low_labels))
         # replicated borders: the bilinear kernel clamps its source index to the image
@@ -94,39 +98,53 @@ class EdgeLabels:
         for other in (padded[1:, :-1], padded[1:, 1:]):
             torch.eq(top_left, other, out=equal)
             uniform.logical_and_(equal)
-        self.blocks.copy_(top_left.view(quads_h, quads_w, 1, 1).expand(-1, -1, s, s))
-        if color is not None:
-            torch.index_select(self.palette, 0, top_left.reshape(-1).int(),
-                               out=self.quad_colors.view(-1, 3))
-            self.color_blocks.copy_(
-                self.quad_colors.view(quads_h, quads_w, 1, 1, 3).expand(-1, -1, s, s, -1))
+        rows, canvas_w = self.block_rows, quads_w * s
+        rows.view(quads_h, quads_w, s).copy_(top_left.view(quads_h, quads_w, 1).expand(-1, -1, s))
+        self.canvas.view(quads_h, s, canvas_w).copy_(
+            rows.view(quads_h, 1, canvas_w).expand(-1, s, -1))
         edges = uniform.logical_not().view(-1).nonzero().view(-1)
         if edges.numel():
-            flat = F.pad(logits.float(), (1, 1, 1, 1), mode="replicate").view(classes, -1)
-            # quad (q, p) has its top-left corner at padded (q, p)
-            corners = (edges // quads_w) * (quads_w + 1) + edges % quads_w
-            gather = (corners.view(-1, 1) + self.corner_offsets).view(-1)
-            values = flat.index_select(1, gather).view(classes, -1, 4)  # (C, edges, 4)
-            # every mix of a class's four corner scores lies between their extremes, so a
-            # class can win somewhere in a block only if its largest corner score reaches
-            # the largest smallest-corner score of any class; the `kept` classes with the
-            # largest corner maxima hold all such classes of every edge block
-            upper = values.amax(2)
-            kept = int((upper >= values.amin(2).amax(0)).sum(0).max())
+            self._edge_blocks(logits, edges)
+        labels.copy_(self.canvas[self.crop])
+
+    def _edge_blocks(self, logits: torch.Tensor, edges: torch.Tensor) -> None:
+        """Labels of the edge quads' blocks (quad indices `edges`) into the canvas."""
+        s, classes, quads_w = self.s, self.classes, self.quads_hw[1]
+        flat = F.pad(logits.float(), (1, 1, 1, 1), mode="replicate").view(classes, -1)
+        # quad (q, p) has its top-left corner at padded (q, p)
+        corners = (edges // quads_w) * (quads_w + 1) + edges % quads_w
+        gather = (corners.view(-1, 1) + self.corner_offsets).view(-1)
+        values = flat.index_select(1, gather).view(classes, -1, 4)  # (C, edges, 4)
+        upper = values.amax(2)
+        candidates = (upper >= values.amin(2).amax(0)).sum(0)
+        two = candidates == 2
+        pair = two.nonzero().view(-1)
+        if pair.numel():
+            # the two are the quad's smallest and largest corner class
+            corner_classes = self.padded_labels.view(-1)[gather.view(-1, 4)[pair]]
+            low, high = corner_classes.amin(1), corner_classes.amax(1)
+            difference = values[high.long(), pair] - values[low.long(), pair]  # (pairs, 4)
+            # the larger class wins where its interpolated score is larger; a tie goes to
+            # the smaller class, max's first index
+            high_wins = torch.mm(difference, self.weights) > 0
+            pair_labels = low.view(-1, 1) + high_wins.to(torch.uint8) * (high - low).view(-1, 1)
+            self._write_blocks(edges[pair], pair_labels)
+        rest = (~two).nonzero().view(-1)
+        if rest.numel():
+            values, upper = values[:, rest], upper[:, rest]
+            kept = int(candidates[rest].max())
             top = upper.topk(kept, dim=0).indices if kept < classes else None
             if top is not None:
                 values = values.gather(0, top.unsqueeze(2).expand(-1, -1, 4))
-            scores = torch.mm(values.view(-1, 4), self.weights).view(kept, -1, s * s)
-            edge_labels = torch.max(scores, 0).indices
+            scores = torch.mm(values.reshape(-1, 4), self.weights).view(kept, -1, s * s)
+            rest_labels = torch.max(scores, 0).indices
             if top is not None:
-                edge_labels = top.gather(0, edge_labels.t()).t().contiguous()
-            self.blocks.view(quads_h * quads_w, s * s)[edges] = edge_labels.to(torch.uint8)
-            if color is not None:
-                self.color_blocks.view(quads_h * quads_w, s * s, 3)[edges] = \
-                    torch.index_select(self.palette, 0, edge_labels.view(-1)).view(-1, s * s, 3)
-        self.canvas.view(quads_h, s, quads_w, s).copy_(self.blocks.permute(0, 2, 1, 3))
-        labels.copy_(self.canvas[self.crop])
-        if color is not None:
-            self.color_canvas.view(quads_h, s, quads_w, s, 3).copy_(
-                self.color_blocks.permute(0, 2, 1, 3, 4))
-            color.copy_(self.color_canvas[self.crop])
+                rest_labels = top.gather(0, rest_labels.t()).t()
+            self._write_blocks(edges[rest], rest_labels.to(torch.uint8))
+
+    def _write_blocks(self, quads: torch.Tensor, block_labels: torch.Tensor) -> None:
+        """The (len(quads), s*s) labels of these quads' blocks into the canvas."""
+        s, quads_w = self.s, self.quads_hw[1]
+        corner = (quads // quads_w) * (s * s * quads_w) + (quads % quads_w) * s
+        pixels = (corner.view(-1, 1) + self.block_pixels).view(-1)
+        self.canvas.view(-1).scatter_(0, pixels, block_labels.reshape(-1))

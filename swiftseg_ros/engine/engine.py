@@ -28,12 +28,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
 from swiftseg_ros.engine import cpu_caps
+from swiftseg_ros.engine.autotune import Choice, choose, failure_note
 from swiftseg_ros.engine.buffers import FrameIO
-from swiftseg_ros.engine.choices import ONNXRUNTIME, TORCH, DevicePass, pick_pass
+from swiftseg_ros.engine.choices import (
+    ONNXRUNTIME,
+    TIMING_REPEATS,
+    TORCH,
+    DevicePass,
+    pick_pass,
+)
 from swiftseg_ros.engine.config import (
     DEFAULT_MEAN,
     DEFAULT_NUM_CLASSES,
@@ -56,6 +64,7 @@ from swiftseg_ros.engine.plans import Plan, PlanCache, PlanKey
 from swiftseg_ros.engine.postprocess import Postprocessor
 from swiftseg_ros.engine.preprocess import Preprocessor
 from swiftseg_ros.engine.timing import DEVICE_STAGES, CpuStageClock, CudaStageClock, StageWindow
+from swiftseg_ros.engine.winograd import MIN_CHANNELS, count_eligible, use_winograd, winograd_copy
 from swiftseg_ros.errors import ConfigError, SwiftsegError
 
 log = logging.getLogger("swiftseg_ros.engine")
@@ -141,7 +150,10 @@ class SegmentationEngine:
         if config.backend == ONNXRUNTIME and self._onnxruntime_note:
             raise ConfigError(f"backend: onnxruntime {self._onnxruntime_note}")
         if config.threads is not None:
+            # the per-frame OpenCV work (colour conversion, planar normalization, palette)
+            # runs on as many threads as the network
             torch.set_num_threads(config.threads)
+            cv2.setNumThreads(config.threads)
         self.dtype = DTYPES[config.precision]
 
         self._onnx_file = _onnx_file_of(config)
@@ -173,6 +185,7 @@ class SegmentationEngine:
                     f"{round_to_multiple(height, self.size_divisor)}")
 
         self._export_source, self._variants, self._variant_notes = None, {}, {}
+        self._winograd_note = "no network loaded (an .onnx file)"
         self.model = None
         with torch.inference_mode():
             if model is not None:
@@ -474,6 +487,8 @@ class SegmentationEngine:
             raise
         except RuntimeError as exc:
             raise ConfigError(f"engine: {exc}") from exc
+        chosen = self._with_conv_algorithm(chosen, choices, io, key, (net_h, net_w),
+                                           output_hw)
         if chosen.model is not None:
             self.model = chosen.model
         log.info("engine: %dx%d: %s", net_w, net_h,
@@ -494,14 +509,15 @@ class SegmentationEngine:
         return DevicePass(name, backend, pre, forward, post, **extra)
 
     def _torch_pass(self, io, key, net_hw, output_hw, model, route,
-                    memory_format) -> DevicePass:
+                    memory_format, suffix: str = "") -> DevicePass:
         pre = Preprocessor(io.device_rgb, net_hw, self.mean, self.std, self.dtype,
                            memory_format == "channels_last")
-        return self._pass_tail(f"{route}/{memory_format}", TORCH, pre, model.forward_logits,
-                               io, key, output_hw, model=model, route=route,
-                               memory_format=memory_format)
+        return self._pass_tail(f"{route}/{memory_format}{suffix}", TORCH, pre,
+                               model.forward_logits, io, key, output_hw, model=model,
+                               route=route, memory_format=memory_format)
 
-    def _onnxruntime_pass(self, io, key, net_hw, output_hw) -> DevicePass:
+    def _onnxruntime_pass(self, io, key, net_hw, output_hw, winograd: bool = False
+                          ) -> DevicePass:
         from swiftseg_ros.engine.ort_backend import (
             OrtForward,
             cache_folder,
@@ -515,8 +531,13 @@ class SegmentationEngine:
         else:
             if self._digest is None:
                 self._digest = weights_digest(self._export_source)
-            path = cached_graph(self._export_source, self.network, *net_hw,
-                                digest=self._digest, folder=cache_folder(self.config.cache_dir))
+            source = self._export_source
+            if winograd:
+                source = copy.deepcopy(source)
+                use_winograd(source)
+            path = cached_graph(source, self.network, *net_hw, digest=self._digest,
+                                folder=cache_folder(self.config.cache_dir),
+                                variant="winograd" if winograd else "")
         if file is not None and file.uint8_input:
             if (key.height, key.width) != net_hw:
                 raise ConfigError(
@@ -532,8 +553,34 @@ class SegmentationEngine:
         # a file's logits are at the input size already: nothing left to interpolate
         upsample = ("labels" if file is not None and net_hw == output_hw
                     else self.config.upsample)
-        return self._pass_tail(ONNXRUNTIME, ONNXRUNTIME, pre, forward, io, key, output_hw,
-                               upsample=upsample)
+        return self._pass_tail(ONNXRUNTIME + ("+winograd" if winograd else ""), ONNXRUNTIME,
+                               pre, forward, io, key, output_hw, upsample=upsample)
+
+    def _with_conv_algorithm(self, chosen: DevicePass, choices: dict, io, key, net_hw,
+                             output_hw) -> DevicePass:
+        """The chosen pass, or its twin with Winograd 3x3 convolutions (winograd.py) when
+        that measures faster; the choice is added to `choices` as "conv_3x3"."""
+        note = self._winograd_note
+        if note is None and chosen.backend == ONNXRUNTIME and self._onnx_file is not None:
+            note = "the .onnx file's graph is used as it is"
+        if note is not None:
+            choices["conv_3x3"] = Choice("conv_3x3", "direct", {}, {"winograd": note})
+            return chosen
+        try:
+            if chosen.backend == ONNXRUNTIME:
+                twin = self._onnxruntime_pass(io, key, net_hw, output_hw, winograd=True)
+            else:
+                twin = self._torch_pass(io, key, net_hw, output_hw,
+                                        winograd_copy(chosen.model), chosen.route,
+                                        chosen.memory_format, suffix="+winograd")
+        except Exception as exc:  # e.g. an unwritable cache: the direct pass still works
+            choices["conv_3x3"] = Choice("conv_3x3", "direct", {},
+                                         {"winograd": failure_note(exc)})
+            return chosen
+        choice = choose("conv_3x3", {"direct": chosen.run, "winograd": twin.run},
+                        repeats=TIMING_REPEATS)
+        choices["conv_3x3"] = choice
+        return twin if choice.picked == "winograd" else chosen
 
     def _prepare_network(self, model) -> None:
         """The conv-BN-fused network, its torch candidates, and its fp32 CPU original that
@@ -545,8 +592,22 @@ class SegmentationEngine:
         if self.config.backend != TORCH:
             self._export_source = copy.deepcopy(model) if self.on_cuda else model
         model = model.to(device=self.device, dtype=self.dtype)
+        self._winograd_note = self._why_no_winograd(model)
         self._variants, self._variant_notes = self._torch_variants(model)
         self.model = next(iter(self._variants.values()), None)
+
+    def _why_no_winograd(self, model) -> str | None:
+        """Why Winograd convolutions are not a candidate here, or None when they are."""
+        if not self.config.winograd:
+            return "not asked (winograd off)"
+        if self.on_cuda:
+            return "CUDA: cuDNN picks its own algorithms per shape (benchmark)"
+        if self.dtype != torch.float32:
+            return f"fp32 only ({self.config.precision} loses too much in its transforms)"
+        if not count_eligible(model):
+            return (f"no 3x3 convolution with {MIN_CHANNELS}+ channels in "
+                    f"{self.network}")
+        return None
 
     def _torch_variants(self, model):
         """(the torch candidates {(route, memory format): network}, notes on those left out).

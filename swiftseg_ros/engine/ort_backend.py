@@ -124,13 +124,18 @@ class _Logits(nn.Module):
 
 
 def cached_graph(model: nn.Module, network: str, height: int, width: int, *,
-                 digest: str, folder: Path) -> Path:
-    """The ONNX file of `model.forward_logits` at this input size, exported if not cached."""
+                 digest: str, folder: Path, variant: str = "") -> Path:
+    """The ONNX file of `model.forward_logits` at this input size, exported if not cached.
+
+    `variant` names a rewrite of the network with the same weights (e.g. "winograd"),
+    which gets its own file.
+    """
     ort = require_onnxruntime()
     key = hashlib.sha256(
-        f"{digest}|{network}|{height}x{width}|opset{OPSET}|torch{torch.__version__}|"
+        f"{digest}|{network}|{variant}|{height}x{width}|opset{OPSET}|torch{torch.__version__}|"
         f"ort{ort.__version__}".encode()).hexdigest()[:24]
-    path = folder / f"{network}_{width}x{height}_{key}.onnx"
+    stem = f"{network}_{variant}" if variant else network
+    path = folder / f"{stem}_{width}x{height}_{key}.onnx"
     if path.is_file():
         return path
     try:

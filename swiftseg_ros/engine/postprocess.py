@@ -22,6 +22,7 @@ import torch
 
 from swiftseg_ros.engine.edge_labels import EdgeLabels
 from swiftseg_ros.engine.edge_labels import applies as edges_apply
+from swiftseg_ros.engine.palette import CpuColorLookup
 
 aten = torch.ops.aten
 
@@ -106,11 +107,16 @@ class Postprocessor:
         # whole multiple of the network's size, pixel centres aligned (the blocks' geometry):
         # interpolate along class edges only
         self.edges = None
-        if upsample == "logits" and not want_conf and not self.align_corners \
+        # full-size one-byte labels on the CPU in logits mode (the label output itself when
+        # requested): what the edge selection writes and the colours are looked up from
+        self.full_labels = (self.outputs.get("label", torch.empty((out_h, out_w), **u8))
+                            if device.type == "cpu" and upsample == "logits"
+                            and ("label" in outputs or want_color) else None)
+        self._colors = (CpuColorLookup(palette, self.full_labels, self.outputs["color"])
+                        if want_color and self.full_labels is not None else None)
+        if self.full_labels is not None and not want_conf and not self.align_corners \
                 and edges_apply(logits, (out_h, out_w)):
-            self.edges = EdgeLabels(logits, (out_h, out_w), palette if want_color else None)
-            # one-byte labels: the label output itself when requested
-            self.edge_labels = self.outputs.get("label", torch.empty((out_h, out_w), **u8))
+            self.edges = EdgeLabels(logits, (out_h, out_w))
             self.upsampled = None
         elif upsample == "logits":
             self.upsampled = torch.empty((1, num_classes, out_h, out_w), dtype=logits.dtype,
@@ -161,7 +167,7 @@ class Postprocessor:
 
     def run(self, logits: torch.Tensor) -> None:
         if self.edges is not None:
-            self.edges.run(logits, self.edge_labels, self.outputs.get("color"))
+            self.edges.run(logits, self.full_labels)
             scores = None
         elif self.upsample == "logits":
             scores = self.upsampled
@@ -172,13 +178,18 @@ class Postprocessor:
             scores = logits
             torch.max(scores, 1, out=(self.max_values, self.indices))
         outputs = self.outputs
-        if "label" in outputs and self.edges is None:
+        if self.edges is None and self.full_labels is not None \
+                and ("label" in outputs or self._colors is not None):
+            self.full_labels.copy_(self.indices[0])
+        elif "label" in outputs and self.edges is None:
             if self.upsample == "logits":
                 outputs["label"].copy_(self.indices[0])
             else:
                 self.net_label.copy_(self.indices[0])
                 self._label_up.run()
-        if "color" in outputs and self.edges is None:
+        if self._colors is not None:
+            self._colors.run()
+        elif "color" in outputs:
             self._colorize(outputs["color"])
         if "confidence" in outputs:
             self._confidence(logits, outputs["confidence"])

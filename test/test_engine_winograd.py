@@ -1,0 +1,137 @@
+"""Winograd F(4x4, 3x3) convolutions: equal to the direct ones, and a measured engine choice."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from swiftseg_ros.engine import EngineConfig, SegmentationEngine
+from swiftseg_ros.engine import engine as engine_module
+from swiftseg_ros.engine.autotune import Choice
+from swiftseg_ros.engine.cpu_kernels import OneDnnConv2d
+from swiftseg_ros.engine.winograd import (
+    WinogradConv3x3,
+    count_eligible,
+    eligible,
+    use_winograd,
+    winograd_copy,
+)
+from swiftseg_ros.trainer.synth import generate_frame
+
+
+def relative_error(actual, expected):
+    return float((actual - expected).abs().max() / expected.abs().max())
+
+
+@pytest.mark.parametrize("batch, channels, out, height, width, bias", [
+    (1, 32, 48, 16, 32, True),   # whole tiles
+    (2, 8, 5, 17, 15, False),    # a batch, partial tiles in both directions, no bias
+    (1, 3, 4, 1, 1, True),       # one pixel: everything is padding but the centre
+])
+def test_equals_the_direct_convolution_in_both_memory_formats(batch, channels, out, height,
+                                                              width, bias):
+    torch.manual_seed(batch + channels)
+    conv = nn.Conv2d(channels, out, 3, padding=1, bias=bias).eval()
+    image = torch.randn(batch, channels, height, width)
+    winograd = WinogradConv3x3(conv)
+    with torch.no_grad():
+        expected = conv(image)
+        nchw = winograd(image)
+        nhwc = winograd(image.contiguous(memory_format=torch.channels_last))
+    assert nchw.shape == expected.shape and relative_error(nchw, expected) < 3e-5
+    assert relative_error(nhwc, expected) < 3e-5
+    # the layout comes back as it went in, so the next layer runs in its own
+    assert nhwc.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_only_wide_dense_3x3_stride_1_convolutions_are_eligible():
+    def conv(channels=256, **kw):
+        return nn.Conv2d(channels, channels, kw.pop("k", 3), padding=kw.pop("padding", 1), **kw)
+
+    assert eligible(conv()) and eligible(OneDnnConv2d(conv()))
+    assert not eligible(conv(stride=2))
+    assert not eligible(conv(dilation=2, padding=2))
+    assert not eligible(conv(groups=256))
+    assert not eligible(conv(k=1, padding=0))
+    assert not eligible(conv(channels=128))
+    assert eligible(conv(channels=128), min_channels=128)
+    assert not eligible(conv(padding_mode="reflect"))
+
+
+def test_use_winograd_replaces_in_place_and_keeps_shared_convs_shared():
+    shared = nn.Conv2d(8, 8, 3, padding=1)
+    model = nn.Sequential(shared, nn.ReLU(), nn.Sequential(shared),
+                          nn.Conv2d(8, 8, 3, padding=1, stride=2))
+    assert count_eligible(model, min_channels=8) == 1
+    assert use_winograd(model, min_channels=8) == 1
+    assert isinstance(model[0], WinogradConv3x3) and model[0] is model[2][0]
+    assert type(model[3]) is nn.Conv2d
+
+
+def test_winograd_copy_shares_every_other_tensor():
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8),
+                          nn.Conv2d(8, 8, 1))
+    twin = winograd_copy(model, min_channels=8)
+    assert isinstance(twin[0], WinogradConv3x3) and type(model[0]) is nn.Conv2d
+    assert twin[2].weight is model[2].weight and twin[1].running_mean is model[1].running_mean
+
+
+def _forcing_winograd(monkeypatch):
+    """The engine's choose(), with "winograd" picked whenever it is timed: the timing
+    itself is real, only the pick is forced, so the Winograd pass runs for sure."""
+    real = engine_module.choose
+
+    def choose(what, candidates, **kw):
+        choice = real(what, candidates, **kw)
+        if what == "conv_3x3" and "winograd" in choice.times_ms:
+            return Choice(what, "winograd", choice.times_ms, choice.notes)
+        return choice
+
+    monkeypatch.setattr(engine_module, "choose", choose)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_engine_with_winograd_gives_the_direct_labels(monkeypatch, tmp_path, backend):
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    settings = dict(network="swiftnet_rn18", num_classes=5, backend=backend,
+                    outputs=("label",), upsample="logits", warmup_iters=1,
+                    cache_dir=str(tmp_path))
+    frame = generate_frame(4, 0, 128, 64)[0]
+    torch.manual_seed(0)
+    direct = SegmentationEngine(EngineConfig(winograd=False, **settings))
+    expected = direct.infer(frame, "rgb8").label.copy()
+    assert direct.stats()["choices"]["conv_3x3"]["notes"] == {
+        "winograd": "not asked (winograd off)"}
+    _forcing_winograd(monkeypatch)
+    torch.manual_seed(0)
+    seg = SegmentationEngine(EngineConfig(**settings))
+    labels = seg.infer(frame, "rgb8").label
+    choice = seg.stats()["choices"]["conv_3x3"]
+    assert choice["picked"] == "winograd" and set(choice["times_ms"]) == {"direct", "winograd"}
+    assert (labels == expected).mean() >= 0.999
+    if backend == "onnxruntime":  # the rewritten graph is cached under its own name
+        assert len(list(tmp_path.glob("swiftnet_rn18_winograd_128x64_*.onnx"))) == 1
+        assert len(list(tmp_path.glob("swiftnet_rn18_128x64_*.onnx"))) == 1
+    else:
+        assert any(isinstance(m, WinogradConv3x3) for m in seg.model.modules())
+    direct.release()
+    seg.release()
+
+
+def test_networks_without_wide_3x3_convolutions_say_so():
+    seg = SegmentationEngine(EngineConfig(network="fastscnn", num_classes=3,
+                                          outputs=("label",), warmup_iters=1))
+    seg.infer(np.zeros((64, 128, 3), np.uint8), "rgb8")
+    assert seg.stats()["choices"]["conv_3x3"] == {
+        "picked": "direct", "times_ms": {},
+        "notes": {"winograd": "no 3x3 convolution with 256+ channels in fastscnn"}}
+    seg.release()
+
+
+def test_winograd_setting_must_be_a_bool():
+    from swiftseg_ros.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="winograd: 'yes', expected true or false"):
+        EngineConfig(network="fastscnn", winograd="yes")
