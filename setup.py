@@ -60,7 +60,9 @@ setup(
         # the offline tools (replay, bench, train, eval, the demo): not needed by the node
         "tools": TOOLS_REQUIRES,
         "onnx": ONNX_REQUIRES,
-        "dev": [*TEST_REQUIRES, *TOOLS_REQUIRES, *ONNX_REQUIRES, "ruff>=0.6"],
+        # pytest-xdist: `make test` runs the suite on two processes (CI has two cores)
+        "dev": [*TEST_REQUIRES, *TOOLS_REQUIRES, *ONNX_REQUIRES, "pytest-xdist>=3.0",
+                "ruff>=0.6"],
     },
     zip_safe=True,
     entry_points={

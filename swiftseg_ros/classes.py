@@ -70,6 +70,22 @@ def load_class_set(name_or_path: str | Path) -> ClassSet:
     )
 
 
+def class_set_for_weights(classes: str, num_classes: int, source: str, *, detail: str = "",
+                          advice: str = "") -> tuple[list, list]:
+    """Names and palette of the class set `classes` for weights (from `source`) that predict
+    `num_classes` classes; a one-line ConfigError naming both counts when they differ.
+
+    `detail` follows the weights' count (where it was read), `advice` replaces the default
+    advice (a class set of that size for --classes).
+    """
+    class_set = load_class_set(classes)
+    if class_set.num_classes != num_classes:
+        advice = advice or f"give --classes with a class set of {num_classes} classes"
+        raise ConfigError(f"{source}: predicts {num_classes} classes{detail} but the class set "
+                          f"{classes} has {class_set.num_classes}; {advice}")
+    return list(class_set.class_names), [list(c) for c in class_set.palette]
+
+
 def default_palette(num_classes: int) -> list[list[int]]:
     """Distinct colours for a class count with no palette of its own (Cityscapes first)."""
     base = [list(c) for c in load_class_set("cityscapes").palette]

@@ -393,6 +393,17 @@ def test_torchvision_file_given_as_authors_model_is_refused_with_its_keys(tmp_pa
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_authors_file_with_a_class_set_of_another_size_names_both_counts(authors_import,
+                                                                       tmp_path):
+    _, source, _ = authors_import
+    camvid = load_class_set("camvid").num_classes
+    with pytest.raises(ConfigError, match=rf"predicts 19 classes but the class set camvid has "
+                                          rf"{camvid}; give --classes with a class set of 19"):
+        main(["--from", "swiftnet-official", str(source), "--network", "swiftnet_rn18",
+              "--out", str(tmp_path / "x.pt"), "--classes", "camvid"])
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_file_of_something_else_is_one_error_line_and_exit_2(tmp_path, capsys):
     source = save(tmp_path, "other.pt", {"optimizer": torch.zeros(3)})
     status = _run("swiftseg_ros.trainer.importers",

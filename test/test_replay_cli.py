@@ -4,47 +4,21 @@ line on stderr with a non-zero exit (through the console entry point's error pol
 import json
 
 import pytest
-import torch
+from replay_helpers import FRAMES, IMAGE, LABELS, assert_one_line_error, checkpoint, run, write_bag
 
-from swiftseg_ros.checkpoint import make_meta, save_checkpoint
-from swiftseg_ros.cli import replay as replay_entry
 from swiftseg_ros.engine import cpu_caps
-from swiftseg_ros.nets import build_model
 from swiftseg_ros.replay.bagio import TYPESTORE, OutputBag, deserialize, open_bag
 from swiftseg_ros.replay.cli import prepare_out_dir
-from swiftseg_ros.replay.synthbag import CameraBagSpec, write_camera_bag
-from swiftseg_ros.trainer.scene import CLASS_NAMES, PALETTE
-
-FRAMES = 6
-IMAGE, LABELS = "/camera/image_raw", "/camera/labels"
-
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    meta = make_meta("fastscnn", len(CLASS_NAMES), class_names=CLASS_NAMES,
-                     palette=[list(c) for c in PALETTE], train_size=[64, 128])
-    save_checkpoint(path, build_model("fastscnn", len(CLASS_NAMES)), meta)
-    return path
+    return checkpoint(tmp_path_factory.mktemp("weights") / "tiny.pt", train_size=[64, 128])
 
 
 @pytest.fixture(scope="module")
 def camera_bag(tmp_path_factory):
-    return write_camera_bag(tmp_path_factory.mktemp("bag") / "bag",
-                            CameraBagSpec(frames=FRAMES, width=64, height=32), progress=False)
-
-
-def run(capsys, *argv):
-    status = replay_entry([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_one_line_error(err):
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1 and "error:" in err
+    return write_bag(tmp_path_factory.mktemp("bag"))
 
 
 def test_replay_writes_the_bag_reports_and_figures(capsys, camera_bag, weights, tmp_path):

@@ -9,25 +9,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from replay_helpers import FRAMES, IMAGE, LABELS, assert_one_line_error, checkpoint, run, write_bag
 
-from swiftseg_ros.checkpoint import make_meta, save_checkpoint
 from swiftseg_ros.cli import replay as replay_entry
-from swiftseg_ros.nets import build_model
 from swiftseg_ros.replay.cli import exit_status, node_parameters, replay_bag
 from swiftseg_ros.replay.run import ReplayOptions
-from swiftseg_ros.replay.synthbag import CameraBagSpec, write_camera_bag
 from swiftseg_ros.replay.verdict import Thresholds
 from swiftseg_ros.trainer.scene import CLASS_NAMES, PALETTE
 
-FRAMES = 6
-IMAGE, LABELS = "/camera/image_raw", "/camera/labels"
-
-
-def checkpoint(path, network="fastscnn", seed=0, classes=CLASS_NAMES):
-    torch.manual_seed(seed)
-    meta = make_meta(network, len(classes), class_names=list(classes),
-                     palette=[list(PALETTE[i % len(PALETTE)]) for i in range(len(classes))])
-    return save_checkpoint(path, build_model(network, len(classes)), meta)
+# Replays of checkpoints that no other test of the session replays, where the backend is
+# not the point: backend auto would export each one to ONNX first (seconds each).
+# test_replay_cli.py replays with the node's default backend (auto).
+TORCH = ("--backend", "torch")
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +31,7 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def camera_bag(tmp_path_factory):
-    return write_camera_bag(tmp_path_factory.mktemp("bag") / "bag",
-                            CameraBagSpec(frames=FRAMES, width=64, height=32), progress=False)
-
-
-def run(capsys, *argv):
-    status = replay_entry([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_one_line_error(err):
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1 and "error:" in err
+    return write_bag(tmp_path_factory.mktemp("bag"))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +39,7 @@ def ab_run(tmp_path_factory, camera_bag, weights):
     out = tmp_path_factory.mktemp("ab") / "out"
     status = replay_entry([str(camera_bag), "--image-topic", IMAGE, "--label-topic", LABELS,
                            "--compare", str(weights[0]), str(weights[1]), "--out", str(out),
-                           "--latency-budget-ms", "0", "--quiet"])
+                           "--latency-budget-ms", "0", "--quiet", *TORCH])
     return status, out, json.loads((out / "comparison.json").read_text())
 
 
@@ -103,7 +84,7 @@ def test_ab_exit_status_is_1_when_the_first_configuration_fails(capsys, camera_b
                                                                  tmp_path):
     status, stdout, err = run(capsys, camera_bag, "--image-topic", IMAGE, "--label-topic",
                               LABELS, "--compare", *weights, "--out", tmp_path / "out",
-                              "--min-miou", 99, "--quiet", "--montage-frames", 0)
+                              "--min-miou", 99, "--quiet", "--montage-frames", 0, *TORCH)
     assert status == 1
     assert len(err.strip().splitlines()) == 1 and "verdict FAIL for A a.pt" in err
     assert "below the minimum 99.0 %" in err
@@ -204,7 +185,7 @@ def test_no_accuracy_replays_a_checkpoint_of_another_class_set_for_its_speed(cap
     city = checkpoint(tmp_path / "city.pt", classes=[f"c{i}" for i in range(19)])
     out = tmp_path / "out"
     status, _, err = run(capsys, camera_bag, "--image-topic", IMAGE, "--label-topic", LABELS,
-                         "--weights", city, "--out", out, "--no-accuracy", "--quiet")
+                         "--weights", city, "--out", out, "--no-accuracy", "--quiet", *TORCH)
     assert status == 0, err
     report = json.loads((out / "report.json").read_text())
     assert report["accuracy"] is None and report["frames"]["processed"] == FRAMES

@@ -40,8 +40,11 @@ def test_two_gloo_processes_train_in_step_and_end_with_equal_parameters(tmp_path
                          progress=False)
     out, results = tmp_path / "out", tmp_path / "results"
     results.mkdir()
-    mp.spawn(_rank_main, args=(_free_port(), str(data), str(out), str(results)), nprocs=WORLD,
-             join=True)
+    # forked rather than spawned (mp.spawn): a spawned process imports torch and the package
+    # again, which took most of this test's time. Each child runs torch on one thread
+    # (_rank_main), as a forked DataLoader worker does, so no OpenMP pool is used after fork.
+    mp.start_processes(_rank_main, args=(_free_port(), str(data), str(out), str(results)),
+                       nprocs=WORLD, join=True, start_method="fork")
     ranks = [torch.load(results / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     # 8 frames, 4 per rank, 2 per step: 2 steps per epoch
     assert [r["step"] for r in ranks] == [4, 4]

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from swiftseg_ros.checkpoint import load_state_strict, make_meta, save_checkpoint
-from swiftseg_ros.classes import load_class_set
+from swiftseg_ros.classes import class_set_for_weights
 from swiftseg_ros.errors import CheckpointError, UnsafeFileError
 from swiftseg_ros.nets import build_model
 from swiftseg_ros.nets.pretrained import read_state_dict
@@ -175,16 +175,13 @@ def import_port(path, out, classes: str | None = None) -> dict:
     path = Path(path)
     state, facts = convert_port(read_port_file(path), str(path))
     num_classes = facts["num_classes"]
-    class_set = load_class_set(classes or "cityscapes")
-    if class_set.num_classes != num_classes:
-        raise CheckpointError(
-            f"{path}: predicts {num_classes} classes ({LOGITS_WEIGHT} has {num_classes} rows) "
-            f"but the class set {classes or 'cityscapes'} has {class_set.num_classes}; the "
-            f"port's Cityscapes model predicts {PORT_CLASSES}: for a model trained on another "
-            f"dataset give --classes with a class set of {num_classes} classes")
+    names, palette = class_set_for_weights(
+        classes or "cityscapes", num_classes, str(path),
+        detail=f" ({LOGITS_WEIGHT} has {num_classes} rows)",
+        advice=f"the port's Cityscapes model predicts {PORT_CLASSES}: for a model trained on "
+               f"another dataset give --classes with a class set of {num_classes} classes")
     meta = make_meta(
-        NETWORK, num_classes, class_names=list(class_set.class_names),
-        palette=[list(c) for c in class_set.palette], mean=PORT_MEAN, std=PORT_STD,
+        NETWORK, num_classes, class_names=names, palette=palette, mean=PORT_MEAN, std=PORT_STD,
         train_size=PORT_TRAIN_SIZE, network_options=PORT_OPTIONS,
         provenance={"source": SOURCE, "source_file": str(path.resolve()), "code": CODE_URL,
                     "reported": REPORTED,

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from swiftseg_ros.checkpoint import load_state_strict, make_meta, save_checkpoint
-from swiftseg_ros.classes import default_palette, load_class_set
+from swiftseg_ros.classes import class_set_for_weights, default_palette, load_class_set
 from swiftseg_ros.cli import ArgumentParser, write_json
 from swiftseg_ros.errors import CheckpointError, ConfigError
 from swiftseg_ros.nets import NETWORKS, build_model, load_imagenet_encoder
@@ -160,7 +160,8 @@ def import_official(path, network: str, out, classes: str | None = None) -> dict
     """Convert the authors' SwiftNet file at `path` into our checkpoint `out`."""
     path = Path(path)
     state, facts = convert_official(read_state_dict(path), network, str(path))
-    names, palette = _class_set(classes or "cityscapes", facts["num_classes"], "--classes")
+    names, palette = class_set_for_weights(classes or "cityscapes", facts["num_classes"],
+                                           str(path))
     meta = make_meta(
         network, facts["num_classes"], class_names=names, palette=palette, mean=facts["mean"],
         std=facts["std"], train_size=OFFICIAL_TRAIN_SIZE, network_options=OFFICIAL_OPTIONS,
@@ -205,14 +206,6 @@ def import_torchvision(path, network: str, out, num_classes: int | None = None,
     return {"out": str(out), "source": "torchvision", "network": network,
             "num_classes": num_classes, "keys_mapped": len(result.loaded),
             "keys_ignored": result.ignored}
-
-
-def _class_set(classes: str, num_classes: int, flag: str) -> tuple[list, list]:
-    class_set = load_class_set(classes)
-    if class_set.num_classes != num_classes:
-        raise ConfigError(f"{flag} {classes}: {class_set.num_classes} classes, but the weights "
-                          f"predict {num_classes}; give a class set with {num_classes} classes")
-    return list(class_set.class_names), [list(c) for c in class_set.palette]
 
 
 def build_parser() -> argparse.ArgumentParser:
