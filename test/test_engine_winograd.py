@@ -112,7 +112,7 @@ def test_engine_with_winograd_gives_the_direct_labels(monkeypatch, tmp_path, bac
     assert choice["picked"] == "winograd" and set(choice["times_ms"]) == {"direct", "winograd"}
     assert (labels == expected).mean() >= 0.999
     if backend == "onnxruntime":  # the rewritten graph is cached under its own name
-        assert len(list(tmp_path.glob("swiftnet_rn18_winograd_128x64_*.onnx"))) == 1
+        assert len(list(tmp_path.glob("swiftnet_rn18_winograd256_128x64_*.onnx"))) == 1
         assert len(list(tmp_path.glob("swiftnet_rn18_128x64_*.onnx"))) == 1
     else:
         assert any(isinstance(m, WinogradConv3x3) for m in seg.model.modules())
@@ -139,6 +139,38 @@ def test_slower_layers_skip_building_the_whole_winograd_pass(monkeypatch):
     assert note.startswith("slower layer by layer at 64x64: its 6 layers ")
     assert timed.count("conv_3x3") == 1  # the whole passes were not built and timed
     assert not any(isinstance(m, WinogradConv3x3) for m in seg.model.modules())
+    seg.release()
+
+
+def test_plans_share_one_choice_and_one_set_of_filters(monkeypatch):
+    _forcing_winograd(monkeypatch)
+    seg = SegmentationEngine(EngineConfig(network="swiftnet_rn18", num_classes=5,
+                                          outputs=("label",), warmup_iters=1))
+    frame = generate_frame(4, 0, 64, 64)[0]
+    seg.infer(frame, "rgb8")
+    seg.set_outputs(("label", "color"))  # a second plan of the same size
+    seg.infer(frame, "rgb8")
+    plans = list(seg._plans._plans.values())
+    assert len(plans) == 2
+    filters = {module.filters.data_ptr() for plan in plans
+               for module in plan.device_pass.model.modules()
+               if isinstance(module, WinogradConv3x3)}
+    assert len(filters) == 6  # SwiftNet-RN18's six wide 3x3 convolutions, built once
+    seg.release()
+
+
+def test_a_failing_winograd_layer_is_named_and_the_direct_pass_kept(monkeypatch):
+    def broken(self, x):
+        raise RuntimeError("no kernel for this")
+
+    monkeypatch.setattr(WinogradConv3x3, "forward", broken)
+    seg = SegmentationEngine(EngineConfig(network="swiftnet_rn18", num_classes=5,
+                                          outputs=("label",), warmup_iters=1))
+    result = seg.infer(generate_frame(4, 0, 64, 64)[0], "rgb8")
+    assert result.label.shape == (64, 64)
+    choice = seg.stats()["choices"]["conv_3x3"]
+    assert choice["picked"] == "direct"
+    assert choice["notes"]["winograd"] == "failed: RuntimeError: no kernel for this"
     seg.release()
 
 

@@ -66,6 +66,7 @@ from swiftseg_ros.engine.preprocess import Preprocessor
 from swiftseg_ros.engine.timing import DEVICE_STAGES, CpuStageClock, CudaStageClock, StageWindow
 from swiftseg_ros.engine.winograd import (
     MIN_CHANNELS,
+    WinogradCache,
     count_eligible,
     layer_runs,
     use_winograd,
@@ -192,6 +193,8 @@ class SegmentationEngine:
 
         self._export_source, self._variants, self._variant_notes = None, {}, {}
         self._winograd_note = "no network loaded (an .onnx file)"
+        self._winograd_filters = WinogradCache()
+        self._conv_3x3_choices: dict[tuple, Choice] = {}
         self.model = None
         with torch.inference_mode():
             if model is not None:
@@ -395,6 +398,8 @@ class SegmentationEngine:
         self.model = None
         self._variants = {}
         self._export_source = None
+        self._winograd_filters.clear()
+        self._conv_3x3_choices.clear()
         self._palette_device = None
         self._released = True
         gc.collect()
@@ -539,11 +544,13 @@ class SegmentationEngine:
                 self._digest = weights_digest(self._export_source)
             source = self._export_source
             if winograd:
-                source = copy.deepcopy(source)
-                use_winograd(source)
+                def source():  # built only when the graph is not cached yet
+                    rewritten = copy.deepcopy(self._export_source)
+                    use_winograd(rewritten, build=self._winograd_filters)
+                    return rewritten
             path = cached_graph(source, self.network, *net_hw, digest=self._digest,
                                 folder=cache_folder(self.config.cache_dir),
-                                variant="winograd" if winograd else "")
+                                variant=f"winograd{MIN_CHANNELS}" if winograd else "")
         if file is not None and file.uint8_input:
             if (key.height, key.width) != net_hw:
                 raise ConfigError(
@@ -565,29 +572,38 @@ class SegmentationEngine:
     def _with_conv_algorithm(self, chosen: DevicePass, choices: dict, io, key, net_hw,
                              output_hw) -> DevicePass:
         """The chosen pass, or its twin with Winograd 3x3 convolutions (winograd.py) when
-        that measures faster; the choice is added to `choices` as "conv_3x3"."""
-        note = self._winograd_note
-        if note is None and chosen.backend == ONNXRUNTIME and self._onnx_file is not None:
-            note = "the .onnx file's graph is used as it is"
-        if note is None:
-            note = self._winograd_layers_note(chosen, net_hw)
-        if note is not None:
-            choices["conv_3x3"] = Choice("conv_3x3", "direct", {}, {"winograd": note})
+        that measures faster; the choice is added to `choices` as "conv_3x3". It is made
+        once per input size and chosen pass: later plans of that size (another output
+        set, the second pipelined slot) reuse it, and the transformed filters."""
+        seen = (tuple(net_hw), chosen.name)
+        choice = self._conv_3x3_choices.get(seen)
+        if choice is None:
+            note = self._winograd_note
+            if note is None and chosen.backend == ONNXRUNTIME and self._onnx_file is not None:
+                note = "the .onnx file's graph is used as it is"
+            if note is None:
+                note = self._winograd_layers_note(chosen, net_hw)
+            if note is not None:
+                choice = Choice("conv_3x3", "direct", {}, {"winograd": note})
+        if choice is not None and choice.picked == "direct":
+            self._conv_3x3_choices[seen] = choices["conv_3x3"] = choice
             return chosen
         try:
             if chosen.backend == ONNXRUNTIME:
                 twin = self._onnxruntime_pass(io, key, net_hw, output_hw, winograd=True)
             else:
                 twin = self._torch_pass(io, key, net_hw, output_hw,
-                                        winograd_copy(chosen.model), chosen.route,
-                                        chosen.memory_format, suffix="+winograd")
+                                        winograd_copy(chosen.model,
+                                                      build=self._winograd_filters),
+                                        chosen.route, chosen.memory_format, suffix="+winograd")
         except Exception as exc:  # e.g. an unwritable cache: the direct pass still works
-            choices["conv_3x3"] = Choice("conv_3x3", "direct", {},
-                                         {"winograd": failure_note(exc)})
+            choice = Choice("conv_3x3", "direct", {}, {"winograd": failure_note(exc)})
+            self._conv_3x3_choices[seen] = choices["conv_3x3"] = choice
             return chosen
-        choice = choose("conv_3x3", {"direct": chosen.run, "winograd": twin.run},
-                        repeats=TIMING_REPEATS)
-        choices["conv_3x3"] = choice
+        if choice is None:
+            choice = choose("conv_3x3", {"direct": chosen.run, "winograd": twin.run},
+                            repeats=TIMING_REPEATS)
+        self._conv_3x3_choices[seen] = choices["conv_3x3"] = choice
         return twin if choice.picked == "winograd" else chosen
 
     def _prepare_network(self, model) -> None:
@@ -611,12 +627,17 @@ class SegmentationEngine:
         example = torch.zeros((1, 3, *net_hw), dtype=self.dtype)
         if chosen.memory_format == "channels_last":
             example = example.contiguous(memory_format=torch.channels_last)
-        direct, winograd, layers = layer_runs(model, example)
+        try:
+            direct, winograd, layers = layer_runs(model, example, build=self._winograd_filters)
+        except Exception as exc:  # the direct pass works: keep it, say why
+            return failure_note(exc)
         layer_choice = choose("conv_3x3", {"direct": direct, "winograd": winograd},
                               repeats=TIMING_REPEATS)
         if layer_choice.picked == "winograd":
             return None
         times = layer_choice.times_ms
+        if "winograd" not in times:  # it raised: choose noted why
+            return layer_choice.notes.get("winograd", "failed")
         return (f"slower layer by layer at {net_hw[1]}x{net_hw[0]}: its {layers} layers "
                 f"{times.get('winograd', 0):.1f} ms, direct {times.get('direct', 0):.1f} ms")
 

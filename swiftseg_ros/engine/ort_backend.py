@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -123,16 +124,18 @@ class _Logits(nn.Module):
         return self.model.forward_logits(image)
 
 
-def cached_graph(model: nn.Module, network: str, height: int, width: int, *,
-                 digest: str, folder: Path, variant: str = "") -> Path:
+def cached_graph(model: nn.Module | Callable[[], nn.Module], network: str, height: int,
+                 width: int, *, digest: str, folder: Path, variant: str = "") -> Path:
     """The ONNX file of `model.forward_logits` at this input size, exported if not cached.
 
-    `variant` names a rewrite of the network with the same weights (e.g. "winograd"),
-    which gets its own file.
+    `model` may be a function that returns the network, called only when the file must
+    be exported. `variant` names a rewrite of the network with the same weights (e.g.
+    "winograd256"), which gets its own file.
     """
     ort = require_onnxruntime()
+    rewrite = f"|{variant}" if variant else ""
     key = hashlib.sha256(
-        f"{digest}|{network}|{variant}|{height}x{width}|opset{OPSET}|torch{torch.__version__}|"
+        f"{digest}|{network}{rewrite}|{height}x{width}|opset{OPSET}|torch{torch.__version__}|"
         f"ort{ort.__version__}".encode()).hexdigest()[:24]
     stem = f"{network}_{variant}" if variant else network
     path = folder / f"{stem}_{width}x{height}_{key}.onnx"
@@ -145,6 +148,8 @@ def cached_graph(model: nn.Module, network: str, height: int, width: int, *,
     except OSError as exc:
         raise _cache_error(folder, exc) from exc
     try:
+        if not isinstance(model, nn.Module):
+            model = model()
         proto = _export(model, network, height, width)
         with open(temporary, "wb") as file:
             file.write(proto.SerializeToString())

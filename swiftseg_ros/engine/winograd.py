@@ -117,29 +117,53 @@ class WinogradConv3x3(nn.Module):
         return y[:, :, :height, :width] + self.bias
 
 
-def use_winograd(model: nn.Module, min_channels: int = MIN_CHANNELS) -> int:
-    """Replace, in place, every eligible 3x3 convolution by a WinogradConv3x3; returns how
-    many. A conv shared by several parents gets one replacement, so sharing is kept."""
-    replacements: dict[int, WinogradConv3x3] = {}
+class WinogradCache:
+    """One WinogradConv3x3 per source convolution weight: the transformed filters (4x the
+    size of the 3x3 weights) are built once and shared by every user of that weight
+    (plans, pipelined slots, the layer timing and the whole pass)."""
+
+    def __init__(self):
+        self._built: dict[int, tuple[torch.Tensor, WinogradConv3x3]] = {}
+
+    def __call__(self, conv: nn.Module) -> WinogradConv3x3:
+        entry = self._built.get(id(conv.weight))
+        if entry is None or entry[0] is not conv.weight:
+            entry = (conv.weight, WinogradConv3x3(conv))
+            self._built[id(conv.weight)] = entry
+        return entry[1]
+
+    def clear(self) -> None:
+        self._built.clear()
+
+
+def use_winograd(model: nn.Module, min_channels: int = MIN_CHANNELS,
+                 build: WinogradCache | None = None) -> int:
+    """Replace, in place, every eligible 3x3 convolution by its WinogradConv3x3 (from
+    `build`, a new cache if none); returns how many distinct ones. A conv shared by
+    several parents gets one replacement, so sharing is kept."""
+    build = build or WinogradCache()
+    replacements = set()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if eligible(child, min_channels):
-                if id(child) not in replacements:
-                    replacements[id(child)] = WinogradConv3x3(child)
-                setattr(parent, name, replacements[id(child)])
+                replacement = build(child)
+                replacements.add(id(replacement))
+                setattr(parent, name, replacement)
     return len(replacements)
 
 
-def winograd_copy(model: nn.Module, min_channels: int = MIN_CHANNELS) -> nn.Module:
+def winograd_copy(model: nn.Module, min_channels: int = MIN_CHANNELS,
+                  build: WinogradCache | None = None) -> nn.Module:
     """A copy of `model` with Winograd convolutions; every other parameter and buffer is
     shared with `model`, not copied."""
     shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
     twin = copy.deepcopy(model, memo=shared)
-    use_winograd(twin, min_channels)
+    use_winograd(twin, min_channels, build)
     return twin
 
 
-def layer_runs(model: nn.Module, example: torch.Tensor, min_channels: int = MIN_CHANNELS
+def layer_runs(model: nn.Module, example: torch.Tensor, min_channels: int = MIN_CHANNELS,
+               build: WinogradCache | None = None
                ) -> tuple[Callable[[], None], Callable[[], None], int]:
     """Two callables that run the eligible convolutions of `model` once each, on the
     inputs they get from `example` (captured in one forward pass): directly, and as
@@ -149,6 +173,7 @@ def layer_runs(model: nn.Module, example: torch.Tensor, min_channels: int = MIN_
     only where Winograd is faster layer by layer is the whole Winograd pass worth
     building and timing.
     """
+    build = build or WinogradCache()
     inputs: list[tuple[nn.Module, torch.Tensor]] = []
     hooks = [module.register_forward_pre_hook(
         lambda module, args: inputs.append((module, args[0].clone())))
@@ -158,7 +183,7 @@ def layer_runs(model: nn.Module, example: torch.Tensor, min_channels: int = MIN_
     finally:
         for hook in hooks:
             hook.remove()
-    pairs = [(module, WinogradConv3x3(module), image) for module, image in inputs]
+    pairs = [(module, build(module), image) for module, image in inputs]
 
     def direct() -> None:
         for module, _, image in pairs:
