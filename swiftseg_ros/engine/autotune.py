@@ -52,8 +52,9 @@ def measure(candidates: Mapping[str, Callable[[], object]], repeats: int = 5,
     Interleaving spreads machine drift (other processes, clock changes) over all
     candidates alike; other processes only ever add time to a run, so each candidate's
     fastest run is the estimate they move least (on a shared 2-core machine the median
-    of three ~0.7 s frames flipped a 10% difference). `sync` (e.g. a CUDA stream's synchronize) runs after each call,
-    inside the timed span, so asynchronous work is counted.
+    of three ~0.7 s frames flipped a 10% difference). `sync` (e.g. a CUDA stream's
+    synchronize) runs after each call, inside the timed span, so asynchronous work is
+    counted.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")

@@ -578,33 +578,30 @@ class SegmentationEngine:
         seen = (tuple(net_hw), chosen.name)
         choice = self._conv_3x3_choices.get(seen)
         if choice is None:
-            note = self._winograd_note
-            if note is None and chosen.backend == ONNXRUNTIME and self._onnx_file is not None:
-                note = "the .onnx file's graph is used as it is"
-            if note is None:
-                note = self._winograd_layers_note(chosen, net_hw)
+            # an .onnx file given as weights has no network: its note says so
+            note = self._winograd_note or self._winograd_layers_note(chosen, net_hw)
             if note is not None:
                 choice = Choice("conv_3x3", "direct", {}, {"winograd": note})
-        if choice is not None and choice.picked == "direct":
-            self._conv_3x3_choices[seen] = choices["conv_3x3"] = choice
-            return chosen
-        try:
-            if chosen.backend == ONNXRUNTIME:
-                twin = self._onnxruntime_pass(io, key, net_hw, output_hw, winograd=True)
+        twin = None
+        if choice is None or choice.picked == "winograd":
+            try:
+                twin = self._winograd_twin(chosen, io, key, net_hw, output_hw)
+            except Exception as exc:  # e.g. an unwritable cache: the direct pass still works
+                choice = Choice("conv_3x3", "direct", {}, {"winograd": failure_note(exc)})
             else:
-                twin = self._torch_pass(io, key, net_hw, output_hw,
-                                        winograd_copy(chosen.model,
-                                                      build=self._winograd_filters),
-                                        chosen.route, chosen.memory_format, suffix="+winograd")
-        except Exception as exc:  # e.g. an unwritable cache: the direct pass still works
-            choice = Choice("conv_3x3", "direct", {}, {"winograd": failure_note(exc)})
-            self._conv_3x3_choices[seen] = choices["conv_3x3"] = choice
-            return chosen
-        if choice is None:
-            choice = choose("conv_3x3", {"direct": chosen.run, "winograd": twin.run},
-                            repeats=TIMING_REPEATS)
+                choice = choice or choose("conv_3x3", {"direct": chosen.run,
+                                                       "winograd": twin.run},
+                                          repeats=TIMING_REPEATS)
         self._conv_3x3_choices[seen] = choices["conv_3x3"] = choice
         return twin if choice.picked == "winograd" else chosen
+
+    def _winograd_twin(self, chosen: DevicePass, io, key, net_hw, output_hw) -> DevicePass:
+        """The chosen pass with its wide 3x3 convolutions as Winograd, its filters shared."""
+        if chosen.backend == ONNXRUNTIME:
+            return self._onnxruntime_pass(io, key, net_hw, output_hw, winograd=True)
+        return self._torch_pass(io, key, net_hw, output_hw,
+                                winograd_copy(chosen.model, build=self._winograd_filters),
+                                chosen.route, chosen.memory_format, suffix="+winograd")
 
     def _prepare_network(self, model) -> None:
         """The conv-BN-fused network, its torch candidates, and its fp32 CPU original that
@@ -637,9 +634,9 @@ class SegmentationEngine:
             return None
         times = layer_choice.times_ms
         if "winograd" not in times:  # it raised: choose noted why
-            return layer_choice.notes.get("winograd", "failed")
+            return layer_choice.notes["winograd"]
         return (f"slower layer by layer at {net_hw[1]}x{net_hw[0]}: its {layers} layers "
-                f"{times.get('winograd', 0):.1f} ms, direct {times.get('direct', 0):.1f} ms")
+                f"{times['winograd']:.1f} ms, direct {times['direct']:.1f} ms")
 
     def _why_no_winograd(self, model) -> str | None:
         """Why Winograd convolutions are not a candidate here, or None when they are."""

@@ -178,8 +178,7 @@ class Postprocessor:
             scores = logits
             torch.max(scores, 1, out=(self.max_values, self.indices))
         outputs = self.outputs
-        if self.edges is None and self.full_labels is not None \
-                and ("label" in outputs or self._colors is not None):
+        if self.edges is None and self.full_labels is not None:
             self.full_labels.copy_(self.indices[0])
         elif "label" in outputs and self.edges is None:
             if self.upsample == "logits":

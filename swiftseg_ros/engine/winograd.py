@@ -175,9 +175,10 @@ def layer_runs(model: nn.Module, example: torch.Tensor, min_channels: int = MIN_
     """
     build = build or WinogradCache()
     inputs: list[tuple[nn.Module, torch.Tensor]] = []
+    # modules() yields a shared module once, so each gets one hook (and one entry per call)
     hooks = [module.register_forward_pre_hook(
         lambda module, args: inputs.append((module, args[0].clone())))
-        for module in {id(m): m for m in model.modules() if eligible(m, min_channels)}.values()]
+        for module in model.modules() if eligible(module, min_channels)]
     try:
         model.forward_logits(example)
     finally:
@@ -197,4 +198,4 @@ def layer_runs(model: nn.Module, example: torch.Tensor, min_channels: int = MIN_
 
 
 def count_eligible(model: nn.Module, min_channels: int = MIN_CHANNELS) -> int:
-    return len({id(m) for m in model.modules() if eligible(m, min_channels)})
+    return sum(1 for module in model.modules() if eligible(module, min_channels))
