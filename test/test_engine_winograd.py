@@ -174,6 +174,25 @@ def test_a_failing_winograd_layer_is_named_and_the_direct_pass_kept(monkeypatch)
     seg.release()
 
 
+def test_a_twin_that_cannot_be_built_is_named_and_the_direct_pass_kept(monkeypatch):
+    # e.g. an ONNX cache folder that cannot be written: the direct pass keeps working
+    _forcing_winograd(monkeypatch)
+
+    def unbuildable(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(engine_module, "winograd_copy", unbuildable)
+    seg = SegmentationEngine(EngineConfig(network="swiftnet_rn18", num_classes=5,
+                                          outputs=("label",), warmup_iters=1))
+    result = seg.infer(generate_frame(4, 0, 64, 64)[0], "rgb8")
+    assert result.label.shape == (64, 64)
+    choice = seg.stats()["choices"]["conv_3x3"]
+    assert choice == {"picked": "direct", "times_ms": {},
+                      "notes": {"winograd": "failed: OSError: No space left on device"}}
+    assert not any(isinstance(m, WinogradConv3x3) for m in seg.model.modules())
+    seg.release()
+
+
 def test_networks_without_wide_3x3_convolutions_say_so():
     seg = SegmentationEngine(EngineConfig(network="fastscnn", num_classes=3,
                                           outputs=("label",), warmup_iters=1))
