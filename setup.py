@@ -49,6 +49,9 @@ setup(
         "numpy>=1.21",
         "PyYAML>=5.4",
         "opencv-python-headless>=4.5,<5",
+        # the compiled class selection along edges (engine/edge_kernel.py); without it
+        # the engine keeps the torch version
+        "numba>=0.59",
     ],
     # colcon picks pytest for `colcon test` when pytest is a test dependency: newer
     # colcon-core reads extras_require["test"] (as ros2/demos' setup.py files declare it),

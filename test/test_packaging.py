@@ -40,7 +40,8 @@ def test_node_requirements_keep_a_ros_python_on_opencv_4():
     assert "<5" in opencv
     node_needs = {r.split(">")[0].split("<")[0] for r in kwargs["install_requires"]}
     assert node_needs == {"torch", "numpy", "PyYAML", "opencv-python-headless", "onnxruntime",
-                          "onnx", "onnxscript"}  # the ONNX Runtime backend and its export
+                          "onnx", "onnxscript",  # the ONNX Runtime backend and its export
+                          "numba"}  # the compiled edge selection
     assert {"rosbags", "matplotlib"} <= {r.split(">")[0] for r in kwargs["extras_require"]["tools"]}
     assert set(kwargs["extras_require"]["tools"]) <= set(kwargs["extras_require"]["dev"])
 
@@ -58,7 +59,8 @@ def test_package_xml_declares_the_ros_run_dependencies():
     run = {e.text for e in root.iter("exec_depend")}
     for dep in ("rclpy", "lifecycle_msgs", "sensor_msgs", "std_msgs", "diagnostic_msgs",
                 "vision_msgs", "launch", "launch_ros", "python3-numpy",
-                "python3-opencv", "python3-yaml", "python3-torch", "python3-onnxruntime"):
+                "python3-opencv", "python3-yaml", "python3-torch", "python3-onnxruntime",
+                "python3-numba"):
         assert dep in run, dep
     tests = {e.text for e in root.iter("test_depend")}
     assert {"launch_testing", "python3-pytest", "python3-hypothesis"} <= tests

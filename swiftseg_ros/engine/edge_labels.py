@@ -30,12 +30,34 @@ can win there and select among their interpolated scores.
 The number of edge quads varies from frame to frame, so their scratch tensors are
 sized per frame (small: edges are a fraction of the image); every other buffer is
 allocated once.
+
+edge_kernel.py compiles the same rules into one loop (numba); `edge_kernels` offers
+both and the engine keeps the faster at prepare.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+
+def edge_kernels(logits: torch.Tensor, output_hw: tuple[int, int]
+                 ) -> tuple[dict[str, object], dict[str, str]]:
+    """The implementations of the edge selection that run here, by name: "torch"
+    (EdgeLabels, always) and "compiled" (edge_kernel.py, where numba imports and the
+    logits are fp32); and a note for each one left out. The engine times them."""
+    kernels: dict[str, object] = {"torch": EdgeLabels(logits, output_hw)}
+    notes: dict[str, str] = {}
+    if logits.dtype != torch.float32:
+        notes["compiled"] = f"fp32 logits only, these are {str(logits.dtype)[6:]}"
+        return kernels, notes
+    try:
+        from swiftseg_ros.engine.edge_kernel import CompiledEdgeLabels
+    except ImportError as exc:  # numba missing, or not built for this numpy
+        notes["compiled"] = f"numba unavailable ({exc}): pip install numba"
+    else:
+        kernels["compiled"] = CompiledEdgeLabels(logits, output_hw)
+    return kernels, notes
 
 
 def applies(logits: torch.Tensor, output_hw: tuple[int, int]) -> bool:
@@ -133,7 +155,10 @@ class EdgeLabels:
         if rest.numel():
             values, upper = values[:, rest], upper[:, rest]
             kept = int(candidates[rest].max())
-            top = upper.topk(kept, dim=0).indices if kept < classes else None
+            # in ascending class order, so that max's first index is the smaller class
+            # on a tie, as upsample-then-max gives it
+            top = (upper.topk(kept, dim=0).indices.sort(dim=0).values if kept < classes
+                   else None)
             if top is not None:
                 values = values.gather(0, top.unsqueeze(2).expand(-1, -1, 4))
             scores = torch.mm(values.reshape(-1, 4), self.weights).view(kept, -1, s * s)

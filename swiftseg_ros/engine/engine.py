@@ -500,6 +500,7 @@ class SegmentationEngine:
             raise ConfigError(f"engine: {exc}") from exc
         chosen = self._with_conv_algorithm(chosen, choices, io, key, (net_h, net_w),
                                            output_hw)
+        _choose_edge_kernel(chosen, choices)
         if chosen.model is not None:
             self.model = chosen.model
         log.info("engine: %dx%d: %s", net_w, net_h,
@@ -807,6 +808,25 @@ class SegmentationEngine:
 def _mark(clock, index: int, stream) -> None:
     if clock is not None:
         clock.mark(index, stream)
+
+
+def _choose_edge_kernel(chosen: DevicePass, choices: dict) -> None:
+    """The faster implementation of the post-processing's edge selection (torch's or the
+    compiled one, edge_labels.edge_kernels), timed on this pass's own logits: the choice
+    "edge_labels". Plans without edge selection (CUDA, labels mode, confidence) have none."""
+    post = chosen.post
+    if not post.edge_kernels:
+        return
+    logits = chosen.forward(chosen.pre.run())
+
+    def post_with(name: str) -> None:
+        post.use_edge_kernel(name)
+        post.run(logits)
+
+    runs = {name: functools.partial(post_with, name) for name in post.edge_kernels}
+    choice = choose("edge_labels", runs, repeats=TIMING_REPEATS, notes=post.edge_notes)
+    post.use_edge_kernel(choice.picked)
+    choices["edge_labels"] = choice
 
 
 def _overlay_source(key: PlanKey, io: FrameIO, pre: Preprocessor, output_hw, mean, std):

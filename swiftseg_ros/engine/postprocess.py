@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from swiftseg_ros.engine.edge_labels import EdgeLabels
 from swiftseg_ros.engine.edge_labels import applies as edges_apply
+from swiftseg_ros.engine.edge_labels import edge_kernels
 from swiftseg_ros.engine.palette import CpuColorLookup
 
 aten = torch.ops.aten
@@ -105,8 +105,11 @@ class Postprocessor:
 
         # labels only (no confidence, which needs every upsampled score), on the CPU, at a
         # whole multiple of the network's size, pixel centres aligned (the blocks' geometry):
-        # interpolate along class edges only
+        # interpolate along class edges only, with the implementation the engine picks
+        # (use_edge_kernel; torch's until then)
         self.edges = None
+        self.edge_kernels: dict[str, object] = {}
+        self.edge_notes: dict[str, str] = {}
         # full-size one-byte labels on the CPU in logits mode (the label output itself when
         # requested): what the edge selection writes and the colours are looked up from
         self.full_labels = (self.outputs.get("label", torch.empty((out_h, out_w), **u8))
@@ -116,7 +119,8 @@ class Postprocessor:
                         if want_color and self.full_labels is not None else None)
         if self.full_labels is not None and not want_conf and not self.align_corners \
                 and edges_apply(logits, (out_h, out_w)):
-            self.edges = EdgeLabels(logits, (out_h, out_w))
+            self.edge_kernels, self.edge_notes = edge_kernels(logits, (out_h, out_w))
+            self.edges = self.edge_kernels["torch"]
             self.upsampled = None
         elif upsample == "logits":
             self.upsampled = torch.empty((1, num_classes, out_h, out_w), dtype=logits.dtype,
@@ -164,6 +168,10 @@ class Postprocessor:
             self._overlay_scale = torch.tensor([s * keep for s in scale],
                                                dtype=torch.float32).repeat(out_w).to(device)
             self.alpha = float(overlay_alpha)
+
+    def use_edge_kernel(self, name: str) -> None:
+        """Select the edge selection's implementation: a key of `edge_kernels`."""
+        self.edges = self.edge_kernels[name]
 
     def run(self, logits: torch.Tensor) -> None:
         if self.edges is not None:

@@ -165,9 +165,10 @@ PARAMETERS: tuple[ParamDef, ...] = (
     ParamDef(
         "upsample", str, "logits",
         "logits: bilinear upsampling of the class scores, then class selection (the "
-        "papers' way: smooth edges, thin objects kept; on a 2-core CPU ~9 ms more at "
-        "1024x512). labels: class selection at network resolution, then nearest upsampling "
-        "of the labels (cheapest; edges blocky at the network's stride, 8 px for Fast-SCNN).",
+        "papers' way: smooth edges, thin objects kept; on one CPU core at most ~1 ms more "
+        "at 1024x512, only class edges are interpolated). labels: class selection at "
+        "network resolution, then nearest upsampling of the labels (edges blocky at the "
+        "network's stride, 8 px for Fast-SCNN).",
         choices=("labels", "logits")),
     ParamDef(
         "output_size", str, "input",
