@@ -1,11 +1,13 @@
-"""What the swiftseg-replay end-to-end tests (test_replay_cli.py, test_replay_decision.py)
-share: the camera bag they replay, checkpoints of the synthetic scenes' classes, and running
-the console entry point."""
+"""What the swiftseg-replay tests share: the camera bag they replay, checkpoints of the
+synthetic scenes' classes and running the console entry point (test_replay_cli.py,
+test_replay_decision.py), and the small engine the in-process replays run
+(test_replay.py, test_replay_pipelined.py)."""
 
 import torch
 
 from swiftseg_ros.checkpoint import make_meta, save_checkpoint
 from swiftseg_ros.cli import replay as replay_entry
+from swiftseg_ros.engine import EngineConfig, SegmentationEngine
 from swiftseg_ros.nets import build_model
 from swiftseg_ros.replay.synthbag import CameraBagSpec, write_camera_bag
 from swiftseg_ros.trainer.scene import CLASS_NAMES, PALETTE
@@ -39,3 +41,12 @@ def run(capsys, *argv):
 def assert_one_line_error(err):
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and "error:" in err
+
+
+def small_engine():
+    """A seeded 9-class Fast-SCNN engine for a module's replays, released afterwards (a
+    fixture body: `yield from small_engine()`)."""
+    torch.manual_seed(0)
+    engine = SegmentationEngine(EngineConfig(network="fastscnn", num_classes=9, warmup_iters=1))
+    yield engine
+    engine.release()

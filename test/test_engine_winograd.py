@@ -159,16 +159,22 @@ def test_plans_share_one_choice_and_one_set_of_filters(monkeypatch):
     seg.release()
 
 
+def _small_rn18_after_one_frame():
+    """A 5-class SwiftNet-RN18 engine that has segmented one 64x64 frame (labels of that
+    size), and its conv_3x3 choice; the caller releases it."""
+    seg = SegmentationEngine(EngineConfig(network="swiftnet_rn18", num_classes=5,
+                                          outputs=("label",), warmup_iters=1))
+    result = seg.infer(generate_frame(4, 0, 64, 64)[0], "rgb8")
+    assert result.label.shape == (64, 64)
+    return seg, seg.stats()["choices"]["conv_3x3"]
+
+
 def test_a_failing_winograd_layer_is_named_and_the_direct_pass_kept(monkeypatch):
     def broken(self, x):
         raise RuntimeError("no kernel for this")
 
     monkeypatch.setattr(WinogradConv3x3, "forward", broken)
-    seg = SegmentationEngine(EngineConfig(network="swiftnet_rn18", num_classes=5,
-                                          outputs=("label",), warmup_iters=1))
-    result = seg.infer(generate_frame(4, 0, 64, 64)[0], "rgb8")
-    assert result.label.shape == (64, 64)
-    choice = seg.stats()["choices"]["conv_3x3"]
+    seg, choice = _small_rn18_after_one_frame()
     assert choice["picked"] == "direct"
     assert choice["notes"]["winograd"] == "failed: RuntimeError: no kernel for this"
     seg.release()
@@ -182,11 +188,7 @@ def test_a_twin_that_cannot_be_built_is_named_and_the_direct_pass_kept(monkeypat
         raise OSError("No space left on device")
 
     monkeypatch.setattr(engine_module, "winograd_copy", unbuildable)
-    seg = SegmentationEngine(EngineConfig(network="swiftnet_rn18", num_classes=5,
-                                          outputs=("label",), warmup_iters=1))
-    result = seg.infer(generate_frame(4, 0, 64, 64)[0], "rgb8")
-    assert result.label.shape == (64, 64)
-    choice = seg.stats()["choices"]["conv_3x3"]
+    seg, choice = _small_rn18_after_one_frame()
     assert choice == {"picked": "direct", "times_ms": {},
                       "notes": {"winograd": "failed: OSError: No space left on device"}}
     assert not any(isinstance(m, WinogradConv3x3) for m in seg.model.modules())

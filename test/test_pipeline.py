@@ -208,9 +208,8 @@ def test_stop_returns_after_the_frame_in_progress_is_published(engine):
     assert counters.balanced()
 
 
-def test_rejected_frame_is_counted_reported_and_not_published(engine):
-    collector, reasons = Collector(), []
-    pipeline = SegmentationPipeline(engine, Image, publish=collector, on_rejected=reasons.append)
+def offer_one_unsupported_frame(pipeline):
+    """Start `pipeline`, offer it one yuv444 frame, wait until it is rejected, stop it."""
     bad = image_msg(scene())
     bad.encoding = "yuv444"
     pipeline.start()
@@ -219,6 +218,12 @@ def test_rejected_frame_is_counted_reported_and_not_published(engine):
         wait_for(lambda: pipeline.counters().rejected == 1)
     finally:
         pipeline.stop(timeout=30.0)
+
+
+def test_rejected_frame_is_counted_reported_and_not_published(engine):
+    collector, reasons = Collector(), []
+    pipeline = SegmentationPipeline(engine, Image, publish=collector, on_rejected=reasons.append)
+    offer_one_unsupported_frame(pipeline)
     assert collector.published == []
     assert len(reasons) == 1 and "unsupported encoding 'yuv444'" in reasons[0]
 
@@ -439,14 +444,7 @@ def test_pipelined_worker_publishes_the_frame_in_flight_before_a_rejection(engin
     pipeline = SegmentationPipeline(engine, Image, publish=collector, pipelined=True,
                                     on_rejected=reasons.append)
     engine.infer_pipelined(scene(5), "rgb8", tag=(header(5), "rgb8"))  # one in flight
-    bad = image_msg(scene())
-    bad.encoding = "yuv444"
-    pipeline.start()
-    try:
-        pipeline.offer(bad)
-        wait_for(lambda: pipeline.counters().rejected == 1)
-    finally:
-        pipeline.stop(timeout=30.0)
+    offer_one_unsupported_frame(pipeline)
     assert [m["label"].header.stamp.sec for m in collector.published] == [5]
     assert len(reasons) == 1
 

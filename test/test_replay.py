@@ -4,8 +4,8 @@ node's, realtime mode drops what the policy says, scores equal the metrics modul
 import numpy as np
 import pytest
 import torch
+from replay_helpers import small_engine
 
-from swiftseg_ros.engine import EngineConfig, SegmentationEngine
 from swiftseg_ros.metrics import ConfusionMatrix
 from swiftseg_ros.replay.bagio import TYPESTORE, OutputBag, deserialize, open_bag
 from swiftseg_ros.replay.run import Replay, ReplayOptions
@@ -33,10 +33,7 @@ def spec(**changes) -> CameraBagSpec:
 
 @pytest.fixture(scope="module")
 def engine():
-    torch.manual_seed(0)
-    engine = SegmentationEngine(EngineConfig(network="fastscnn", num_classes=9, warmup_iters=1))
-    yield engine
-    engine.release()
+    yield from small_engine()
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ Ctrl-C finishes the frame in flight."""
 import numpy as np
 import pytest
 import torch
+from replay_helpers import small_engine
 
-from swiftseg_ros.engine import EngineConfig, SegmentationEngine
 from swiftseg_ros.replay.bagio import TYPESTORE, OutputBag, deserialize, open_bag
 from swiftseg_ros.replay.run import Replay, ReplayOptions
 from swiftseg_ros.ros.conversions import build_image
@@ -24,10 +24,7 @@ REJECTED = 4
 
 @pytest.fixture(scope="module")
 def engine():
-    torch.manual_seed(0)
-    engine = SegmentationEngine(EngineConfig(network="fastscnn", num_classes=9, warmup_iters=1))
-    yield engine
-    engine.release()
+    yield from small_engine()
 
 
 def header(sec):
