@@ -40,8 +40,8 @@ def test_bench_writes_a_json_row_per_backend_with_the_machine_and_choices(tmp_pa
         assert row["cpu"]["model"] and "native_bf16" in row["cpu"]
         assert row["torch"] and row["onnxruntime"]
         assert row["choices"]["backend"]["picked"] == row["backend"]
-    assert set(rows[0]["choices"]) == {"backend", "cpu_convs", "memory_format", "conv_3x3",
-                                       "edge_labels"}
+    assert set(rows[0]["choices"]) == {"device_pass", "backend", "cpu_convs",
+                                       "memory_format", "conv_3x3", "edge_labels"}
     assert rows[0]["label_agreement"] is None and rows[1]["label_agreement"] >= 0.99
     table = capsys.readouterr().out
     assert "fastscnn" in table and "eng/bare" in table and "CPU: " in table

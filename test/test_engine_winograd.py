@@ -1,4 +1,5 @@
-"""Winograd F(4x4, 3x3) convolutions: equal to the direct ones, and a measured engine choice."""
+"""Winograd F(4x4, 3x3) convolutions as torch ops (the form ONNX graphs hold): equal to the
+direct ones, and a measured choice of the engine's ONNX Runtime pass."""
 
 import numpy as np
 import pytest
@@ -14,7 +15,6 @@ from swiftseg_ros.engine.winograd import (
     count_eligible,
     eligible,
     use_winograd,
-    winograd_copy,
 )
 from swiftseg_ros.trainer.synth import generate_frame
 
@@ -68,59 +68,68 @@ def test_use_winograd_replaces_in_place_and_keeps_shared_convs_shared():
     assert type(model[3]) is nn.Conv2d
 
 
-def test_winograd_copy_shares_every_other_tensor():
-    model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8),
-                          nn.Conv2d(8, 8, 1))
-    twin = winograd_copy(model, min_channels=8)
-    assert isinstance(twin[0], WinogradConv3x3) and type(model[0]) is nn.Conv2d
-    assert twin[2].weight is model[2].weight and twin[1].running_mean is model[1].running_mean
+@pytest.fixture
+def onnxruntime_engine(tmp_path):
+    """A 5-class SwiftNet-RN18 engine on ONNX Runtime, its graphs cached in tmp_path."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    engines = []
+
+    def build(**settings):
+        engine = SegmentationEngine(EngineConfig(**{
+            "network": "swiftnet_rn18", "num_classes": 5, "backend": "onnxruntime",
+            "outputs": ("label",), "upsample": "logits", "warmup_iters": 1,
+            "cache_dir": str(tmp_path), **settings}))
+        engines.append(engine)
+        return engine
+
+    yield build
+    for engine in engines:
+        engine.release()
 
 
 def _forcing_winograd(monkeypatch):
     """The engine's choose(), with "winograd" picked whenever it is timed: the timing
     itself is real, only the pick is forced, so the Winograd pass runs for sure."""
     real = engine_module.choose
+    timed = []
 
     def choose(what, candidates, **kw):
         choice = real(what, candidates, **kw)
+        timed.append(what)
         if what == "conv_3x3" and "winograd" in choice.times_ms:
             return Choice(what, "winograd", choice.times_ms, choice.notes)
         return choice
 
     monkeypatch.setattr(engine_module, "choose", choose)
+    return timed
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_engine_with_winograd_gives_the_direct_labels(monkeypatch, tmp_path, backend):
-    if backend == "onnxruntime":
-        pytest.importorskip("onnxruntime")
-        pytest.importorskip("onnxscript")
-    settings = dict(network="swiftnet_rn18", num_classes=5, backend=backend,
-                    outputs=("label",), upsample="logits", warmup_iters=1,
-                    cache_dir=str(tmp_path))
+FRAME = generate_frame(4, 0, 64, 64)[0]
+
+
+def test_the_winograd_graph_gives_the_direct_labels(monkeypatch, tmp_path,
+                                                    onnxruntime_engine):
     frame = generate_frame(4, 0, 128, 64)[0]
     torch.manual_seed(0)
-    direct = SegmentationEngine(EngineConfig(winograd=False, **settings))
+    direct = onnxruntime_engine(winograd=False)
     expected = direct.infer(frame, "rgb8").label.copy()
     assert direct.stats()["choices"]["conv_3x3"]["notes"] == {
         "winograd": "not asked (winograd off)"}
     _forcing_winograd(monkeypatch)
     torch.manual_seed(0)
-    seg = SegmentationEngine(EngineConfig(**settings))
+    seg = onnxruntime_engine()
     labels = seg.infer(frame, "rgb8").label
     choice = seg.stats()["choices"]["conv_3x3"]
     assert choice["picked"] == "winograd" and set(choice["times_ms"]) == {"direct", "winograd"}
     assert (labels == expected).mean() >= 0.999
-    if backend == "onnxruntime":  # the rewritten graph is cached under its own name
-        assert len(list(tmp_path.glob("swiftnet_rn18_winograd256_128x64_*.onnx"))) == 1
-        assert len(list(tmp_path.glob("swiftnet_rn18_128x64_*.onnx"))) == 1
-    else:
-        assert any(isinstance(m, WinogradConv3x3) for m in seg.model.modules())
-    direct.release()
-    seg.release()
+    # the rewritten graph is cached under its own name
+    assert len(list(tmp_path.glob("swiftnet_rn18_winograd256_128x64_*.onnx"))) == 1
+    assert len(list(tmp_path.glob("swiftnet_rn18_128x64_*.onnx"))) == 1
 
 
-def test_slower_layers_skip_building_the_whole_winograd_pass(monkeypatch):
+def test_slower_layers_skip_building_the_whole_winograd_graph(monkeypatch, tmp_path,
+                                                               onnxruntime_engine):
     real = engine_module.choose
     timed = []
 
@@ -132,76 +141,65 @@ def test_slower_layers_skip_building_the_whole_winograd_pass(monkeypatch):
         return choice
 
     monkeypatch.setattr(engine_module, "choose", choose)
-    seg = SegmentationEngine(EngineConfig(network="swiftnet_rn18", num_classes=5,
-                                          outputs=("label",), warmup_iters=1))
-    seg.infer(generate_frame(4, 0, 64, 64)[0], "rgb8")
+    seg = onnxruntime_engine()
+    seg.infer(FRAME, "rgb8")
     note = seg.stats()["choices"]["conv_3x3"]["notes"]["winograd"]
     assert note.startswith("slower layer by layer at 64x64: its 6 layers ")
     assert timed.count("conv_3x3") == 1  # the whole passes were not built and timed
-    assert not any(isinstance(m, WinogradConv3x3) for m in seg.model.modules())
-    seg.release()
+    assert not list(tmp_path.glob("*winograd*.onnx"))
 
 
-def test_plans_share_one_choice_and_one_set_of_filters(monkeypatch):
-    _forcing_winograd(monkeypatch)
-    seg = SegmentationEngine(EngineConfig(network="swiftnet_rn18", num_classes=5,
-                                          outputs=("label",), warmup_iters=1))
-    frame = generate_frame(4, 0, 64, 64)[0]
-    seg.infer(frame, "rgb8")
+def test_plans_share_one_choice_and_one_set_of_filters(monkeypatch, onnxruntime_engine):
+    timed = _forcing_winograd(monkeypatch)
+    seg = onnxruntime_engine()
+    seg.infer(FRAME, "rgb8")
     seg.set_outputs(("label", "color"))  # a second plan of the same size
-    seg.infer(frame, "rgb8")
-    plans = list(seg._plans._plans.values())
-    assert len(plans) == 2
-    filters = {module.filters.data_ptr() for plan in plans
-               for module in plan.device_pass.model.modules()
-               if isinstance(module, WinogradConv3x3)}
-    assert len(filters) == 6  # SwiftNet-RN18's six wide 3x3 convolutions, built once
-    seg.release()
+    seg.infer(FRAME, "rgb8")
+    assert len(seg._plans) == 2
+    assert timed.count("conv_3x3") == 2  # layer by layer, then the passes: once
+    assert len(seg._winograd_filters._built) == 6  # RN18's six wide 3x3 convolutions
 
 
-def _small_rn18_after_one_frame():
-    """A 5-class SwiftNet-RN18 engine that has segmented one 64x64 frame (labels of that
-    size), and its conv_3x3 choice; the caller releases it."""
-    seg = SegmentationEngine(EngineConfig(network="swiftnet_rn18", num_classes=5,
-                                          outputs=("label",), warmup_iters=1))
-    result = seg.infer(generate_frame(4, 0, 64, 64)[0], "rgb8")
-    assert result.label.shape == (64, 64)
-    return seg, seg.stats()["choices"]["conv_3x3"]
+def _choice_after_one_frame(engine):
+    assert engine.infer(FRAME, "rgb8").label.shape == (64, 64)
+    return engine.stats()["choices"]["conv_3x3"]
 
 
-def test_a_failing_winograd_layer_is_named_and_the_direct_pass_kept(monkeypatch):
+def test_a_failing_winograd_layer_is_named_and_the_direct_pass_kept(monkeypatch,
+                                                                   onnxruntime_engine):
     def broken(self, x):
         raise RuntimeError("no kernel for this")
 
     monkeypatch.setattr(WinogradConv3x3, "forward", broken)
-    seg, choice = _small_rn18_after_one_frame()
+    choice = _choice_after_one_frame(onnxruntime_engine())
     assert choice["picked"] == "direct"
     assert choice["notes"]["winograd"] == "failed: RuntimeError: no kernel for this"
-    seg.release()
 
 
-def test_a_twin_that_cannot_be_built_is_named_and_the_direct_pass_kept(monkeypatch):
+def test_a_twin_that_cannot_be_built_is_named_and_the_direct_pass_kept(monkeypatch,
+                                                                      onnxruntime_engine):
     # e.g. an ONNX cache folder that cannot be written: the direct pass keeps working
     _forcing_winograd(monkeypatch)
 
     def unbuildable(*args, **kwargs):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(engine_module, "winograd_copy", unbuildable)
-    seg, choice = _small_rn18_after_one_frame()
-    assert choice == {"picked": "direct", "times_ms": {},
-                      "notes": {"winograd": "failed: OSError: No space left on device"}}
-    assert not any(isinstance(m, WinogradConv3x3) for m in seg.model.modules())
-    seg.release()
+    monkeypatch.setattr(engine_module, "use_winograd", unbuildable)
+    choice = _choice_after_one_frame(onnxruntime_engine())
+    assert choice["picked"] == "direct" and choice["times_ms"] == {}
+    note = choice["notes"]["winograd"]
+    assert note.startswith("failed: ConfigError: ONNX cache folder ")
+    assert "No space left on device" in note
 
 
-def test_networks_without_wide_3x3_convolutions_say_so():
-    seg = SegmentationEngine(EngineConfig(network="fastscnn", num_classes=3,
+def test_a_torch_pass_has_no_winograd_graph_twin(monkeypatch):
+    # its Winograd twins are compiled candidates of the pass itself (winograd_kernel.py)
+    timed = _forcing_winograd(monkeypatch)
+    seg = SegmentationEngine(EngineConfig(network="swiftnet_rn18", num_classes=5,
                                           outputs=("label",), warmup_iters=1))
-    seg.infer(np.zeros((64, 128, 3), np.uint8), "rgb8")
-    assert seg.stats()["choices"]["conv_3x3"] == {
-        "picked": "direct", "times_ms": {},
-        "notes": {"winograd": "no 3x3 convolution with 256+ channels in fastscnn"}}
+    seg.infer(FRAME, "rgb8")
+    assert "conv_3x3" not in timed
+    assert not any(isinstance(m, WinogradConv3x3) for m in seg.model.modules())
     seg.release()
 
 

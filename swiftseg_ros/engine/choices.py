@@ -8,10 +8,16 @@ backend is auto (or the only one when it is onnxruntime). `autotune.choose` runs
 once untimed (dropping any that raise, with the error noted), then times them
 interleaved, and the fastest is kept; the others are freed.
 
-From that one measurement come the choices `stats()` reports: "backend" (torch's best
-against onnxruntime), "cpu_convs" (the routes at the chosen memory format) and
-"memory_format" (the formats at the chosen route); when ONNX Runtime wins, the last two
-still say what torch's best candidate was.
+Each channels_last torch candidate may have a twin with its 3x3 convolutions as compiled
+Winograd (winograd_kernel.py), "onednn/channels_last+winograd", timed alongside.
+
+That measurement is the choice "device_pass" (every candidate's time, and why any was
+left out); from it come the per-question choices that `stats()` also reports:
+"backend" (torch's best against onnxruntime), "cpu_convs" (the routes at the chosen
+memory format), "memory_format" (the formats at the chosen route) and, for a torch
+winner, "conv_3x3" (direct against its Winograd twin). When ONNX Runtime wins,
+"cpu_convs" and "memory_format" still say what torch's best candidate was, and
+"conv_3x3" is the ONNX graph's own choice (engine.py).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from swiftseg_ros.errors import ConfigError
 TORCH = "torch"
 ONNXRUNTIME = "onnxruntime"
 TIMING_REPEATS = 3
+WINOGRAD = "winograd"  # a twin candidate's suffix ("onednn/channels_last+winograd")
 
 
 @dataclass
@@ -41,6 +48,7 @@ class DevicePass:
     model: torch.nn.Module | None = None
     route: str | None = None
     memory_format: str | None = None
+    conv_3x3: str = "direct"  # or "winograd" (winograd.py, winograd_kernel.py)
 
     def run(self) -> None:
         self.post.run(self.forward(self.pre.run()))
@@ -69,12 +77,14 @@ def pick_pass(candidates: dict[str, Callable[[], DevicePass]], notes: dict[str, 
             f"{n} {why}" for n, why in notes.items()) + ")")
     overall = choose("device_pass", runs, repeats=repeats, sync=sync, notes=notes)
     winner = built[overall.picked]
-    return winner, derived_choices(overall, built, winner)
+    return winner, {"device_pass": overall, **derived_choices(overall, built, winner)}
 
 
 def derived_choices(overall: Choice, built: dict[str, DevicePass],
                     winner: DevicePass) -> dict[str, Choice]:
-    """The per-question choices ("backend", "cpu_convs", "memory_format") of one timing."""
+    """The per-question choices of one timing: "backend", "cpu_convs", "memory_format",
+    and for a torch winner "conv_3x3" (its Winograd twin against it). Routes and formats
+    are compared among candidates with the same conv_3x3 as torch's best."""
     times, notes = overall.times_ms, overall.notes
     choices: dict[str, Choice] = {}
 
@@ -82,7 +92,7 @@ def derived_choices(overall: Choice, built: dict[str, DevicePass],
         timed = [n for n in names if n in times]
         return min(timed, key=times.get) if timed else None
 
-    torch_names = [n for n, c in built.items() if c.backend == TORCH]
+    torch_names = [n for n, c in built.items() if c.backend == TORCH and n in times]
     backend_times, backend_notes = {}, {}
     for backend in (TORCH, ONNXRUNTIME):
         fastest = best([n for n, c in built.items() if c.backend == backend])
@@ -90,7 +100,7 @@ def derived_choices(overall: Choice, built: dict[str, DevicePass],
             backend_times[backend] = times[fastest]
         elif backend != winner.backend:
             why = [why if n == backend else f"{n} {why}" for n, why in notes.items()
-                   if _backend_of(n) == backend]
+                   if _backend_of(n) == backend and WINOGRAD not in n]
             if why:
                 backend_notes[backend] = "; ".join(why)
     choices["backend"] = Choice("backend", winner.backend, backend_times, backend_notes)
@@ -99,19 +109,29 @@ def derived_choices(overall: Choice, built: dict[str, DevicePass],
     fastest_torch = best(torch_names)
     reference = (built[fastest_torch] if fastest_torch is not None
                  else winner if winner.backend == TORCH else None)
-    if reference is not None:
-        torch_notes = [(n.split("/"), why) for n, why in notes.items() if "/" in n]
-        choices["cpu_convs"] = Choice(
-            "cpu_convs", reference.route,
-            {built[n].route: times[n] for n in torch_names
-             if n in times and built[n].memory_format == reference.memory_format},
-            {route: why for (route, fmt), why in torch_notes
-             if fmt in (reference.memory_format, "*")})
-        choices["memory_format"] = Choice(
-            "memory_format", reference.memory_format,
-            {built[n].memory_format: times[n] for n in torch_names
-             if n in times and built[n].route == reference.route},
-            {fmt: why for (route, fmt), why in torch_notes if route in (reference.route, "*")})
+    if reference is None:
+        return choices
+    alike = [n for n in torch_names if built[n].conv_3x3 == reference.conv_3x3]
+    torch_notes = [(n.split("/"), why) for n, why in notes.items()
+                   if "/" in n and WINOGRAD not in n]
+    choices["cpu_convs"] = Choice(
+        "cpu_convs", reference.route,
+        {built[n].route: times[n] for n in alike
+         if built[n].memory_format == reference.memory_format},
+        {route: why for (route, fmt), why in torch_notes
+         if fmt in (reference.memory_format, "*")})
+    choices["memory_format"] = Choice(
+        "memory_format", reference.memory_format,
+        {built[n].memory_format: times[n] for n in alike if built[n].route == reference.route},
+        {fmt: why for (route, fmt), why in torch_notes if route in (reference.route, "*")})
+    if winner.backend == TORCH:
+        twins = [n for n in torch_names if (built[n].route, built[n].memory_format)
+                 == (winner.route, winner.memory_format)]
+        why = notes.get(f"{winner.route}/{winner.memory_format}+{WINOGRAD}",
+                        notes.get(WINOGRAD))
+        choices["conv_3x3"] = Choice("conv_3x3", winner.conv_3x3,
+                                     {built[n].conv_3x3: times[n] for n in twins},
+                                     {} if why is None else {WINOGRAD: why})
     return choices
 
 

@@ -70,7 +70,6 @@ from swiftseg_ros.engine.winograd import (
     count_eligible,
     layer_runs,
     use_winograd,
-    winograd_copy,
 )
 from swiftseg_ros.errors import ConfigError, SwiftsegError
 
@@ -193,7 +192,10 @@ class SegmentationEngine:
 
         self._export_source, self._variants, self._variant_notes = None, {}, {}
         self._winograd_note = "no network loaded (an .onnx file)"
+        self._compiled_note = self._winograd_note
         self._winograd_filters = WinogradCache()
+        self._compiled_filters: WinogradCache | None = None
+        self._compiled_twins: dict[tuple, Any] = {}
         self._conv_3x3_choices: dict[tuple, Choice] = {}
         self.model = None
         with torch.inference_mode():
@@ -399,6 +401,8 @@ class SegmentationEngine:
         self._variants = {}
         self._export_source = None
         self._winograd_filters.clear()
+        self._compiled_filters = None
+        self._compiled_twins.clear()
         self._conv_3x3_choices.clear()
         self._palette_device = None
         self._released = True
@@ -479,6 +483,7 @@ class SegmentationEngine:
             candidates[f"{route}/{memory_format}"] = functools.partial(
                 self._torch_pass, io, key, (net_h, net_w), output_hw, model, route,
                 memory_format)
+        self._add_compiled_candidates(candidates, notes, io, key, (net_h, net_w), output_hw)
         if config.backend == TORCH:
             notes[ONNXRUNTIME] = "not asked (backend: torch)"
         elif self._onnxruntime_note:
@@ -498,8 +503,9 @@ class SegmentationEngine:
             raise
         except RuntimeError as exc:
             raise ConfigError(f"engine: {exc}") from exc
-        chosen = self._with_conv_algorithm(chosen, choices, io, key, (net_h, net_w),
-                                           output_hw)
+        if chosen.backend == ONNXRUNTIME:
+            chosen = self._with_graph_winograd(chosen, choices, io, key, (net_h, net_w),
+                                               output_hw)
         _choose_edge_kernel(chosen, choices)
         if chosen.model is not None:
             self.model = chosen.model
@@ -521,12 +527,13 @@ class SegmentationEngine:
         return DevicePass(name, backend, pre, forward, post, **extra)
 
     def _torch_pass(self, io, key, net_hw, output_hw, model, route,
-                    memory_format, suffix: str = "") -> DevicePass:
+                    memory_format, conv_3x3: str = "direct") -> DevicePass:
         pre = Preprocessor(io.device_rgb, net_hw, self.mean, self.std, self.dtype,
                            memory_format == "channels_last")
+        suffix = "" if conv_3x3 == "direct" else f"+{conv_3x3}"
         return self._pass_tail(f"{route}/{memory_format}{suffix}", TORCH, pre,
                                model.forward_logits, io, key, output_hw, model=model,
-                               route=route, memory_format=memory_format)
+                               route=route, memory_format=memory_format, conv_3x3=conv_3x3)
 
     def _onnxruntime_pass(self, io, key, net_hw, output_hw, winograd: bool = False
                           ) -> DevicePass:
@@ -546,7 +553,10 @@ class SegmentationEngine:
             source = self._export_source
             if winograd:
                 def source():  # built only when the graph is not cached yet
-                    rewritten = copy.deepcopy(self._export_source)
+                    original = self._export_source
+                    # the weights shared: their transformed filters are built once
+                    shared = {id(t): t for t in (*original.parameters(), *original.buffers())}
+                    rewritten = copy.deepcopy(original, memo=shared)
                     use_winograd(rewritten, build=self._winograd_filters)
                     return rewritten
             path = cached_graph(source, self.network, *net_hw, digest=self._digest,
@@ -568,25 +578,27 @@ class SegmentationEngine:
         upsample = ("labels" if file is not None and net_hw == output_hw
                     else self.config.upsample)
         return self._pass_tail(ONNXRUNTIME + ("+winograd" if winograd else ""), ONNXRUNTIME,
-                               pre, forward, io, key, output_hw, upsample=upsample)
+                               pre, forward, io, key, output_hw, upsample=upsample,
+                               conv_3x3="winograd" if winograd else "direct")
 
-    def _with_conv_algorithm(self, chosen: DevicePass, choices: dict, io, key, net_hw,
+    def _with_graph_winograd(self, chosen: DevicePass, choices: dict, io, key, net_hw,
                              output_hw) -> DevicePass:
-        """The chosen pass, or its twin with Winograd 3x3 convolutions (winograd.py) when
-        that measures faster; the choice is added to `choices` as "conv_3x3". It is made
-        once per input size and chosen pass: later plans of that size (another output
-        set, the second pipelined slot) reuse it, and the transformed filters."""
-        seen = (tuple(net_hw), chosen.name)
+        """The chosen ONNX Runtime pass, or its twin whose graph has Winograd 3x3
+        convolutions (winograd.py) when that measures faster; the choice is added to
+        `choices` as "conv_3x3". It is made once per input size: later plans of that size
+        (another output set, the second pipelined slot) reuse it, and the transformed
+        filters. (A torch pass's Winograd twins are candidates of the pass itself.)"""
+        seen = tuple(net_hw)
         choice = self._conv_3x3_choices.get(seen)
         if choice is None:
             # an .onnx file given as weights has no network: its note says so
-            note = self._winograd_note or self._winograd_layers_note(chosen, net_hw)
+            note = self._winograd_note or self._winograd_layers_note(net_hw)
             if note is not None:
                 choice = Choice("conv_3x3", "direct", {}, {"winograd": note})
         twin = None
         if choice is None or choice.picked == "winograd":
             try:
-                twin = self._winograd_twin(chosen, io, key, net_hw, output_hw)
+                twin = self._onnxruntime_pass(io, key, net_hw, output_hw, winograd=True)
             except Exception as exc:  # e.g. an unwritable cache: the direct pass still works
                 choice = Choice("conv_3x3", "direct", {}, {"winograd": failure_note(exc)})
             else:
@@ -596,13 +608,66 @@ class SegmentationEngine:
         self._conv_3x3_choices[seen] = choices["conv_3x3"] = choice
         return twin if choice.picked == "winograd" else chosen
 
-    def _winograd_twin(self, chosen: DevicePass, io, key, net_hw, output_hw) -> DevicePass:
-        """The chosen pass with its wide 3x3 convolutions as Winograd, its filters shared."""
-        if chosen.backend == ONNXRUNTIME:
-            return self._onnxruntime_pass(io, key, net_hw, output_hw, winograd=True)
-        return self._torch_pass(io, key, net_hw, output_hw,
-                                winograd_copy(chosen.model, build=self._winograd_filters),
-                                chosen.route, chosen.memory_format, suffix="+winograd")
+    def _add_compiled_candidates(self, candidates: dict, notes: dict, io, key, net_hw,
+                                 output_hw) -> None:
+        """Each channels_last torch candidate's compiled-Winograd twin as one more
+        candidate ("onednn/channels_last+winograd"); notes say where there is none."""
+        if not self._variants:  # backend onnxruntime
+            return
+        if self._compiled_note is not None:
+            notes["winograd"] = self._compiled_note
+            return
+        for route, memory_format in self._variants:
+            name = f"{route}/{memory_format}+winograd"
+            if memory_format != "channels_last":
+                notes[name] = "the compiled kernel reads and writes channels_last only"
+                continue
+            twin = self._compiled_twin(route, memory_format, net_hw)
+            if isinstance(twin, str):
+                notes[name] = twin
+            else:
+                candidates[name] = functools.partial(
+                    self._torch_pass, io, key, net_hw, output_hw, twin, route,
+                    memory_format, "winograd")
+
+    def _compiled_twin(self, route: str, memory_format: str, net_hw) -> Any:
+        """The torch candidate (route, memory format) with each 3x3 convolution that is
+        faster as compiled Winograd (winograd_kernel.py) at this input size replaced, or
+        the note why there is none. Which layers are faster is timed once per input size
+        (on the first channels_last candidate: the direct 3x3 convolutions of both routes
+        are oneDNN's), and each twin is built once per input size."""
+        from swiftseg_ros.engine.winograd_kernel import (
+            compiled_copy,
+            compiled_filters,
+            faster_compiled,
+        )
+
+        if self._compiled_filters is None:
+            self._compiled_filters = compiled_filters()
+        layers = self._compiled_twins.get(tuple(net_hw))
+        if layers is None:
+            example = torch.zeros((1, 3, *net_hw)).contiguous(memory_format=torch.channels_last)
+            try:
+                layers, summary = faster_compiled(self._variants[(route, memory_format)],
+                                                  example, self._compiled_filters,
+                                                  repeats=TIMING_REPEATS)
+            except LookupError as exc:  # no layer is faster here
+                layers = f"slower layer by layer at {net_hw[1]}x{net_hw[0]}: {exc}"
+            except Exception as exc:  # the direct candidates still work
+                layers = failure_note(exc)
+            else:
+                log.info("engine: %dx%d: compiled Winograd faster in %s", net_hw[1],
+                         net_hw[0], summary)
+            self._compiled_twins[tuple(net_hw)] = layers
+        if isinstance(layers, str):
+            return layers
+        seen = (route, memory_format, tuple(net_hw))
+        twin = self._compiled_twins.get(seen)
+        if twin is None:
+            twin = compiled_copy(self._variants[(route, memory_format)], layers,
+                                 self._compiled_filters)
+            self._compiled_twins[seen] = twin
+        return twin
 
     def _prepare_network(self, model) -> None:
         """The conv-BN-fused network, its torch candidates, and its fp32 CPU original that
@@ -614,19 +679,18 @@ class SegmentationEngine:
         if self.config.backend != TORCH:
             self._export_source = copy.deepcopy(model) if self.on_cuda else model
         model = model.to(device=self.device, dtype=self.dtype)
-        self._winograd_note = self._why_no_winograd(model)
+        self._winograd_note, self._compiled_note = self._why_no_winograd(model)
         self._variants, self._variant_notes = self._torch_variants(model)
         self.model = next(iter(self._variants.values()), None)
 
-    def _winograd_layers_note(self, chosen: DevicePass, net_hw) -> str | None:
+    def _winograd_layers_note(self, net_hw) -> str | None:
         """None when Winograd is faster than the direct convolutions layer by layer at this
-        size (torch, on this machine), else why the whole pass is not built and timed."""
-        model = chosen.model if chosen.backend == TORCH else self._export_source
-        example = torch.zeros((1, 3, *net_hw), dtype=self.dtype)
-        if chosen.memory_format == "channels_last":
-            example = example.contiguous(memory_format=torch.channels_last)
+        size (torch, on this machine), else why the whole ONNX Runtime pass with
+        Winograd is not built and timed."""
+        example = torch.zeros((1, 3, *net_hw))
         try:
-            direct, winograd, layers = layer_runs(model, example, build=self._winograd_filters)
+            direct, winograd, layers = layer_runs(self._export_source, example,
+                                                  build=self._winograd_filters)
         except Exception as exc:  # the direct pass works: keep it, say why
             return failure_note(exc)
         layer_choice = choose("conv_3x3", {"direct": direct, "winograd": winograd},
@@ -639,18 +703,27 @@ class SegmentationEngine:
         return (f"slower layer by layer at {net_hw[1]}x{net_hw[0]}: its {layers} layers "
                 f"{times['winograd']:.1f} ms, direct {times['direct']:.1f} ms")
 
-    def _why_no_winograd(self, model) -> str | None:
-        """Why Winograd convolutions are not a candidate here, or None when they are."""
+    def _why_no_winograd(self, model) -> tuple[str | None, str | None]:
+        """Why Winograd convolutions are not a candidate here, or None when they are: in
+        an ONNX Runtime graph (winograd.py), and compiled in a torch pass
+        (winograd_kernel.py)."""
         if not self.config.winograd:
-            return "not asked (winograd off)"
+            return ("not asked (winograd off)",) * 2
         if self.on_cuda:
-            return "CUDA: cuDNN picks its own algorithms per shape (benchmark)"
+            return ("CUDA: cuDNN picks its own algorithms per shape (benchmark)",) * 2
         if self.dtype != torch.float32:
-            return f"fp32 only ({self.config.precision} loses too much in its transforms)"
-        if not count_eligible(model):
-            return (f"no 3x3 convolution with {MIN_CHANNELS}+ channels in "
-                    f"{self.network}")
-        return None
+            return (f"fp32 only ({self.config.precision} loses too much in its "
+                    f"transforms)",) * 2
+        graph = (None if count_eligible(model) else
+                 f"no 3x3 convolution with {MIN_CHANNELS}+ channels in {self.network}")
+        try:
+            from swiftseg_ros.engine.winograd_kernel import MIN_CHANNELS as compiled_channels
+            from swiftseg_ros.engine.winograd_kernel import count_compiled_eligible
+        except ImportError as exc:  # numba missing, or not built for this numpy
+            return graph, f"numba unavailable ({exc}): pip install numba"
+        compiled = (None if count_compiled_eligible(model) else
+                    f"no 3x3 convolution with {compiled_channels}+ channels in {self.network}")
+        return graph, compiled
 
     def _torch_variants(self, model):
         """(the torch candidates {(route, memory format): network}, notes on those left out).

@@ -25,7 +25,6 @@ transforms' constants are not powers of two); labels agree on >= 99.9% of pixels
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import torch
@@ -118,17 +117,19 @@ class WinogradConv3x3(nn.Module):
 
 
 class WinogradCache:
-    """One WinogradConv3x3 per source convolution weight: the transformed filters (4x the
-    size of the 3x3 weights) are built once and shared by every user of that weight
-    (plans, pipelined slots, the layer timing and the whole pass)."""
+    """One Winograd replacement per source convolution weight (a WinogradConv3x3, or what
+    `make` builds): the transformed filters (4x the size of the 3x3 weights) are built
+    once and shared by every user of that weight (plans, pipelined slots, both conv
+    routes, the layer timing and the whole pass)."""
 
-    def __init__(self):
-        self._built: dict[int, tuple[torch.Tensor, WinogradConv3x3]] = {}
+    def __init__(self, make: Callable[[nn.Module], nn.Module] = WinogradConv3x3):
+        self._make = make
+        self._built: dict[int, tuple[torch.Tensor, nn.Module]] = {}
 
-    def __call__(self, conv: nn.Module) -> WinogradConv3x3:
+    def __call__(self, conv: nn.Module) -> nn.Module:
         entry = self._built.get(id(conv.weight))
         if entry is None or entry[0] is not conv.weight:
-            entry = (conv.weight, WinogradConv3x3(conv))
+            entry = (conv.weight, self._make(conv))
             self._built[id(conv.weight)] = entry
         return entry[1]
 
@@ -152,14 +153,21 @@ def use_winograd(model: nn.Module, min_channels: int = MIN_CHANNELS,
     return len(replacements)
 
 
-def winograd_copy(model: nn.Module, min_channels: int = MIN_CHANNELS,
-                  build: WinogradCache | None = None) -> nn.Module:
-    """A copy of `model` with Winograd convolutions; every other parameter and buffer is
-    shared with `model`, not copied."""
-    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
-    twin = copy.deepcopy(model, memo=shared)
-    use_winograd(twin, min_channels, build)
-    return twin
+def layer_inputs(model: nn.Module, example: torch.Tensor,
+                 select: Callable[[nn.Module], bool]) -> dict[nn.Module, list[torch.Tensor]]:
+    """The inputs each selected module of `model` gets in one forward pass on `example`
+    (a shared module, called more than once, gets several)."""
+    inputs: dict[nn.Module, list[torch.Tensor]] = {}
+    # modules() yields a shared module once, so each gets one hook (and one entry per call)
+    hooks = [module.register_forward_pre_hook(
+        lambda module, args: inputs.setdefault(module, []).append(args[0].clone()))
+        for module in model.modules() if select(module)]
+    try:
+        model.forward_logits(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return inputs
 
 
 def layer_runs(model: nn.Module, example: torch.Tensor, min_channels: int = MIN_CHANNELS,
@@ -174,17 +182,10 @@ def layer_runs(model: nn.Module, example: torch.Tensor, min_channels: int = MIN_
     building and timing.
     """
     build = build or WinogradCache()
-    inputs: list[tuple[nn.Module, torch.Tensor]] = []
-    # modules() yields a shared module once, so each gets one hook (and one entry per call)
-    hooks = [module.register_forward_pre_hook(
-        lambda module, args: inputs.append((module, args[0].clone())))
-        for module in model.modules() if eligible(module, min_channels)]
-    try:
-        model.forward_logits(example)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    pairs = [(module, build(module), image) for module, image in inputs]
+    pairs = [(module, build(module), image)
+             for module, images in layer_inputs(
+                 model, example, lambda m: eligible(m, min_channels)).items()
+             for image in images]
 
     def direct() -> None:
         for module, _, image in pairs:
