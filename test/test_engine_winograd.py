@@ -1,7 +1,6 @@
 """Winograd F(4x4, 3x3) convolutions as torch ops (the form ONNX graphs hold): equal to the
 direct ones, and a measured choice of the engine's ONNX Runtime pass."""
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

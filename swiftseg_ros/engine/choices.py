@@ -49,6 +49,9 @@ class DevicePass:
     route: str | None = None
     memory_format: str | None = None
     conv_3x3: str = "direct"  # or "winograd" (winograd.py, winograd_kernel.py)
+    # the logits of its first forward, which shaped `post`: the edge selection's timing
+    # runs on them (engine.py), then they are dropped
+    first_logits: torch.Tensor | None = None
 
     def run(self) -> None:
         self.post.run(self.forward(self.pre.run()))

@@ -507,6 +507,7 @@ class SegmentationEngine:
             chosen = self._with_graph_winograd(chosen, choices, io, key, (net_h, net_w),
                                                output_hw)
         _choose_edge_kernel(chosen, choices)
+        chosen.first_logits = None  # only the choices above needed them
         if chosen.model is not None:
             self.model = chosen.model
         log.info("engine: %dx%d: %s", net_w, net_h,
@@ -524,7 +525,7 @@ class SegmentationEngine:
                              self._palette_device, self.config.overlay_alpha,
                              _overlay_source(key, io, pre, output_hw, self.mean, self.std),
                              align_corners=self.align_corners)
-        return DevicePass(name, backend, pre, forward, post, **extra)
+        return DevicePass(name, backend, pre, forward, post, first_logits=logits, **extra)
 
     def _torch_pass(self, io, key, net_hw, output_hw, model, route,
                     memory_format, conv_3x3: str = "direct") -> DevicePass:
@@ -890,7 +891,7 @@ def _choose_edge_kernel(chosen: DevicePass, choices: dict) -> None:
     post = chosen.post
     if not post.edge_kernels:
         return
-    logits = chosen.forward(chosen.pre.run())
+    logits = chosen.first_logits
 
     def post_with(name: str) -> None:
         post.use_edge_kernel(name)
