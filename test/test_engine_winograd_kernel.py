@@ -121,7 +121,7 @@ def test_faster_layers_are_compiled_in_a_copy_that_shares_everything_else(monkey
         twin = compiled_copy(model, faster, build)
         expected, actual = model.forward_logits(image), twin.forward_logits(image)
     assert faster == {id(model.shared.weight), id(model.wide.weight)}
-    assert summary.startswith("2 of 2 layers: ")
+    assert summary.startswith("2 of 2 layers, 0 in bands: ")
     assert isinstance(twin.shared, CompiledWinogradConv3x3) and twin.again[0] is twin.shared
     assert type(model.shared) is nn.Conv2d  # the original is untouched
     assert twin.narrow.weight is model.narrow.weight
@@ -131,18 +131,58 @@ def test_faster_layers_are_compiled_in_a_copy_that_shares_everything_else(monkey
 def test_no_faster_layer_raises_with_the_times(monkeypatch):
     _picking(monkeypatch, "direct")
     with torch.inference_mode(), pytest.raises(
-            LookupError, match=r"no layer faster compiled \(0 of 2 layers: .* ms, direct "):
+            LookupError, match=r"no layer faster compiled \(0 of 2 layers, 0 in bands: .* ms, direct "):
         faster_compiled(_Stack().eval(), torch.randn(1, 64, 8, 8), compiled_filters(), 1)
 
 
 def test_a_failing_layer_is_counted_and_stays_direct(monkeypatch):
-    def broken(self, x):
+    def broken(self, x, band_rows):
         raise RuntimeError("no kernel for this")
 
-    monkeypatch.setattr(CompiledWinogradConv3x3, "forward", broken)
+    monkeypatch.setattr(CompiledWinogradConv3x3, "run", broken)
     with torch.inference_mode(), pytest.raises(
             LookupError, match="; 2 failed: RuntimeError: no kernel for this"):
         faster_compiled(_Stack().eval(), torch.randn(1, 64, 8, 8), compiled_filters(), 1)
+
+
+@pytest.mark.parametrize("band_rows", [1, 2, 3, 9, 10, 50])
+def test_bands_of_any_height_equal_the_direct_convolution(band_rows):
+    """37x53 is 10 rows of 4x4 blocks, the last and the right ones partial: bands of 3
+    leave a band of 1, bands of 10 or more are the whole image."""
+    torch.manual_seed(band_rows)
+    conv = nn.Conv2d(6, 10, 3, padding=1).eval()
+    image = torch.randn(2, 6, 37, 53)
+    compiled = CompiledWinogradConv3x3(conv, Workspace())
+    with torch.inference_mode():
+        expected = conv(image)
+        assert relative_error(compiled.run(image, band_rows), expected) < 3e-5
+        compiled.band_rows[(37, 53)] = band_rows  # forward() runs in the recorded bands
+        assert relative_error(compiled(image), expected) < 3e-5
+
+
+def test_bands_are_sized_by_their_scratch_bytes():
+    compiled = CompiledWinogradConv3x3(nn.Conv2d(64, 64, 3, padding=1), Workspace())
+    row_bytes = 36 * 16 * (64 + 64) * 4  # a row of 16 tiles of 64 in and 64 out channels
+    assert compiled.rows_within(3 * row_bytes, 64, 64) == 3
+    assert compiled.rows_within(3 * row_bytes + row_bytes - 1, 64, 64) == 3
+    assert compiled.rows_within(10, 64, 64) == 1  # never less than a row
+    assert compiled.rows_within(16 * row_bytes, 64, 64) is None  # the whole image
+    assert compiled.rows_within(15 * row_bytes, 64, 61) == 15
+
+
+def test_a_faster_band_is_recorded_per_input_size(monkeypatch):
+    """At 64x64 a 1 MiB band is 3 of the 16 block rows (64 in and 64 out channels)."""
+    _picking(monkeypatch, "compiled in 1 MiB bands")
+    model = _Stack().eval()
+    image = torch.randn(1, 64, 64, 64)
+    build = compiled_filters()
+    with torch.inference_mode():
+        faster, summary = faster_compiled(model, image, build, repeats=1)
+        twin = compiled_copy(model, faster, build)
+        expected, actual = model.forward_logits(image), twin.forward_logits(image)
+    assert summary.startswith("2 of 2 layers, 2 in bands: ")
+    assert twin.shared.band_rows == {(64, 64): 3} and twin.wide.band_rows == {(64, 64): 3}
+    assert relative_error(actual, expected) < 3e-5
 
 
 # ---------------------------------------------------------------- in the engine
@@ -227,7 +267,7 @@ def test_slower_layers_build_no_twin_and_say_so(monkeypatch):
     assert not any(n.endswith("+winograd") for n in choices["device_pass"]["times_ms"])
     assert choices["conv_3x3"]["picked"] == "direct"
     assert choices["device_pass"]["notes"]["torch/channels_last+winograd"].startswith(
-        "slower layer by layer at 64x64: no layer faster compiled (0 of 16 layers: ")
+        "slower layer by layer at 64x64: no layer faster compiled (0 of 16 layers, 0 in bands: ")
     seg.release()
 
 

@@ -12,7 +12,7 @@ edges). Measured at 1024x512 on one AVX2 core against oneDNN's direct convolutio
 64 channels at 1/4 resolution 21 vs 27 ms, 128 channels at 1/4 59 vs 110 ms, 512 at
 1/32 13 vs 31 ms; SwiftNet-RN18's whole forward 687 -> 460 ms. Whether each layer is
 faster this way on the machine at hand is measured when the engine prepares
-(`compiled_winograd_copy`), and the whole pass is then one more timed candidate.
+(`faster_compiled`), and the whole pass is then one more timed candidate.
 
 The matrices are winograd.py's (B^T, G, A^T), written out as sums in the loops. Results
 equal the direct convolution's to about 1e-5 relative in fp32. Compiled on first use
@@ -36,7 +36,14 @@ from swiftseg_ros.engine.winograd import _FILTER, TILE, WinogradCache, eligible,
 # where it is offered: both channel counts at least this (below, the transforms' passes
 # over memory outweigh the saved arithmetic on every CPU measured)
 MIN_CHANNELS = 64
-TILE_IN = TILE + 2  # input tile side: 4 outputs need 6 inputs for a 3x3 filter
+# Scratch sizes (transformed input + products) of the bands a layer is also timed in: a
+# band that stays in the core's L2 or L3 cache between the transforms and the products
+# spares two round trips to memory; a small one re-reads the filters more often and
+# gives the products too few rows to be efficient. Measured at 1024x512 on one core
+# (bands of 0.5 to 8 MiB swept): 64 channels at 1/4 resolution, AVX2 EPYC 24.5 ms in
+# bands, 28.8 whole, 32.8 direct; Zen 4 (AVX-512) 14.3 in bands, 23.6 whole, 22.1
+# direct; 256 and 512 channels at 1/16 and 1/32 no faster in bands on either.
+BAND_BYTES = (1 << 20, 4 << 20)
 
 
 @njit(inline="always", fastmath=True)
@@ -65,17 +72,18 @@ def _transform_tile(d, out, t, channels, tmp):
 
 
 @njit(fastmath=True, nogil=True, cache=True)
-def input_transform(image, out):
-    """The (height, width, channels) image, zero-padded by one pixel, as tiles: out is
-    (36, tiles, channels), tiles row-major over the 4x4 output blocks."""
+def input_transform(image, out, first_row, end_row):
+    """Tile rows [first_row, end_row) of the (height, width, channels) image, zero-padded
+    by one pixel: out is (36, tiles, channels), the band's tiles row-major over its 4x4
+    output blocks."""
     height, width, channels = image.shape
     tiles_w = (width + 3) // 4
     border = np.zeros((6, 6, channels), np.float32)
     tmp = np.empty((6, 6, channels), np.float32)
-    for i in range((height + 3) // 4):
+    for i in range(first_row, end_row):
         for j in range(tiles_w):
             y0, x0 = 4 * i - 1, 4 * j - 1
-            t = i * tiles_w + j
+            t = (i - first_row) * tiles_w + j
             if y0 >= 0 and x0 >= 0 and y0 + 6 <= height and x0 + 6 <= width:
                 _transform_tile(image[y0:y0 + 6, x0:x0 + 6, :], out, t, channels, tmp)
                 continue
@@ -89,16 +97,17 @@ def input_transform(image, out):
 
 
 @njit(fastmath=True, nogil=True, cache=True)
-def output_transform(products, bias, out):
-    """A^T m A + bias of each tile of products (36, tiles, channels) into the
-    (height, width, channels) output, the last row and column of blocks cropped."""
+def output_transform(products, bias, out, first_row, end_row):
+    """A^T m A + bias of each tile of products (36, tiles, channels), tile rows
+    [first_row, end_row), into the (height, width, channels) output, the last row and
+    column of blocks cropped."""
     height, width, channels = out.shape
     tiles_w = (width + 3) // 4
     tmp = np.empty((4, 6, channels), np.float32)
     block = np.empty((4, 4, channels), np.float32)
-    for i in range((height + 3) // 4):
+    for i in range(first_row, end_row):
         for j in range(tiles_w):
-            t = i * tiles_w + j
+            t = (i - first_row) * tiles_w + j
             for col in range(6):
                 for c in range(channels):
                     m0, m1, m2 = products[col, t, c], products[6 + col, t, c], \
@@ -163,23 +172,43 @@ class CompiledWinogradConv3x3(nn.Module):
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(self.out_channels)
         self.register_buffer("bias", bias.float().contiguous())
         self.workspace = workspace
+        # tile rows per band by input (height, width), as measured (faster_compiled);
+        # sizes not in it run whole
+        self.band_rows: dict[tuple[int, int], int] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x, self.band_rows.get(tuple(x.shape[2:])))
+
+    def run(self, x: torch.Tensor, band_rows: int | None) -> torch.Tensor:
+        """The convolution of x, transformed and multiplied `band_rows` rows of 4x4 output
+        blocks at a time (None: the whole image at once)."""
         batch, _, height, width = x.shape
         x = x.detach().contiguous(memory_format=torch.channels_last)
         # a new output per call: a shared layer (the pyramid's encoder) runs twice a pass
         y = torch.empty((batch, self.out_channels, height, width),
                         memory_format=torch.channels_last)
-        tiles = -(-height // TILE) * -(-width // TILE)
+        rows, tiles_w = -(-height // TILE), -(-width // TILE)
+        band_rows = rows if band_rows is None else min(band_rows, rows)
         bias = self.bias.numpy()
         with self.workspace.lock:
-            inputs, products = self.workspace.buffers(tiles, self.in_channels,
-                                                      self.out_channels)
             for n in range(batch):
-                input_transform(x[n].permute(1, 2, 0).numpy(), inputs.numpy())
-                torch.bmm(inputs, self.filters, out=products)
-                output_transform(products.numpy(), bias, y[n].permute(1, 2, 0).numpy())
+                image, out = x[n].permute(1, 2, 0).numpy(), y[n].permute(1, 2, 0).numpy()
+                for first in range(0, rows, band_rows):
+                    end = min(rows, first + band_rows)
+                    inputs, products = self.workspace.buffers(
+                        (end - first) * tiles_w, self.in_channels, self.out_channels)
+                    input_transform(image, inputs.numpy(), first, end)
+                    torch.bmm(inputs, self.filters, out=products)
+                    output_transform(products.numpy(), bias, out, first, end)
         return y
+
+    def rows_within(self, budget: int, height: int, width: int) -> int | None:
+        """Tile rows per band whose scratch (transformed input and products) fits in
+        `budget` bytes, at least one; None where that is the whole image."""
+        rows, tiles_w = -(-height // TILE), -(-width // TILE)
+        row_bytes = 36 * tiles_w * (self.in_channels + self.out_channels) * 4
+        band = max(1, budget // row_bytes)
+        return band if band < rows else None
 
 
 def compiled_eligible(module: nn.Module) -> bool:
@@ -198,27 +227,41 @@ def faster_compiled(model: nn.Module, example: torch.Tensor, build: WinogradCach
                     repeats: int) -> tuple[set[int], str]:
     """The ids of the weights of `model`'s eligible convolutions that are faster compiled
     (from `build`, a `compiled_filters()` cache), each timed on the inputs it gets from
-    `example`; and a summary ("9 of 16 layers: 310.2 ms, direct 480.5 ms").
+    `example`, whole and in bands of BAND_BYTES (the fastest is kept in the compiled
+    layer's `band_rows`); and a summary ("9 of 16 layers, 4 in bands: 310.2 ms, direct
+    480.5 ms").
 
     Raises LookupError, with that summary, when no layer is faster.
     """
     faster: set[int] = set()
+    banded = 0
     failures: list[str] = []
     direct_ms = compiled_ms = 0.0
     inputs = layer_inputs(model, example, compiled_eligible)
     for module, images in inputs.items():
-        runs = {name: functools.partial(_run_on, layer, images)
-                for name, layer in (("direct", module), ("compiled", build(module)))}
+        layer = build(module)
+        sizes = sorted({tuple(image.shape[2:]) for image in images})
+        bands = {"compiled": dict.fromkeys(sizes)}
+        for budget in BAND_BYTES:
+            rows = {size: layer.rows_within(budget, *size) for size in sizes}
+            if any(rows.values()) and rows not in bands.values():
+                bands[f"compiled in {budget >> 20} MiB bands"] = rows
+        runs = {"direct": functools.partial(_run_on, module, images)}
+        runs.update({name: functools.partial(_run_banded, layer, images, rows)
+                     for name, rows in bands.items()})
         choice = choose("layer", runs, repeats=repeats)
-        if "compiled" not in choice.times_ms:  # it raised: the direct layer stays
-            failures.append(choice.notes.get("compiled", "failed"))
+        if choice.times_ms.keys() <= {"direct"}:  # compiled raised: the direct layer stays
+            failures.append(next(iter(choice.notes.values()), "failed"))
             continue
         direct_ms += choice.times_ms["direct"]
         compiled_ms += choice.times_ms[choice.picked]
-        if choice.picked == "compiled":
+        if choice.picked != "direct":
             faster.add(id(module.weight))
-    summary = (f"{len(faster)} of {len(inputs)} layers: {compiled_ms:.1f} ms, "
-               f"direct {direct_ms:.1f} ms")
+            layer.band_rows.update({size: rows for size, rows in bands[choice.picked].items()
+                                    if rows is not None})
+            banded += choice.picked != "compiled"
+    summary = (f"{len(faster)} of {len(inputs)} layers, {banded} in bands: "
+               f"{compiled_ms:.1f} ms, direct {direct_ms:.1f} ms")
     if failures:
         summary += f"; {len(failures)} {failures[0]}"
     if not faster:
@@ -229,6 +272,12 @@ def faster_compiled(model: nn.Module, example: torch.Tensor, build: WinogradCach
 def _run_on(layer: nn.Module, images: list[torch.Tensor]) -> None:
     for image in images:
         layer(image)
+
+
+def _run_banded(layer: CompiledWinogradConv3x3, images: list[torch.Tensor],
+                rows: dict[tuple[int, int], int | None]) -> None:
+    for image in images:
+        layer.run(image, rows[tuple(image.shape[2:])])
 
 
 def compiled_copy(model: nn.Module, faster: set[int], build: WinogradCache) -> nn.Module:
