@@ -111,21 +111,28 @@ def _picking(monkeypatch, picked: str):
     monkeypatch.setattr(winograd_kernel, "choose", choose)
 
 
-def test_faster_layers_are_compiled_in_a_copy_that_shares_everything_else(monkeypatch):
-    _picking(monkeypatch, "compiled")
+def _compiled_stack(height: int, width: int):
+    """(_Stack, its faster layers' ids, the summary, its compiled copy), and the copy's
+    relative error against the original on a height x width image."""
     model = _Stack().eval()
-    image = torch.randn(1, 64, 12, 20)
+    image = torch.randn(1, 64, height, width)
     build = compiled_filters()
     with torch.inference_mode():
         faster, summary = faster_compiled(model, image, build, repeats=1)
         twin = compiled_copy(model, faster, build)
-        expected, actual = model.forward_logits(image), twin.forward_logits(image)
+        error = relative_error(twin.forward_logits(image), model.forward_logits(image))
+    return model, faster, summary, twin, error
+
+
+def test_faster_layers_are_compiled_in_a_copy_that_shares_everything_else(monkeypatch):
+    _picking(monkeypatch, "compiled")
+    model, faster, summary, twin, error = _compiled_stack(12, 20)
     assert faster == {id(model.shared.weight), id(model.wide.weight)}
     assert summary.startswith("2 of 2 layers, 0 in bands: ")
     assert isinstance(twin.shared, CompiledWinogradConv3x3) and twin.again[0] is twin.shared
     assert type(model.shared) is nn.Conv2d  # the original is untouched
     assert twin.narrow.weight is model.narrow.weight
-    assert relative_error(actual, expected) < 3e-5
+    assert error < 3e-5
 
 
 def test_no_faster_layer_raises_with_the_times(monkeypatch):
@@ -173,16 +180,10 @@ def test_bands_are_sized_by_their_scratch_bytes():
 def test_a_faster_band_is_recorded_per_input_size(monkeypatch):
     """At 64x64 a 1 MiB band is 3 of the 16 block rows (64 in and 64 out channels)."""
     _picking(monkeypatch, "compiled in 1 MiB bands")
-    model = _Stack().eval()
-    image = torch.randn(1, 64, 64, 64)
-    build = compiled_filters()
-    with torch.inference_mode():
-        faster, summary = faster_compiled(model, image, build, repeats=1)
-        twin = compiled_copy(model, faster, build)
-        expected, actual = model.forward_logits(image), twin.forward_logits(image)
+    _, _, summary, twin, error = _compiled_stack(64, 64)
     assert summary.startswith("2 of 2 layers, 2 in bands: ")
     assert twin.shared.band_rows == {(64, 64): 3} and twin.wide.band_rows == {(64, 64): 3}
-    assert relative_error(actual, expected) < 3e-5
+    assert error < 3e-5
 
 
 # ---------------------------------------------------------------- in the engine
