@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from swiftseg_ros import cli
+from swiftseg_ros.engine import bench as bench_module
 from swiftseg_ros.engine import cpu_caps
 
 ROW_KEYS = {"network", "size", "device", "precision", "outputs", "engine_ms", "bare_ms",
@@ -50,13 +51,33 @@ def test_bench_writes_a_json_row_per_backend_with_the_machine_and_choices(tmp_pa
 @pytest.mark.skipif(not cpu_caps.detect().native_bf16,
                     reason=f"no native bf16: this CPU {cpu_caps.detect().bf16_reason}")
 def test_bench_times_bf16_beside_fp32_with_label_agreement(tmp_path):
+    """The node's default backend (auto) at bf16 is torch alone; ONNX Runtime has fp32
+    rows only."""
     out = tmp_path / "bench.json"
     assert run_bench(["--networks", "fastscnn", "--sizes", "64x32", "--iters", "2",
-                      "--warmup", "1", "--precision", "fp32,bf16", "--backend", "torch",
-                      "--json", str(out)]) == 0
+                      "--warmup", "1", "--precision", "fp32,bf16",
+                      "--backend", "auto,onnxruntime", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
-    assert [r["precision"] for r in rows] == ["fp32", "bf16"]
-    assert 0 <= rows[1]["label_agreement"] <= 1
+    assert [(r["precision"], r["backend_asked"]) for r in rows] == [
+        ("fp32", "auto"), ("fp32", "onnxruntime"), ("bf16", "auto")]
+    assert rows[2]["backend"] == "torch" and 0 <= rows[2]["label_agreement"] <= 1
+
+
+def test_each_precision_gets_the_backends_that_run_it():
+    assert bench_module._engine_runs(["fp32", "bf16"], ["auto", "torch", "onnxruntime"]) == [
+        ("fp32", "auto"), ("fp32", "torch"), ("fp32", "onnxruntime"), ("bf16", "torch")]
+    assert bench_module._engine_runs(["fp16"], ["auto", "onnxruntime"]) == [("fp16", "auto")]
+    assert bench_module._engine_runs(["bf16"], ["onnxruntime"]) == []
+
+
+def test_bench_refuses_onnxruntime_alone_at_a_reduced_precision(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert run_bench(["--networks", "fastscnn", "--sizes", "64x32", "--device", "cuda",
+                      "--precision", "fp16", "--backend", "onnxruntime",
+                      "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "runs fp32 only" in err
+    assert not out.exists()
 
 
 @pytest.mark.skipif(cpu_caps.detect().native_bf16, reason="this CPU has native bf16")

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from swiftseg_ros import gpucheck
+from swiftseg_ros.engine import EngineConfig
 from swiftseg_ros.engine.bench import build_parser
+from swiftseg_ros.engine.ort_backend import why_onnxruntime_unusable
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU, run `make gpu-check` itself")
@@ -60,6 +62,16 @@ def test_onnxruntime_step_is_skipped_with_the_reason_without_a_gpu_provider():
     steps, note = gpucheck.ort_steps({"onnxruntime": "1.30.0",
                                       "onnxruntime_providers": ["CPUExecutionProvider"]}, 10)
     assert steps == [] and "no CUDA/TensorRT provider" in note
+
+
+def test_onnxruntime_step_asks_for_what_the_backend_runs():
+    (step,), note = gpucheck.ort_steps({"onnxruntime": "1.30.0", "onnxruntime_providers": [
+        "CUDAExecutionProvider", "CPUExecutionProvider"]}, 10)
+    _, args, _ = step
+    precision = args[args.index("--precision") + 1]
+    assert "CUDAExecutionProvider" in note
+    assert why_onnxruntime_unusable(EngineConfig(network="fastscnn", backend="onnxruntime",
+                                                 precision=precision)) is None
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU, run `make gpu-check` itself")

@@ -8,7 +8,8 @@ and their ratios stay meaningful on a busy machine:
 
 - engine: `SegmentationEngine.infer` on a host uint8 frame, per stage, once per
   precision and backend asked for (`--backend torch,onnxruntime` side by side; auto
-  times both at prepare and keeps the faster);
+  times both at prepare and keeps the faster; ONNX Runtime runs fp32 only, so at
+  fp16/bf16 auto is torch alone and onnxruntime has no row);
 - bare: the engine's own chosen forward (the fused torch model with the chosen conv
   route and memory format, or the ONNX Runtime session alone) + `max(1)` on the
   engine's already pre-processed input on the device, eager; on CUDA also `bare_graph`,
@@ -121,10 +122,11 @@ def main(argv=None) -> int:
         raise ConfigError("give at least one network, size, precision and backend")
     if "bf16" in precisions and args.device == "cpu":
         cpu_caps.detect().require_bf16()
-    for precision in precisions:
-        for backend in backends:
-            _check_backend(backend, precision, args.device)
-    args.backends = backends
+    args.runs = _engine_runs(precisions, backends)
+    if not args.runs:
+        _check_backend("onnxruntime", precisions[0], args.device)  # says fp32 only
+    for precision, backend in args.runs:
+        _check_backend(backend, precision, args.device)
     if args.pipelined and args.pipelined < 2:
         raise ConfigError(f"--pipelined {args.pipelined}, expected 0 (off) or a burst >= 2")
     if args.iters < 1 or args.warmup < 0:
@@ -148,13 +150,21 @@ def main(argv=None) -> int:
             weights = args.weights or _random_checkpoint(network, Path(scratch))
             for width, height in sizes:
                 progress.set_postfix_str(f"{network} {width}x{height}")
-                rows.extend(_bench_one(args, network, weights, width, height, precisions,
-                                       progress))
+                rows.extend(_bench_one(args, network, weights, width, height, progress))
     print(format_table(rows))
     print(f"CPU: {cpu_caps.detect().flags_line()}; torch {torch.__version__}, onnxruntime "
           f"{_onnxruntime_version() or 'not installed'}, {torch.get_num_threads()} thread(s)")
     write_json(args.json, rows)
     return 0
+
+
+def _engine_runs(precisions: list[str], backends: list[str]) -> list[tuple[str, str]]:
+    """The (precision, backend) engines to time. ONNX Runtime runs fp32 only, so it has
+    no row at another precision, where `auto` is torch alone (and no row of its own when
+    torch is asked too)."""
+    return [(precision, backend) for precision in precisions for backend in backends
+            if precision == "fp32" or backend == "torch"
+            or (backend == "auto" and "torch" not in backends)]
 
 
 def _check_backend(backend: str, precision: str, device: str) -> None:
@@ -236,29 +246,26 @@ class _NaiveRunner:
         return pred.data.byte().cpu()
 
 
-def _bench_one(args, network, weights, width, height, precisions, progress) -> list[dict]:
+def _bench_one(args, network, weights, width, height, progress) -> list[dict]:
     from swiftseg_ros.nets import count_macs, count_parameters
 
     device_name = args.device
     frame = bench_frame(width, height)
     outputs = tuple(o for o in args.outputs.replace(" ", "").split(",") if o)
     engines, memory = {}, {}
-    for precision in precisions:
-        for backend in args.backends:
-            if backend != "torch" and precision != "fp32":
-                continue  # ONNX Runtime runs fp32; auto is torch alone then
-            config = EngineConfig(weights=weights, device=device_name, precision=precision,
-                                  backend=backend, outputs=outputs, upsample=args.upsample,
-                                  threads=args.threads, cuda_graphs=not args.no_cuda_graphs,
-                                  channels_last=not args.no_channels_last,
-                                  onednn_convs=not args.no_onednn,
-                                  winograd=not args.no_winograd, tf32=args.tf32,
-                                  warmup_iters=max(1, args.warmup))
-            baseline = memory_baseline(torch.device(config.device))
-            engine = SegmentationEngine(config)
-            engine.infer(frame, "rgb8")
-            memory[precision, backend] = steady_memory(engine, frame, baseline)
-            engines[precision, backend] = engine
+    for precision, backend in args.runs:
+        config = EngineConfig(weights=weights, device=device_name, precision=precision,
+                              backend=backend, outputs=outputs, upsample=args.upsample,
+                              threads=args.threads, cuda_graphs=not args.no_cuda_graphs,
+                              channels_last=not args.no_channels_last,
+                              onednn_convs=not args.no_onednn,
+                              winograd=not args.no_winograd, tf32=args.tf32,
+                              warmup_iters=max(1, args.warmup))
+        baseline = memory_baseline(torch.device(config.device))
+        engine = SegmentationEngine(config)
+        engine.infer(frame, "rgb8")
+        memory[precision, backend] = steady_memory(engine, frame, baseline)
+        engines[precision, backend] = engine
     first = next(iter(engines.values()))
     device = first.device
     inference_w, inference_h = first.inference_size
