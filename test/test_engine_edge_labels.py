@@ -92,10 +92,26 @@ def test_compiled_labels_are_torch_edge_labels_bit_for_bit(channels_last):
                        edge_labels(logits, (256, 512), "torch"))
 
 
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_compiled_labels_of_bf16_logits_are_those_of_the_same_logits_in_fp32(channels_last):
+    """A bf16 forward's logits, widened exactly: the fp32 selection's labels, bit for bit,
+    and those of torch's edge selection in bf16 arithmetic on all but a few pixels."""
+    torch.manual_seed(12)
+    logits = F.interpolate(torch.randn(1, 19, 9, 12), size=(32, 64), mode="bilinear")
+    logits = (logits + 0.2 * torch.randn_like(logits)).bfloat16()
+    if channels_last:
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    compiled = edge_labels(logits, (256, 512), "compiled")
+    assert torch.equal(compiled, edge_labels(logits.float(), (256, 512), "torch"))
+    in_bf16 = edge_labels(logits, (256, 512), "torch")
+    assert (compiled == in_bf16).float().mean() >= 0.999
+
+
 def test_kernels_offered_say_why_one_is_left_out(monkeypatch):
     logits = torch.randn(1, 3, 4, 4)
-    kernels, notes = edge_kernels(logits.bfloat16(), (16, 16))
-    assert set(kernels) == {"torch"} and "fp32 logits only" in notes["compiled"]
+    kernels, notes = edge_kernels(logits.half(), (16, 16))
+    assert set(kernels) == {"torch"} and "fp32 or bf16 logits only" in notes["compiled"]
     monkeypatch.setitem(sys.modules, "swiftseg_ros.engine.edge_kernel", None)  # no numba
     kernels, notes = edge_kernels(logits, (16, 16))
     assert set(kernels) == {"torch"} and "pip install numba" in notes["compiled"]

@@ -116,9 +116,13 @@ def _labels(logits, scale, fractions, labels, low, best, corners, candidates):
 
 class CompiledEdgeLabels:
     """EdgeLabels' contract (edge_labels.py): `run(logits, labels)` writes into `labels`
-    (H, W) uint8 the classes of the upsampled fp32 CPU `logits` (1, C, h, w)."""
+    (H, W) uint8 the classes of the upsampled CPU `logits` (1, C, h, w), fp32 or bf16.
+    bf16 logits (a bf16 forward's) are first widened to fp32, exactly, into a buffer of
+    their layout (a few hundred KB at network resolution), then selected as fp32 ones."""
 
     def __init__(self, logits: torch.Tensor, output_hw: tuple[int, int]):
+        self.widened = (None if logits.dtype == torch.float32
+                        else torch.empty_like(logits, dtype=torch.float32))
         _, classes, net_h, net_w = logits.shape
         self.scale = output_hw[0] // net_h
         # a pixel's offset from its quad's top-left logit pixel, (t + 0.5) / scale
@@ -129,5 +133,7 @@ class CompiledEdgeLabels:
         self.candidates = np.empty(classes, np.int64)
 
     def run(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        if self.widened is not None:
+            logits = self.widened.copy_(logits)
         _labels(logits[0].numpy(), self.scale, self.fractions, labels.numpy(), self.low,
                 self.best, self.corners, self.candidates)

@@ -45,11 +45,11 @@ def edge_kernels(logits: torch.Tensor, output_hw: tuple[int, int]
                  ) -> tuple[dict[str, object], dict[str, str]]:
     """The implementations of the edge selection that run here, by name: "torch"
     (EdgeLabels, always) and "compiled" (edge_kernel.py, where numba imports and the
-    logits are fp32); and a note for each one left out. The engine times them."""
+    logits are fp32 or bf16); and a note for each one left out. The engine times them."""
     kernels: dict[str, object] = {"torch": EdgeLabels(logits, output_hw)}
     notes: dict[str, str] = {}
-    if logits.dtype != torch.float32:
-        notes["compiled"] = f"fp32 logits only, these are {str(logits.dtype)[6:]}"
+    if logits.dtype not in (torch.float32, torch.bfloat16):
+        notes["compiled"] = f"fp32 or bf16 logits only, these are {str(logits.dtype)[6:]}"
         return kernels, notes
     try:
         from swiftseg_ros.engine.edge_kernel import CompiledEdgeLabels
