@@ -137,8 +137,8 @@ def test_faster_layers_are_compiled_in_a_copy_that_shares_everything_else(monkey
 
 def test_no_faster_layer_raises_with_the_times(monkeypatch):
     _picking(monkeypatch, "direct")
-    with torch.inference_mode(), pytest.raises(
-            LookupError, match=r"no layer faster compiled \(0 of 2 layers, 0 in bands: .* ms, direct "):
+    with torch.inference_mode(), pytest.raises(LookupError, match=(
+            r"no layer faster compiled \(0 of 2 layers, 0 in bands: .* ms, direct ")):
         faster_compiled(_Stack().eval(), torch.randn(1, 64, 8, 8), compiled_filters(), 1)
 
 
@@ -268,7 +268,8 @@ def test_slower_layers_build_no_twin_and_say_so(monkeypatch):
     assert not any(n.endswith("+winograd") for n in choices["device_pass"]["times_ms"])
     assert choices["conv_3x3"]["picked"] == "direct"
     assert choices["device_pass"]["notes"]["torch/channels_last+winograd"].startswith(
-        "slower layer by layer at 64x64: no layer faster compiled (0 of 16 layers, 0 in bands: ")
+        "slower layer by layer at 64x64: no layer faster compiled "
+        "(0 of 16 layers, 0 in bands: ")
     seg.release()
 
 

@@ -118,7 +118,8 @@ class CompiledEdgeLabels:
     """EdgeLabels' contract (edge_labels.py): `run(logits, labels)` writes into `labels`
     (H, W) uint8 the classes of the upsampled CPU `logits` (1, C, h, w), fp32 or bf16.
     bf16 logits (a bf16 forward's) are first widened to fp32, exactly, into a buffer of
-    their layout (a few hundred KB at network resolution), then selected as fp32 ones."""
+    their layout at network resolution (2.5 MB for 19 classes at 1/4 of 1024x512), then
+    selected as fp32 ones."""
 
     def __init__(self, logits: torch.Tensor, output_hw: tuple[int, int]):
         self.widened = (None if logits.dtype == torch.float32
