@@ -25,6 +25,7 @@ import functools
 import gc
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +57,7 @@ from swiftseg_ros.engine.cuda_support import (
     empty_host_cache,
     math_mode,
 )
-from swiftseg_ros.engine.frames import channels_of, frame_as_hwc
+from swiftseg_ros.engine.frames import FrameError, channels_of, frame_as_hwc
 from swiftseg_ros.engine.onnx_file import RawInput, is_onnx_file, read_onnx_file
 from swiftseg_ros.engine.ort_backend import why_onnxruntime_unusable
 from swiftseg_ros.engine.palette import palette_table, palette_tensor
@@ -350,6 +351,75 @@ class SegmentationEngine:
         self._check_usable()
         previous, self._in_flight = self._in_flight, None
         return None if previous is None else self._collect(previous)
+
+    @torch.inference_mode()
+    def infer_batch(self, frames: Sequence[tuple[np.ndarray, str]]) -> list[SegResult]:
+        """Segment `(frame, pixel_format)` pairs of one input size (several cameras) with
+        one forward pass of the network; one result per frame, in order, owning its arrays.
+
+        Each frame is copied and pre-processed into its row of the batch, the network runs
+        once on the stacked rows, and each row's logits are post-processed on their own
+        (the overlay blends that row's own image). A pass that cannot take a batch (an
+        ONNX graph exported for batch 1, the compiled Winograd twin) runs the frames one
+        after another instead. Frames of different sizes are a FrameError: group them by
+        size first, one call per size.
+        """
+        self._check_usable()
+        checked = [(frame_as_hwc(frame, pixel_format, self.config.max_input_size), pixel_format)
+                   for frame, pixel_format in frames]
+        sizes = sorted({frame.shape[1::-1] for frame, _ in checked})
+        if len(sizes) > 1:
+            raise FrameError("infer_batch takes frames of one input size, got "
+                             + ", ".join(f"{w}x{h}" for w, h in sizes)
+                             + ": one call per size")
+        if len(checked) < 2:
+            return [self.infer(*pair).copy() for pair in checked]
+        self._drop_in_flight()
+        plan = self._plan_for_frame(checked[0][0], 0)
+        self._current, self._pixel_format = plan, checked[-1][1]
+        device_pass = plan.device_pass
+        if device_pass.backend != TORCH or device_pass.conv_3x3 != "direct":
+            return [self.infer(*pair).copy() for pair in checked]
+        started = time.perf_counter()
+        rows = []
+        for frame, pixel_format in checked:
+            plan.io.copy_frame(frame, pixel_format)
+            plan.io.upload()
+            rows.append(plan.pre.run().clone())
+        batch = torch.cat(rows)
+        if self.on_cuda:
+            torch.cuda.synchronize(self.device)
+        preprocessed = time.perf_counter()
+        logits = device_pass.forward(batch)
+        if self.on_cuda:
+            torch.cuda.synchronize(self.device)
+        forwarded = time.perf_counter()
+        results = []
+        for index, (frame, pixel_format) in enumerate(checked):
+            post_started = time.perf_counter()
+            if "overlay" in plan.key.outputs:  # the overlay's source is the frame's own
+                plan.io.copy_frame(frame, pixel_format)
+                plan.io.upload()
+                plan.pre.network_input.copy_(batch[index:index + 1])
+            plan.post.run(logits[index:index + 1])
+            plan.io.download()
+            if self.on_cuda:
+                torch.cuda.synchronize(self.device)
+            finished = time.perf_counter()
+            # the copies are timed with the pre-processing of the whole batch
+            timings = {
+                "host_copy": float("nan"), "upload": float("nan"), "download": float("nan"),
+                "preprocess": (preprocessed - started) * 1000.0,
+                "forward": (forwarded - preprocessed) * 1000.0,
+                "postprocess": (finished - post_started) * 1000.0,
+                "total": (finished - started) * 1000.0,
+            }
+            self._window.add(timings, finished)
+            arrays = plan.io.arrays
+            results.append(SegResult(arrays.get("label"), arrays.get("color"),
+                                     arrays.get("confidence"), arrays.get("overlay"),
+                                     timings).copy())
+        return results
 
     def set_outputs(self, outputs) -> None:
         """Change the requested outputs; takes (or prepares and captures) their plan now."""
