@@ -1,6 +1,7 @@
 """Parameter definitions, the validator, the ROS 2 parameter-file loader, the engine
 mapping, and the generated files (config/seg.yaml, docs/parameters.md, README table)."""
 
+import array
 from dataclasses import fields
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from swiftseg_ros.ros.params import (
     apply_parameter_changes,
     check_parameter_value,
     engine_config_from_params,
+    launch_argument_value,
     load_param_file,
     main,
     marked_block,
@@ -62,7 +64,8 @@ def test_network_choices_are_the_registered_networks():
 def test_every_dynamic_parameter_is_one_the_node_can_apply_at_once():
     dynamic = {p.name for p in PARAMETERS if p.dynamic}
     assert dynamic == {"publish_color", "publish_confidence", "publish_overlay",
-                       "overlay_alpha", "latency_budget_ms", "min_output_hz"}
+                       "overlay_alpha", "latency_budget_ms", "min_output_hz",
+                       "batch_wait_ms"}
 
 
 # -------------------------------------------------------------------------- validator
@@ -164,7 +167,8 @@ def test_dynamic_change_is_still_validated():
 
 def test_shipped_param_file_loads_to_the_defaults():
     values = load_param_file(ROOT / "config" / "seg.yaml")
-    assert set(values) == {p.name for p in PARAMETERS}
+    # an empty list cannot be written in a ROS 2 parameter file: such a default is left out
+    assert set(values) == {p.name for p in PARAMETERS if p.type is not list or p.default}
     assert validate_parameters(values) == validate_parameters()
 
 
@@ -392,7 +396,8 @@ def test_rendered_param_file_comments_every_parameter():
     lines = render_param_file().splitlines()
     for definition in PARAMETERS:
         index = next(i for i, line in enumerate(lines)
-                     if line.startswith(f"    {definition.name}: "))
+                     if line.startswith((f"    {definition.name}: ",
+                                         f"    # {definition.name}: ")))
         assert lines[index - 1].startswith("    # ")
 
 
@@ -409,3 +414,60 @@ def test_write_regenerates_every_file_and_keeps_the_rest_of_the_readme(tmp_path)
 def test_write_outside_a_source_checkout_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="not the source checkout"):
         main(["--write", "--root", str(tmp_path)])
+
+
+# ----------------------------------------------------------------------- cameras
+
+
+def test_cameras_are_read_as_a_tuple_of_names():
+    assert validate_parameters({"cameras": ["front", "down"]}).cameras == ("front", "down")
+    assert validate_parameters().cameras == ()
+
+
+def test_an_empty_array_of_any_type_is_no_cameras():
+    # `ros2 param set /swiftseg cameras []` stores an empty bool array
+    assert validate_parameters({"cameras": []}).cameras == ()
+    assert check_parameter_value("cameras", array.array("b")) is not None
+
+
+@pytest.mark.parametrize("cameras, words", [
+    (["front", "front"], "names 'front' twice"),
+    (["front", "2nd"], "'2nd' is not a valid camera name"),
+    (["/front"], "'/front' is not a valid camera name"),
+    (["front/"], "is not a valid camera name"),
+    (["a__b"], "reserves"),
+    ("front", "a single string"),
+    ([3], "3 is not a string"),
+])
+def test_bad_camera_lists_fail_with_one_line_naming_the_parameter(cameras, words):
+    with pytest.raises(ConfigError, match="parameter 'cameras'") as error:
+        validate_parameters({"cameras": cameras})
+    assert words in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_more_cameras_than_max_cameras_fail_at_validation():
+    with pytest.raises(ConfigError, match="3 cameras, more than max_cameras \\(2\\)"):
+        validate_parameters({"cameras": ["a", "b", "c"], "max_cameras": 2})
+    assert validate_parameters({"cameras": ["a", "b"], "max_cameras": 2}).cameras == ("a", "b")
+
+
+def test_cameras_launch_argument_takes_the_launch_array_syntax():
+    assert launch_argument_value("cameras", "[front,down]") == ["front", "down"]
+    assert launch_argument_value("cameras", "front, down") == ["front", "down"]
+    with pytest.raises(ConfigError, match="launch argument cameras"):
+        launch_argument_value("cameras", "[front,front]")
+
+
+def test_cameras_in_a_param_file_load_as_a_list(tmp_path):
+    path = write(tmp_path, """
+/**:
+  ros__parameters:
+    cameras: [front, down]
+""")
+    assert validate_parameters(load_param_file(path)).cameras == ("front", "down")
+
+
+def test_cameras_is_not_changed_while_configured():
+    with pytest.raises(ConfigError, match="cameras"):
+        apply_parameter_changes(validate_parameters(), {"cameras": ["front"]}, configured=True)

@@ -21,12 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from swiftseg_ros.errors import ConfigError
-from swiftseg_ros.ros.conversions import OUTPUT_ENCODINGS
 
 # The default of the `max_cameras` parameter: one worker serves every camera, so beyond a
 # dozen or so a second node (or a GPU) is the better answer than a longer round robin.
 DEFAULT_MAX_CAMERAS = 16
-OUTPUT_NAMES = tuple(OUTPUT_ENCODINGS)
+OUTPUT_NAMES = ("label", "color", "confidence", "overlay")
 
 _TOKEN = r"[A-Za-z_][A-Za-z0-9_]*"
 _NAME_RE = re.compile(rf"^{_TOKEN}(/{_TOKEN})*$")
@@ -49,10 +48,10 @@ def check_camera_name(name) -> str:
     return name
 
 
-def check_camera_names(names: Sequence, max_cameras: int = DEFAULT_MAX_CAMERAS
+def check_camera_names(names: Sequence, max_cameras: int | None = DEFAULT_MAX_CAMERAS
                        ) -> tuple[str, ...]:
     """The camera names as a tuple, each checked, with no duplicates and at most
-    `max_cameras` of them; the first problem as a one-line ConfigError."""
+    `max_cameras` of them (None: any number); the first problem as a one-line ConfigError."""
     if isinstance(names, (str, bytes)):
         raise ConfigError(f"parameter 'cameras' is {names!r}, a single string: give a list "
                           "of camera names such as [front, down]")
@@ -62,7 +61,7 @@ def check_camera_names(names: Sequence, max_cameras: int = DEFAULT_MAX_CAMERAS
         if name in seen:
             raise ConfigError(f"parameter 'cameras' names {name!r} twice: each camera once")
         seen.add(name)
-    if len(checked) > max_cameras:
+    if max_cameras is not None and len(checked) > max_cameras:
         raise ConfigError(f"parameter 'cameras' has {len(checked)} cameras, more than "
                           f"max_cameras ({max_cameras}): run a second node for the others, "
                           "or raise max_cameras")

@@ -35,6 +35,7 @@ import yaml
 
 from swiftseg_ros.cli import ArgumentParser
 from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.ros.cameras import DEFAULT_MAX_CAMERAS, check_camera_names
 
 DEFAULT_NODE_NAME = "swiftseg"
 # the names of swiftseg_ros.nets.registry.NETWORKS (a test keeps them equal); listed here
@@ -80,7 +81,8 @@ class ParamDef:
     @property
     def type_name(self) -> str:
         """The type as ROS 2 names it (`ros2 param describe`)."""
-        return {bool: "bool", int: "integer", float: "double", str: "string"}[self.type]
+        return {bool: "bool", int: "integer", float: "double", str: "string",
+                list: "string array"}[self.type]
 
     def allowed(self) -> str:
         """What values are allowed, in words (for errors and the docs)."""
@@ -230,6 +232,27 @@ PARAMETERS: tuple[ParamDef, ...] = (
         "Largest input image WxH accepted: a wider or taller image is rejected (counted "
         "in diagnostics) instead of allocating device memory for it.",
         kind="size", allow_empty=False),
+    ParamDef(
+        "cameras", list, (),
+        "Camera names for one node serving several cameras with one model, e.g. [front, "
+        "down]: camera C is read from C/image (C/image/compressed with transport "
+        "compressed) and C/camera_info and published on ~/C/label, ~/C/color, "
+        "~/C/confidence, ~/C/overlay and ~/C/camera_info, each with its own image's header; "
+        "frames waiting from several cameras run as one batch, cameras are served round "
+        "robin, and /diagnostics has a status per camera. Read at configure (a change "
+        "needs cleanup and configure). Empty: one camera on image, outputs ~/label etc.",
+        allowed_text="a list of unique camera names (relative ROS names such as front or "
+                     "arm/left), at most max_cameras, or empty"),
+    ParamDef(
+        "max_cameras", int, DEFAULT_MAX_CAMERAS,
+        "Most cameras the cameras parameter may name (one worker serves them all in turn).",
+        minimum=1, maximum=64),
+    ParamDef(
+        "batch_wait_ms", float, 0.0,
+        "With cameras: how long the free worker may wait for the other cameras' frames to "
+        "batch them with the first one (it starts as soon as every camera has one). 0 "
+        "never holds a frame back.",
+        dynamic=True, minimum=0.0, maximum=1000.0),
 )
 
 BY_NAME: Mapping[str, ParamDef] = {p.name: p for p in PARAMETERS}
@@ -263,6 +286,9 @@ class SegParams:
     latency_budget_ms: float
     min_output_hz: float
     max_input_size: Size
+    cameras: tuple[str, ...]
+    max_cameras: int
+    batch_wait_ms: float
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -278,6 +304,8 @@ class SegParams:
             value = getattr(self, f.name)
             if BY_NAME[f.name].kind == "size":
                 value = "" if value is None else str(value)
+            elif BY_NAME[f.name].type is list:
+                value = list(value)
             values[f.name] = value
         return values
 
@@ -326,7 +354,14 @@ def _checked(definition: ParamDef, value: Any) -> Any:
     """
     name, kind = definition.name, definition.type
     allowed = definition.allowed()
-    if kind is bool:
+    if kind is list:
+        # rclpy holds an empty array of any element type (`ros2 param set ... []` makes a
+        # bool array), a string array as a list of str
+        ok = isinstance(value, (list, tuple)) or not isinstance(value, str) and \
+            hasattr(value, "__len__") and len(value) == 0
+        if ok:
+            return check_camera_names(list(value), max_cameras=None)
+    elif kind is bool:
         ok = isinstance(value, bool)
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
@@ -398,6 +433,7 @@ def validate_parameters(values: Mapping[str, Any] | None = None) -> SegParams:
             "parameters 'network' and 'weights' are both empty: give a network "
             f"({', '.join(NETWORK_NAMES)}) or a checkpoint file"
         )
+    check_camera_names(checked["cameras"], checked["max_cameras"])
     limit, expected = checked["max_input_size"], checked["input_size"]
     if limit is not None and expected is not None and (
             expected.width > limit.width or expected.height > limit.height):
@@ -546,7 +582,7 @@ def _file_value(file: Path, node: str, name: str, value: Any) -> Any:
 # changed most often. Names not defined in PARAMETERS (an optional backend) are left out.
 LAUNCH_PARAMETERS = ("network", "weights", "device", "precision", "backend", "transport",
                      "reliability", "depth", "input_size", "inference_size",
-                     "publish_overlay", "publish_confidence")
+                     "publish_overlay", "publish_confidence", "cameras")
 TRUE_WORDS = ("true", "1", "yes", "on")
 _FALSE_WORDS = ("false", "0", "no", "off")
 
@@ -594,6 +630,10 @@ def launch_argument_value(name: str, text: str) -> Any:
             if word.lower() not in TRUE_WORDS + _FALSE_WORDS:
                 raise ValueError
             value: Any = word.lower() in TRUE_WORDS
+        elif definition.type is list:
+            # [front,down] as launch users write arrays; front,down alike
+            inner = word.removeprefix("[").removesuffix("]")
+            value = [part.strip().strip("'\"") for part in inner.split(",") if part.strip()]
         elif definition.type is int:
             value = int(word)
         elif definition.type is float:
@@ -697,6 +737,8 @@ def _yaml_value(definition: ParamDef, value: Any) -> str:
         return repr(float(value))
     if definition.type is int:
         return str(value)
+    if definition.type is list:
+        return "[" + ", ".join(value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -718,9 +760,15 @@ def render_param_file() -> str:
         note = f"{definition.description} Allowed: {definition.allowed()}."
         if definition.dynamic:
             note += " [dynamic]"
+        if definition.type is list and not definition.default:
+            # rcl's parameter file parser refuses an empty array: the entry stays a comment
+            note += " (Left out here: ROS 2 parameter files cannot hold an empty list.)"
         lines.extend(textwrap.wrap(note, width=92, initial_indent="    # ",
                                    subsequent_indent="    # ", break_on_hyphens=False))
-        lines.append(f"    {definition.name}: {_yaml_value(definition, definition.default)}")
+        if definition.type is list and not definition.default:
+            lines.append(f"    # {definition.name}: [front, down]")
+        else:
+            lines.append(f"    {definition.name}: {_yaml_value(definition, definition.default)}")
     return "\n".join(lines) + "\n"
 
 
