@@ -436,7 +436,7 @@ def test_an_empty_array_of_any_type_is_no_cameras():
     (["/front"], "'/front' is not a valid camera name"),
     (["front/"], "is not a valid camera name"),
     (["a__b"], "reserves"),
-    ("front", "a single string"),
+    ("front", "a string: expected a string array"),
     ([3], "3 is not a string"),
 ])
 def test_bad_camera_lists_fail_with_one_line_naming_the_parameter(cameras, words):
