@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +149,24 @@ class SegmentationPipeline:
             self._last_format = pixel_format
         return SegmentedFrame(msg.header, result, pixel_format)
 
+    def decode(self, msg) -> tuple[np.ndarray, str]:
+        """The message's pixels and pixel format as the engine takes them (ImageRejected
+        for a malformed message), for a caller that segments decoded frames in batches."""
+        return self._decode(msg)
+
+    def segment_batch(self, frames: Sequence[tuple[Any, np.ndarray, str]]
+                      ) -> list[SegmentedFrame]:
+        """Decoded `(header, frame, pixel_format)` of one size (several cameras) through one
+        forward pass (`engine.infer_batch`): one SegmentedFrame per frame, in order, valid
+        until the next engine call. Raises FrameError for frames the engine refuses."""
+        with self._engine_lock:
+            self._apply_requests()
+            results = self.engine.infer_batch([(frame, pixel_format)
+                                               for _, frame, pixel_format in frames])
+            self._last_format = frames[-1][2]
+        return [SegmentedFrame(header, result, pixel_format) for (header, _, pixel_format),
+                result in zip(frames, results, strict=True)]
+
     def launch(self, msg, tag: Any = None) -> tuple[Any, SegmentedFrame] | None:
         """`segment()` pipelined, for a caller that drives the frames itself (replay):
         decode `msg` and launch it; return the frame launched before it as `(tag,
@@ -207,6 +225,11 @@ class SegmentationPipeline:
 
     def counters(self) -> FrameCounters:
         return self.worker.counters()
+
+    def engine_stats(self) -> dict:
+        """`engine.stats()`, read under the engine lock (from any thread)."""
+        with self._engine_lock:
+            return self.engine.stats()
 
     def report(self, *, latency_budget_ms: float = 0.0,
                min_output_hz: float = 0.0) -> DiagnosticStatusContent:
