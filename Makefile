@@ -30,6 +30,8 @@ $(STAMP): setup.py setup.cfg package.xml
 		$(if $(TORCH_VARIANT),--extra-index-url $(TORCH_INDEX)) "$(TORCH_REQUIREMENT)"
 	$(BIN)/python -m pip install --quiet "$(TORCH_REQUIREMENT)"
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[ros]' || echo "make setup: the ros-jazzy \
+	wheels (rclpy) did not install; the node's rclpy tests will skip"
 	touch $@
 
 lint: setup
@@ -41,6 +43,9 @@ lint: setup
 # runs it in this process, as a plain `python -m pytest -q` does.
 TEST_WORKERS ?= 2
 
+# The rclpy tests: Fast DDS on this host only (no traffic to or from other machines), and
+# each test module picks its own random ROS_DOMAIN_ID (test/ros_helpers.py), so parallel
+# runs do not see each other's nodes.
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope

@@ -9,6 +9,20 @@ HERE = Path(__file__).parent
 TEST_REQUIRES = ["pytest>=6.2", "hypothesis>=6.36"]
 TOOLS_REQUIRES = ["rosbags>=0.11", "matplotlib>=3.5", "tqdm>=4.60"]
 ONNX_REQUIRES = ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"]
+# ROS 2 Jazzy's rclpy with Fast DDS from PyPI, so that the node's rclpy tests run in a plain
+# venv (`make setup` installs this extra and carries on without it where it fails). The
+# wheels exist for CPython 3.11 on Linux x86_64 and aarch64 only; the marker keeps the
+# extra empty elsewhere. No vision_msgs, launch or cv_bridge among them: the node works
+# without vision_msgs (no ~/label_info), the launch tests skip.
+ROS_WHEELS_MARKER = ('; platform_system == "Linux" and python_version == "3.11" and '
+                     '(platform_machine == "x86_64" or platform_machine == "aarch64")')
+ROS_REQUIRES = [requirement + ROS_WHEELS_MARKER for requirement in (
+    "ros-jazzy-rclpy==7.1.6",
+    "ros-jazzy-sensor-msgs==5.3.6",
+    "ros-jazzy-lifecycle-msgs==2.0.3",
+    "ros-jazzy-diagnostic-msgs==5.3.6",
+    "ros-jazzy-rmw-fastrtps-cpp==8.4.3",
+)]
 
 
 def share_files(folder: str, patterns=("*",)):
@@ -53,13 +67,14 @@ setup(
         # the engine keeps the torch version
         "numba>=0.59",
     ],
-    # colcon picks pytest for `colcon test` when pytest is a test dependency: newer
-    # colcon-core reads extras_require["test"] (as ros2/demos' setup.py files declare it),
-    # older releases only tests_require (colcon_core/task/python/test/__init__.py,
-    # has_test_dependency); without either it runs `python -m unittest`, which finds none
-    tests_require=TEST_REQUIRES,
+    # colcon picks pytest for `colcon test` when pytest is a test dependency: colcon-core
+    # reads extras_require["test"] (as ros2/demos' setup.py files declare it;
+    # colcon_core/task/python/test/__init__.py, has_test_dependency); without it colcon
+    # runs `python -m unittest`, which finds none. tests_require is gone: setuptools
+    # removed it (every build warned "Unknown distribution option: 'tests_require'").
     extras_require={
         "test": TEST_REQUIRES,
+        "ros": ROS_REQUIRES,
         # the offline tools (replay, bench, train, eval, the demo): not needed by the node
         "tools": TOOLS_REQUIRES,
         "onnx": ONNX_REQUIRES,
@@ -80,6 +95,7 @@ setup(
             "swiftseg-eval = swiftseg_ros.cli:evaluate",
             "swiftseg-export = swiftseg_ros.cli:export",
             "swiftseg-import = swiftseg_ros.cli:import_weights",
+            "swiftseg-soak = swiftseg_ros.soak.cli:main",
         ],
     },
 )

@@ -1,10 +1,12 @@
 """The lifecycle node under rclpy: parameters, transitions, images in and masks out.
 
-Needs a ROS 2 installation (Humble or newer) with this package built: `colcon test
---packages-select swiftseg_ros`. Without rclpy every test here skips itself (through the
-`ros` fixture, not at import: launch_testing's pytest plugin imports every test module
-while collecting, and a skip raised then would end the whole session). The nodes run in
-the namespace /swiftseg_test on the CPU with Fast-SCNN and 64x128 images.
+Runs with rclpy from PyPI's ros-jazzy wheels (`make setup` installs them where they
+exist: CPython 3.11 on Linux x86_64/aarch64) or from a ROS 2 installation (Humble or newer,
+`colcon test --packages-select swiftseg_ros`). Without rclpy every test here skips itself
+(through the `ros` fixture, not at import: launch_testing's pytest plugin imports every
+test module while collecting, and a skip raised then would end the whole session). The
+nodes run in the namespace /swiftseg_test on the CPU with Fast-SCNN and 64x128 images, on
+a ROS domain of this module's own, on this host only (ros_helpers.isolate_ros_domain).
 """
 
 import array
@@ -16,6 +18,7 @@ import time
 import types
 
 import pytest
+from ros_helpers import isolate_ros_domain
 
 from swiftseg_ros.checkpoint import make_meta, save_checkpoint
 from swiftseg_ros.nets import build_model
@@ -29,21 +32,22 @@ HEIGHT, WIDTH = 64, 128
 @pytest.fixture(scope="module")
 def ros():
     """rclpy initialised, and the ROS names the tests use (or a skip of the test)."""
-    rclpy = pytest.importorskip("rclpy")
+    rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (make setup "
+                                "installs PyPI's ros-jazzy wheels where they exist)")
+    isolate_ros_domain()
     from lifecycle_msgs.msg import State
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
-    from vision_msgs.msg import LabelInfo
 
     from swiftseg_ros.ros.node import SegmentationNode
 
     rclpy.init()
     yield types.SimpleNamespace(
         rclpy=rclpy, State=State, SingleThreadedExecutor=SingleThreadedExecutor,
-        Parameter=Parameter, Image=Image, LabelInfo=LabelInfo,
+        Parameter=Parameter, Image=Image,
         SegmentationNode=SegmentationNode,
         SUCCESS=TransitionCallbackReturn.SUCCESS, FAILURE=TransitionCallbackReturn.FAILURE,
         RELIABLE=QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
@@ -155,10 +159,13 @@ def test_configure_fails_on_a_missing_weights_file_then_succeeds_once_fixed(ros,
 
 def test_label_info_lists_the_checkpoint_classes_for_late_subscribers(ros,
         make_node, peer, checkpoint):
+    LabelInfo = pytest.importorskip(  # noqa: N806 (a message class)
+        "vision_msgs.msg", reason="vision_msgs is not installed (a ROS install has it)"
+    ).LabelInfo
     node = make_node(weights=str(checkpoint))
     assert node.trigger_configure() == ros.SUCCESS
     infos = []
-    peer.create_subscription(ros.LabelInfo, f"{OUTPUTS}/label_info", infos.append, ros.LATCHED)
+    peer.create_subscription(LabelInfo, f"{OUTPUTS}/label_info", infos.append, ros.LATCHED)
     executor = ros.SingleThreadedExecutor()
     executor.add_node(peer)
     try:

@@ -29,9 +29,22 @@ def test_console_scripts_are_installed_where_pip_or_colcon_puts_them():
 
 def test_setup_declares_pytest_as_a_test_dependency_the_way_colcon_reads_it():
     kwargs = setup_kwargs()
-    for requirements in (kwargs["tests_require"], kwargs["extras_require"]["test"]):
-        names = {r.split(">")[0].split("=")[0].split("<")[0].strip() for r in requirements}
-        assert {"pytest", "hypothesis"} <= names
+    requirements = kwargs["extras_require"]["test"]
+    names = {r.split(">")[0].split("=")[0].split("<")[0].strip() for r in requirements}
+    assert {"pytest", "hypothesis"} <= names
+    # setuptools dropped tests_require: every build warned "Unknown distribution option"
+    assert "tests_require" not in kwargs
+
+
+def test_ros_wheels_are_pinned_and_limited_to_where_they_exist():
+    requirements = setup_kwargs()["extras_require"]["ros"]
+    names = {r.split("==")[0] for r in requirements}
+    assert {"ros-jazzy-rclpy", "ros-jazzy-sensor-msgs", "ros-jazzy-lifecycle-msgs",
+            "ros-jazzy-diagnostic-msgs", "ros-jazzy-rmw-fastrtps-cpp"} == names
+    for requirement in requirements:
+        version, marker = requirement.split("==")[1].split(";")
+        assert version.count(".") == 2, requirement
+        assert 'python_version == "3.11"' in marker and 'platform_system == "Linux"' in marker
 
 
 def test_node_requirements_keep_a_ros_python_on_opencv_4():

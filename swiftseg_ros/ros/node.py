@@ -57,7 +57,9 @@ Where Humble and Jazzy differ, and what this file does about it:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -69,13 +71,18 @@ from rcl_interfaces.msg import (
 )
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
-from vision_msgs.msg import LabelInfo, VisionClass
+
+try:  # a real ROS install has it; PyPI's ros-jazzy wheels do not
+    from vision_msgs.msg import LabelInfo, VisionClass
+except ImportError:
+    LabelInfo = VisionClass = None
 
 from swiftseg_ros.engine import SegmentationEngine
 from swiftseg_ros.errors import ConfigError, SwiftsegError
@@ -97,7 +104,7 @@ from swiftseg_ros.ros.pipeline import (
     camera_info_topic,
     wanted_outputs,
 )
-from swiftseg_ros.ros.shutdown import StopRequest, run_until_stopped
+from swiftseg_ros.ros.shutdown import StopRequest, end_process, run_until_stopped
 
 OUTPUT_NAMES = ("label", "color", "confidence", "overlay")
 # How often subscriber counts are read to switch unwatched outputs off: often enough that
@@ -111,6 +118,9 @@ STOP_TIMEOUT_S = 30.0
 FIRST_GUESS_FORMAT = {"raw": "rgb8", "compressed": "bgr8"}
 # How long main() waits for ROS work before looking at the stop request again.
 SPIN_PERIOD_S = 0.1
+# How long a signal's close waits for the frame in progress: the process must be gone
+# within launch's 5 s SIGINT-to-SIGTERM escalation and a service manager's patience.
+SIGNAL_STOP_TIMEOUT_S = 1.5
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
@@ -192,12 +202,23 @@ class SegmentationNode(Node):
         self._computed: tuple[str, ...] = ()
         # parameter name -> why its startup value was refused; configure fails while any
         self._refused_at_startup: dict[str, str] = {}
+        # set when a signal's close gave up on a busy worker: it must publish nothing more
+        self._abandoned = False
+        # main() points this at its StopRequest's: a preparation on the executor thread
+        # (configure with input_size, camera_info) is then cut short by a signal
+        self.interruptible = contextlib.nullcontext
         super().__init__(node_name, **kwargs)
         self._log_handler = _RosLogHandler(self.get_logger())
         logging.getLogger("swiftseg_ros").addHandler(self._log_handler)
         logging.getLogger("swiftseg_ros").setLevel(logging.INFO)
         self._declare_parameters()
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._contain_invalid_transitions()
+        if LabelInfo is None:
+            distro = os.environ.get("ROS_DISTRO") or "<distro>"
+            self.get_logger().warning(
+                "vision_msgs is not installed: no ~/label_info (class id -> name); install "
+                f"ros-{distro}-vision-msgs to get it")
 
     # --------------------------------------------------------------- transitions
 
@@ -219,8 +240,9 @@ class SegmentationNode(Node):
                 hardware_id=str(self._engine.device),
             )
             if params.input_size is not None:
-                self._pipeline.prepare(params.input_size.width, params.input_size.height,
-                                       FIRST_GUESS_FORMAT[params.transport])
+                with self.interruptible():
+                    self._pipeline.prepare(params.input_size.width, params.input_size.height,
+                                           FIRST_GUESS_FORMAT[params.transport])
             else:
                 self.get_logger().info(
                     "input_size is empty: the engine is prepared from the camera's camera_info "
@@ -291,9 +313,57 @@ class SegmentationNode(Node):
         return SUCCESS
 
     def close(self) -> None:
-        """Stop processing and release the engine (shutdown, error, or Ctrl-C in main)."""
+        """Stop processing and release the engine (shutdown, error)."""
         self._stop_processing()
         self._release()
+
+    def close_on_signal(self, timeout: float = SIGNAL_STOP_TIMEOUT_S) -> bool:
+        """Ctrl-C or SIGTERM in main: stop processing, waiting at most `timeout` for the
+        frame in progress. A worker still busy then (preparing a new input size takes
+        seconds) is abandoned: it publishes nothing more, the engine it uses is not
+        released under it, and main ends the process without waiting for it. True if the
+        worker stopped."""
+        self._unsubscribe()
+        if self._pipeline is not None and not self._pipeline.stop(timeout=timeout):
+            self._abandoned = True
+            self.get_logger().warning(
+                f"the frame in progress did not finish within {timeout:g} s of the stop "
+                "request (preparing a new input size?): exiting without it")
+            return False
+        self._release()
+        return True
+
+    def _contain_invalid_transitions(self) -> None:
+        """Answer a change_state request for a transition that is not valid in the current
+        state with success=false and one warning line. rclpy 7.1.x (Jazzy) raises RCLError
+        "Transition is not registered" out of `executor.spin_once` instead, which ends the
+        process (ros2/rclpy#1209, fixed upstream by #1319, not in Jazzy's release); two
+        launch files driving the same node name send such requests."""
+        service = getattr(self, "_service_change_state", None)
+        if service is None:  # enable_communication_interface=False: no service
+            return
+        handle = service.callback
+
+        def on_change_state(request, response):
+            wanted = request.transition
+            state = self._state_machine.current_state[1]
+            valid = [(t[0], t[1]) for t in self._state_machine.available_transitions]
+            if any((label == wanted.label) if wanted.label else (tid == wanted.id)
+                   for tid, label in valid):
+                try:
+                    return handle(request, response)
+                except _rclpy.RCLError as exc:  # a race with another transition
+                    reason = str(exc).splitlines()[0]
+            else:
+                reason = "not valid in this state"
+            what = repr(wanted.label) if wanted.label else f"id {wanted.id}"
+            self.get_logger().warning(
+                f"change_state refused: transition {what} while {state}: {reason} (valid: "
+                f"{', '.join(f'{label} (id {tid})' for tid, label in valid)})")
+            response.success = False
+            return response
+
+        service.callback = on_change_state
 
     def destroy_node(self):
         logging.getLogger("swiftseg_ros").removeHandler(self._log_handler)
@@ -347,11 +417,15 @@ class SegmentationNode(Node):
             CameraInfo, "~/camera_info", OUTPUT_QOS)
         self._diagnostics_pub = self.create_lifecycle_publisher(
             DiagnosticArray, "/diagnostics", OUTPUT_QOS)
-        self._label_info_pub = self.create_publisher(LabelInfo, "~/label_info", LATCHED_QOS)
+        if LabelInfo is not None:
+            self._label_info_pub = self.create_publisher(LabelInfo, "~/label_info",
+                                                         LATCHED_QOS)
 
     def _publish_label_info(self) -> None:
         """Class id -> name, once per configure; transient-local keeps it for late
         subscribers (the semantic_segmentation_layer for Nav2 reads it with ~/label)."""
+        if self._label_info_pub is None:
+            return
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
         class_map = [VisionClass(class_id=index, class_name=name)
                      for index, name in enumerate(self._engine.class_names)]
@@ -376,6 +450,14 @@ class SegmentationNode(Node):
 
     def _stop_processing(self) -> None:
         """Destroy the subscriptions and timers, then let the frame in progress finish."""
+        self._unsubscribe()
+        if self._pipeline is not None and not self._pipeline.stop(timeout=STOP_TIMEOUT_S):
+            raise SwiftsegError(
+                f"the frame in progress did not finish within {STOP_TIMEOUT_S:g} s; the "
+                "worker will stop after it")
+
+    def _unsubscribe(self) -> None:
+        """Destroy the subscriptions and timers: no new frames, no more reports."""
         for timer in self._run_timers:
             self.destroy_timer(timer)
         self._run_timers = []
@@ -383,10 +465,6 @@ class SegmentationNode(Node):
             if subscription is not None:
                 self.destroy_subscription(subscription)
         self._image_sub = self._camera_info_sub = None
-        if self._pipeline is not None and not self._pipeline.stop(timeout=STOP_TIMEOUT_S):
-            raise SwiftsegError(
-                f"the frame in progress did not finish within {STOP_TIMEOUT_S:g} s; the "
-                "worker will stop after it")
 
     def _release(self) -> None:
         """Destroy the publishers and release the engine and its device memory."""
@@ -415,8 +493,10 @@ class SegmentationNode(Node):
         if first and self._settings.input_size is None and msg.width and msg.height:
             # the camera's size before its first image: prepare now rather than stall the
             # first frame (a frame that came first has prepared the engine already)
-            if self._pipeline.prepare_unless_prepared(
-                    msg.width, msg.height, FIRST_GUESS_FORMAT[self._settings.transport]):
+            with self.interruptible():
+                prepared = self._pipeline.prepare_unless_prepared(
+                    msg.width, msg.height, FIRST_GUESS_FORMAT[self._settings.transport])
+            if prepared:
                 self.get_logger().info(
                     f"prepared for {msg.width}x{msg.height} from camera_info, before the first "
                     "image")
@@ -424,6 +504,8 @@ class SegmentationNode(Node):
     def _publish_frame(self, segmented, messages: dict) -> None:
         """Worker thread: publish one frame's outputs and, if the camera has one, its
         camera_info with the same header (scaled when the masks are network-sized)."""
+        if self._abandoned:
+            return
         switched_on = self._settings.outputs
         for name, message in messages.items():
             if name in switched_on:
@@ -495,6 +577,7 @@ def main(args=None) -> int:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     with StopRequest() as stop:
         node = SegmentationNode()
+        node.interruptible = stop.interruptible
         executor = SingleThreadedExecutor()
         executor.add_node(node)
 
@@ -506,9 +589,14 @@ def main(args=None) -> int:
             spin_once=lambda: executor.spin_once(timeout_sec=SPIN_PERIOD_S),
             keep_going=rclpy.ok,
             stop=stop,
-            close_steps=(node.close, executor.shutdown, node.destroy_node, shutdown_context),
+            close_steps=(node.close_on_signal, executor.shutdown, node.destroy_node,
+                         shutdown_context),
             ended_by=(ExternalShutdownException,),
         )
+        # closed in order: end now, before a second signal (launch's own SIGINT, 0.9 s
+        # after the process group's) can kill the interpreter's teardown, and without
+        # waiting for a worker abandoned in a preparation
+        end_process(0)
     return 0
 
 
