@@ -11,6 +11,8 @@ from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.paths import config_dir
 
 IGNORE_INDEX = 255
+# a generic-layout dataset's class set file (trainer/datasets.py, synthetic/frames.py)
+GENERIC_CLASSES_FILE = "classes.yaml"
 
 
 @dataclass(frozen=True)

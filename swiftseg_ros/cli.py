@@ -122,7 +122,7 @@ def demo(argv=None) -> int:
 
 
 def synth(argv=None) -> int:
-    return _run("swiftseg_ros.trainer.synth", argv)
+    return _run("swiftseg_ros.synthetic.frames", argv)
 
 
 def train(argv=None) -> int:

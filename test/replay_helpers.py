@@ -10,7 +10,7 @@ from swiftseg_ros.cli import replay as replay_entry
 from swiftseg_ros.engine import EngineConfig, SegmentationEngine
 from swiftseg_ros.nets import build_model
 from swiftseg_ros.replay.synthbag import CameraBagSpec, write_camera_bag
-from swiftseg_ros.trainer.scene import CLASS_NAMES, PALETTE
+from swiftseg_ros.synthetic.scene import CLASS_NAMES, PALETTE
 
 FRAMES = 6
 IMAGE, LABELS = "/camera/image_raw", "/camera/labels"

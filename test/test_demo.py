@@ -11,7 +11,7 @@ from swiftseg_ros.nets import build_model
 from swiftseg_ros.replay.bagio import open_bag
 from swiftseg_ros.replay.demo import cached_camera_bag
 from swiftseg_ros.replay.synthbag import CameraBagSpec
-from swiftseg_ros.trainer.scene import CLASS_NAMES, PALETTE
+from swiftseg_ros.synthetic.scene import CLASS_NAMES, PALETTE
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from swiftseg_ros.engine import EngineConfig, SegmentationEngine
 from swiftseg_ros.engine.edge_labels import EdgeLabels, applies, edge_kernels
 from swiftseg_ros.engine.palette import CpuColorLookup
 from swiftseg_ros.nets import NETWORKS, build_model
-from swiftseg_ros.trainer.synth import generate_frame
+from swiftseg_ros.synthetic.frames import generate_frame
 
 
 def reference(logits, size):

@@ -13,7 +13,7 @@ import torch
 
 from swiftseg_ros.engine import STAGES, EngineConfig, SegmentationEngine, cpu_caps, ort_backend
 from swiftseg_ros.errors import ConfigError
-from swiftseg_ros.trainer.synth import generate_frame
+from swiftseg_ros.synthetic.frames import generate_frame
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

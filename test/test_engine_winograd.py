@@ -15,7 +15,7 @@ from swiftseg_ros.engine.winograd import (
     eligible,
     use_winograd,
 )
-from swiftseg_ros.trainer.synth import generate_frame
+from swiftseg_ros.synthetic.frames import generate_frame
 
 
 def relative_error(actual, expected):

@@ -13,7 +13,7 @@ from swiftseg_ros.engine import EngineConfig, SegmentationEngine
 from swiftseg_ros.engine import choices as choices_module
 from swiftseg_ros.engine.autotune import Choice
 from swiftseg_ros.engine.cpu_kernels import OneDnnConv2d, onednn_available
-from swiftseg_ros.trainer.synth import generate_frame
+from swiftseg_ros.synthetic.frames import generate_frame
 
 pytestmark = [pytest.mark.skipif(
     importlib.util.find_spec("numba") is None,

@@ -11,11 +11,11 @@ from swiftseg_ros import cli
 from swiftseg_ros.checkpoint import make_meta, save_checkpoint
 from swiftseg_ros.engine import EngineConfig, SegmentationEngine
 from swiftseg_ros.metrics import ConfusionMatrix
+from swiftseg_ros.montage import make_montage
 from swiftseg_ros.nets import NETWORKS, build_model
+from swiftseg_ros.synthetic.frames import write_dataset
+from swiftseg_ros.synthetic.scene import CLASS_NAMES, PALETTE
 from swiftseg_ros.trainer.datasets import dataset_from_path
-from swiftseg_ros.trainer.montage import make_montage
-from swiftseg_ros.trainer.scene import CLASS_NAMES, PALETTE
-from swiftseg_ros.trainer.synth import write_dataset
 
 W, H = 128, 64
 

@@ -20,6 +20,7 @@ from swiftseg_ros.classes import load_class_set
 from swiftseg_ros.cli import _run
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.nets import build_model
+from swiftseg_ros.synthetic.frames import generate_frame
 from swiftseg_ros.trainer.export import (
     ExportError,
     export_onnx,
@@ -28,7 +29,6 @@ from swiftseg_ros.trainer.export import (
     require_agreement,
     verify_onnx,
 )
-from swiftseg_ros.trainer.synth import generate_frame
 
 SIZE = (128, 64)  # width, height
 onnx = ort = None  # set by the `onnx_stack` fixture

@@ -56,7 +56,7 @@ def test_disabled_progress_prints_nothing():
     ("swiftseg_ros.replay.demo", []),
     ("swiftseg_ros.trainer.train", ["--out", "o"]),
     ("swiftseg_ros.trainer.evaluate", ["--data", "d"]),
-    ("swiftseg_ros.trainer.synth", ["--out", "o"]),
+    ("swiftseg_ros.synthetic.frames", ["--out", "o"]),
     ("swiftseg_ros.engine.bench", []),
     ("swiftseg_ros.nets.summary", []),
 ])

@@ -12,7 +12,7 @@ from swiftseg_ros.replay.run import Replay, ReplayOptions
 from swiftseg_ros.replay.synthbag import CameraBagSpec, capture_times_ns, write_camera_bag
 from swiftseg_ros.ros.conversions import build_image, decode_compressed
 from swiftseg_ros.ros.frames import simulate_latest_frame
-from swiftseg_ros.trainer.synth import generate_frame
+from swiftseg_ros.synthetic.frames import generate_frame
 
 FRAMES = 6
 WIDTH, HEIGHT = 64, 32

@@ -8,7 +8,7 @@ from replay_helpers import FRAMES, IMAGE, LABELS, assert_one_line_error, checkpo
 
 from swiftseg_ros.engine import cpu_caps
 from swiftseg_ros.replay.bagio import TYPESTORE, OutputBag, deserialize, open_bag
-from swiftseg_ros.replay.cli import prepare_out_dir
+from swiftseg_ros.replay.session import prepare_out_dir
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import torch
 from replay_helpers import FRAMES, IMAGE, LABELS, assert_one_line_error, checkpoint, run, write_bag
 
 from swiftseg_ros.cli import replay as replay_entry
-from swiftseg_ros.replay.cli import exit_status, node_parameters, replay_bag
 from swiftseg_ros.replay.run import ReplayOptions
+from swiftseg_ros.replay.session import exit_status, node_parameters, replay_bag
 from swiftseg_ros.replay.verdict import Thresholds
-from swiftseg_ros.trainer.scene import CLASS_NAMES, PALETTE
+from swiftseg_ros.synthetic.scene import CLASS_NAMES, PALETTE
 
 # Replays of checkpoints that no other test of the session replays, where the backend is
 # not the point: backend auto would export each one to ONNX first (seconds each).

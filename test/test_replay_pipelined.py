@@ -11,7 +11,7 @@ from replay_helpers import small_engine
 from swiftseg_ros.replay.bagio import TYPESTORE, OutputBag, deserialize, open_bag
 from swiftseg_ros.replay.run import Replay, ReplayOptions
 from swiftseg_ros.ros.conversions import build_image
-from swiftseg_ros.trainer.synth import generate_frame
+from swiftseg_ros.synthetic.frames import generate_frame
 
 IMAGE, LABELS = "/camera/image_raw", "/camera/labels"
 Image = TYPESTORE.types["sensor_msgs/msg/Image"]

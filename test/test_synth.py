@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from swiftseg_ros import cli
+from swiftseg_ros.synthetic.frames import generate_frame, render_frame, write_dataset
+from swiftseg_ros.synthetic.scene import CLASS_NAMES, PALETTE
 from swiftseg_ros.trainer.datasets import dataset_from_path
-from swiftseg_ros.trainer.scene import CLASS_NAMES, PALETTE
-from swiftseg_ros.trainer.synth import generate_frame, render_frame, write_dataset
 
 W, H = 128, 64
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
+from swiftseg_ros.synthetic.frames import write_dataset
 from swiftseg_ros.trainer.config import load_recipe
 from swiftseg_ros.trainer.loop import train
 from swiftseg_ros.trainer.progress import read_metrics
-from swiftseg_ros.trainer.synth import write_dataset
 
 WORLD = 2
 

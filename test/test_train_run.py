@@ -16,10 +16,10 @@ import yaml
 from swiftseg_ros.checkpoint import load_checkpoint, load_model, make_meta, save_checkpoint
 from swiftseg_ros.cli import train as train_cli
 from swiftseg_ros.nets import build_model
+from swiftseg_ros.synthetic.frames import write_dataset
 from swiftseg_ros.trainer.config import load_recipe
 from swiftseg_ros.trainer.loop import train
 from swiftseg_ros.trainer.progress import read_metrics
-from swiftseg_ros.trainer.synth import write_dataset
 
 # Tiny frames, train set = validation set: the short run must fit these frames.
 TINY = ["model.name=fastscnn", "data.val_split=train", "augment.crop=[64, 128]",

@@ -3,7 +3,7 @@
     swiftseg-replay BAG --image-topic T [--label-topic L] --out DIR \\
         --compare A.pt B.pt [--compare-params a.yaml b.yaml] [--min-miou PCT] ...
 
-Each configuration is a full replay (`swiftseg_ros.replay.cli.replay_bag`: the node's
+Each configuration is a full replay (`swiftseg_ros.replay.session.replay_bag`: the node's
 engine path, the bag's clock in realtime mode) into DIR/a/ and DIR/b/, one after the
 other so that they never share the machine. Both are checked (parameters, weights,
 class sets) before the first one writes anything. The comparison (DIR/comparison.json,
@@ -21,8 +21,12 @@ import numpy as np
 
 from swiftseg_ros.cli import write_json
 from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.montage import make_montage
 from swiftseg_ros.replay.bagio import open_bag
-from swiftseg_ros.replay.cli import (
+from swiftseg_ros.replay.plots import write_comparison_chart
+from swiftseg_ros.replay.report import format_ms
+from swiftseg_ros.replay.run import ReplayResult, Sample, check_topics
+from swiftseg_ros.replay.session import (
     check_ground_truth,
     exit_status,
     node_parameters,
@@ -33,11 +37,7 @@ from swiftseg_ros.replay.cli import (
     summary_lines,
     thresholds_from,
 )
-from swiftseg_ros.replay.plots import write_comparison_chart
-from swiftseg_ros.replay.report import format_ms
-from swiftseg_ros.replay.run import ReplayResult, Sample, check_topics
 from swiftseg_ros.replay.verdict import EXIT_VERDICT_FAILED, verdict_line
-from swiftseg_ros.trainer.montage import make_montage
 
 KEYS = ("a", "b")
 LATENCY_STAGES = ("decode", "preprocess", "forward", "postprocess", "total", "processing")

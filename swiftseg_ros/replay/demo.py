@@ -27,13 +27,13 @@ from swiftseg_ros.checkpoint import load_checkpoint
 from swiftseg_ros.cli import ArgumentParser
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.paths import resolve_weights
-from swiftseg_ros.replay.cli import (
+from swiftseg_ros.replay.run import MODES, ReplayOptions
+from swiftseg_ros.replay.session import (
     exit_status,
     node_parameters,
     replay_bag,
     summary_lines,
 )
-from swiftseg_ros.replay.run import MODES, ReplayOptions
 from swiftseg_ros.replay.synthbag import CameraBagSpec, write_camera_bag
 from swiftseg_ros.replay.verdict import Thresholds
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from swiftseg_ros.montage import frame_montage
 from swiftseg_ros.replay.run import ReplayResult, Sample
 from swiftseg_ros.replay.verdict import verdict_line
-from swiftseg_ros.trainer.montage import frame_montage
 
 REPORT_VERSION = 1
 STAGE_ORDER = ("decode", "host_copy", "upload", "preprocess", "forward", "postprocess",

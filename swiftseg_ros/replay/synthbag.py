@@ -29,8 +29,8 @@ from swiftseg_ros.replay.bagio import (
 )
 from swiftseg_ros.replay.classcheck import BAG_CLASSES_FILE
 from swiftseg_ros.ros.conversions import build_image
-from swiftseg_ros.trainer.scene import CLASS_NAMES, PALETTE
-from swiftseg_ros.trainer.synth import generate_frame
+from swiftseg_ros.synthetic.frames import generate_frame
+from swiftseg_ros.synthetic.scene import CLASS_NAMES, PALETTE
 
 COMPRESSIONS = ("png", "jpeg")
 # 2023-11-14T22:13:20Z: a fixed, plausible wall-clock start, so bags are reproducible

@@ -33,13 +33,12 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from swiftseg_ros.classes import IGNORE_INDEX, ClassSet, load_class_set
+from swiftseg_ros.classes import GENERIC_CLASSES_FILE, IGNORE_INDEX, ClassSet, load_class_set
 from swiftseg_ros.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-GENERIC_CLASSES_FILE = "classes.yaml"
 
 # cityscapesScripts labels.py: label id -> train id for the 19 evaluated classes.
 CITYSCAPES_TRAIN_IDS = {

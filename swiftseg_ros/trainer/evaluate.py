@@ -27,9 +27,9 @@ from swiftseg_ros.engine import EngineConfig, SegmentationEngine, colorize
 from swiftseg_ros.engine.config import UPSAMPLE_MODES, parse_size
 from swiftseg_ros.errors import ConfigError, DatasetError
 from swiftseg_ros.metrics import ConfusionMatrix
+from swiftseg_ros.montage import frame_montage
 from swiftseg_ros.progress import progress as progress_display
 from swiftseg_ros.trainer.datasets import SegmentationDataset, dataset_from_path
-from swiftseg_ros.trainer.montage import frame_montage
 
 log = logging.getLogger(__name__)
 

@@ -294,7 +294,7 @@ def verify_onnx(onnx_path, weights, *, sizes=(DEFAULT_SIZE,), frames: int = 3,
     model's on the same normalized input.
     """
     from swiftseg_ros.engine import EngineConfig, SegmentationEngine
-    from swiftseg_ros.trainer.synth import generate_frame
+    from swiftseg_ros.synthetic.frames import generate_frame
 
     ort = _require_onnxruntime()
     weights = resolve_weights(weights)

@@ -24,12 +24,12 @@ import cv2
 import numpy as np
 import yaml
 
+from swiftseg_ros.classes import GENERIC_CLASSES_FILE
 from swiftseg_ros.cli import ArgumentParser
 from swiftseg_ros.engine.config import parse_size
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.progress import progress as progress_display
-from swiftseg_ros.trainer.datasets import GENERIC_CLASSES_FILE
-from swiftseg_ros.trainer.scene import CLASS_NAMES, PALETTE, Canvas, World
+from swiftseg_ros.synthetic.scene import CLASS_NAMES, PALETTE, Canvas, World
 
 MIN_SIZE = (32, 16)
 MAX_SIDE = 8192  # a frame's float buffers grow with its area; beyond 8K nobody trains

@@ -1,0 +1,289 @@
+"""One replay from opened bag to written report, shared by swiftseg-replay, its A/B form
+(compare) and swiftseg-demo: the node's parameters, the output folder, the replay run,
+the pictures, the terminal summary and the exit status.
+
+It sits between the command-line front ends (cli, compare, demo) and the replay loop
+(run), so that none of the front ends imports another.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from swiftseg_ros.cli import write_json
+from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.replay.bagio import OutputBag, open_bag
+from swiftseg_ros.replay.run import Replay, ReplayOptions, ReplayResult, check_topics
+from swiftseg_ros.replay.verdict import EXIT_VERDICT_FAILED, Thresholds, judge
+
+EXIT_DAMAGED = 3
+EXIT_FAILED_FRAMES = 4
+EXIT_INTERRUPTED = 130
+BAG_DIR = "bag"
+# an A/B replay's outputs (swiftseg_ros.replay.compare): --force replaces them too
+COMPARISON_OUTPUTS = ("a", "b", "comparison.json", "comparison.md", "comparison.png",
+                      "disagreement.png")
+# --pipelined: auto is the node's default (SegmentationPipeline's pipelined=None)
+PIPELINED = {"auto": None, "on": True, "off": False}
+REPORT_FILES = ("report.json", "report.md", "latency.png", "timeline.png", "confusion.png",
+                "montage.png")
+
+
+def node_parameters(params_file: str | None, *, weights=None, network=None, device=None,
+                    precision=None, backend=None, threads=None):
+    """The validated node parameters: the file's (or the defaults), then the flags.
+
+    --weights without --network lets the checkpoint decide the network (the parameter
+    file's network would otherwise have to match it).
+    """
+    from swiftseg_ros.ros.params import load_param_file, validate_parameters
+
+    values = load_param_file(params_file) if params_file else {}
+    if weights is not None:
+        values["weights"] = weights
+        values["network"] = network or ""
+    elif network is not None:
+        values["network"] = network
+    if device is not None:
+        values["device"] = device
+    if precision is not None:
+        values["precision"] = precision
+    if backend is not None:
+        values["backend"] = backend
+    if threads is not None:
+        values["threads"] = threads
+    return validate_parameters(values)
+
+
+def prepare_out_dir(out: Path, force: bool) -> None:
+    """Make `out`, refusing to mix with an earlier replay unless `force`; with `force`
+    only this tool's own outputs are removed, never anything else in the folder."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder")
+    ours = [out / BAG_DIR, *(out / name for name in (*REPORT_FILES, *COMPARISON_OUTPUTS))]
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise ConfigError(f"--out {out} already exists and is not empty; add --force to "
+                              "replace an earlier replay's outputs, or choose another folder")
+        for path in ours:
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def engine_summary(engine) -> dict:
+    stats = engine.stats()
+    weights = engine.config.weights
+
+    def size(value):
+        return f"{value[0]}x{value[1]}" if value else None
+
+    return {
+        "network": engine.network,
+        "weights": None if weights is None else str(weights),
+        "num_classes": engine.num_classes,
+        "device": str(stats.get("device")),
+        "precision": stats.get("precision"),
+        "outputs": list(engine.outputs),
+        "upsample": stats.get("upsample"),
+        "input_size": size(stats.get("input_size")),
+        "inference_size": size(stats.get("inference_size")),
+    }
+
+
+def thresholds_from(args, params) -> Thresholds:
+    """The verdict's limits: the flags, else the parameter file's latency budget."""
+    budget = params.latency_budget_ms if args.latency_budget_ms is None \
+        else args.latency_budget_ms
+    if budget < 0:
+        raise ConfigError(f"--latency-budget-ms {budget:g}: 0 (no check) or more")
+    if args.min_miou is not None and not 0 <= args.min_miou <= 100:
+        raise ConfigError(f"--min-miou {args.min_miou:g}: a percentage between 0 and 100")
+    if not 0 <= args.max_drops <= 100:
+        raise ConfigError(f"--max-drops {args.max_drops:g}: a percentage between 0 and 100")
+    if args.min_miou is not None and (args.label_topic is None or args.no_accuracy):
+        raise ConfigError("--min-miou needs ground truth: give --label-topic (and not "
+                          "--no-accuracy)")
+    return Thresholds(budget, None if args.min_miou is None else args.min_miou / 100.0,
+                      args.max_drops)
+
+
+def check_ground_truth(bag, bag_path, label_topic: str, configurations, classes) -> None:
+    """Refuse, before anything is written, a configuration whose checkpoint's class set is
+    not the ground truth's (`swiftseg_ros.replay.classcheck`)."""
+    from swiftseg_ros.replay.classcheck import (
+        check_class_set,
+        configuration_classes,
+        declared_classes,
+        ground_truth_ids,
+    )
+
+    declared = declared_classes(bag_path, classes)
+    truth_ids = ground_truth_ids(bag, label_topic)
+    for params in configurations:
+        names, source = configuration_classes(params)
+        check_class_set(names, source, truth_ids, declared, label_topic)
+
+
+def replay_bag(bag_path, out: Path, options: ReplayOptions, params, *, force: bool = False,
+               out_storage: str = "mcap", classes: str | None = None,
+               thresholds: Thresholds | None = None,
+               checked: bool = False) -> tuple[dict, ReplayResult]:
+    """Open, check, replay, write every output; returns (report dict, ReplayResult).
+
+    `checked`: the caller has checked the topics and class sets already (an A/B run
+    checks both configurations before the first one writes anything).
+    """
+    from swiftseg_ros.engine import SegmentationEngine
+    from swiftseg_ros.replay.environment import environment_record
+    from swiftseg_ros.replay.report import build_report, render_markdown
+    from swiftseg_ros.ros.params import engine_config_from_params
+
+    with open_bag(bag_path) as bag:
+        if not checked:
+            check_topics(bag, options.image_topic, options.label_topic)
+            if options.label_topic is not None:
+                check_ground_truth(bag, bag_path, options.label_topic, [params], classes)
+        # the engine first: a configuration it refuses leaves no output folder behind
+        engine = SegmentationEngine(engine_config_from_params(params))
+        try:
+            prepare_out_dir(out, force)
+            with OutputBag(out / BAG_DIR, out_storage) as output:
+                result = Replay(bag, engine, options, output).run()
+            report = build_report(
+                result,
+                bag={"path": str(bag_path), "storage": bag.storage,
+                     "image_topic": options.image_topic, "label_topic": options.label_topic},
+                engine=engine_summary(engine),
+                outputs={"bag": str(out / BAG_DIR), "storage": out_storage,
+                         "topics": dict(result.output_counts)},
+                environment=environment_record(engine, params, engine.config.weights))
+        finally:
+            engine.release()
+    if thresholds is not None:
+        report["verdict"] = judge(report, thresholds)
+    write_figures(out, report, result)
+    report["outputs"]["report_json"] = str(out / "report.json")
+    report["outputs"]["report_md"] = str(out / "report.md")
+    write_json(out / "report.json", report)
+    (out / "report.md").write_text(render_markdown(report))
+    return report, result
+
+
+def write_figures(out: Path, report: dict, result: ReplayResult) -> None:
+    """The pictures of one replay, each listed in report["outputs"] when it was drawn."""
+    from swiftseg_ros.replay.plots import write_confusion_heatmap, write_timeline
+    from swiftseg_ros.replay.report import write_latency_plot, write_montage
+
+    files = report["outputs"]
+    input_hz = report["timing"]["input_hz"]
+    budget = (report.get("verdict") or {}).get("thresholds", {}).get(
+        "latency_budget_ms", result.options.latency_budget_ms)
+    drawn = {
+        "latency_png": write_latency_plot(out / "latency.png", result),
+        "timeline_png": write_timeline(
+            out / "timeline.png", result.records, mode=result.options.mode,
+            camera_period_ms=1000.0 / input_hz if input_hz else None,
+            latency_budget_ms=budget, worst=[s.index for s in result.worst]),
+        "confusion_png": bool(report["accuracy"]) and write_confusion_heatmap(
+            out / "confusion.png", report["accuracy"]["confusion"]),
+        "montage_png": write_montage(out / "montage.png", result.samples, result.class_names,
+                                     result.palette, result.worst),
+    }
+    for key, done in drawn.items():
+        if done:
+            files[key] = str(out / key.replace("_png", ".png"))
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A few lines for the terminal: counts, accuracy, speed, where the outputs are."""
+    from swiftseg_ros.replay.report import FIGURES, headline
+    from swiftseg_ros.replay.verdict import verdict_line
+
+    frames, timing, outputs = report["frames"], report["timing"], report["outputs"]
+    latency = report["latency_ms"].get("processing") or {}
+    lines = [
+        f"{frames['read']} frames read ({report['mode']} mode): {frames['processed']} "
+        f"processed, {frames['dropped']} dropped, {frames['rejected']} rejected, "
+        f"{frames['failed']} failed",
+    ]
+    accuracy = report["accuracy"]
+    if accuracy:
+        miou, truth = accuracy["miou"], accuracy["ground_truth"]
+        accuracy_text = "n/a" if accuracy["pixel_accuracy"] is None else \
+            f"{100 * accuracy['pixel_accuracy']:.1f} %"
+        lines.append(
+            f"mIoU {'n/a' if miou is None else f'{100 * miou:.1f} %'}, pixel accuracy "
+            f"{accuracy_text} over {truth['matched']} frames with ground truth")
+        if truth["rejected"]:
+            reason = next(iter(truth["rejection_reasons"]), "")
+            lines.append(f"{truth['rejected']} of {truth['messages']} ground-truth messages "
+                         f"rejected (first reason: {reason})")
+    speed = headline(report)
+    if latency:
+        speed += f"; latency p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms"
+    if timing["image_age_ms"] and report["mode"] == "realtime":
+        speed += f", image age p99 {timing['image_age_ms']['p99']:.1f} ms"
+    lines.append(speed)
+    if report.get("verdict"):
+        lines.append("verdict: " + verdict_line("this configuration", report["verdict"]))
+    if outputs.get("bag"):
+        topics = ", ".join(outputs.get("topics", {}))
+        lines.append(f"output bag: {outputs['bag']} ({outputs['storage']}: {topics})")
+    lines.append(f"report: {outputs['report_md']} and {outputs['report_json']}")
+    figures = [outputs[key] for key, _ in FIGURES if outputs.get(key)]
+    if figures:
+        lines.append("figures: " + ", ".join(figures))
+    return lines
+
+
+def exit_status(report: dict, prog: str, gate: bool = False) -> int:
+    """One line on stderr and the status for an interrupted run, a damaged bag, failed
+    frames or (when `gate`) a failed verdict; else 0."""
+    if report.get("interrupted"):
+        frames = report["frames"]
+        print(f"{prog}: interrupted after {frames['read']} of {frames['expected']} frames; "
+              f"partial bag in {report['outputs']['bag']}, report written "
+              f"({report['outputs']['report_md']})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not report["complete"]:
+        bag = report["bag"]
+        print(f"{prog}: error: bag damaged after {bag['messages_read']} messages "
+              f"({bag['damage']}); partial results written", file=sys.stderr)
+        return EXIT_DAMAGED
+    failed = report["frames"]["failed"]
+    if failed:
+        reason = next(iter(report["failures"]), "")
+        print(f"{prog}: error: {failed} frames failed in the engine (first reason: {reason})",
+              file=sys.stderr)
+        return EXIT_FAILED_FRAMES
+    verdict = report.get("verdict")
+    if gate and verdict and not verdict["passed"]:
+        print(f"{prog}: verdict FAIL: {'; '.join(verdict['reasons'])}", file=sys.stderr)
+        return EXIT_VERDICT_FAILED
+    return 0
+
+
+def require_image_topic(args, bag_path: Path) -> str:
+    if args.image_topic is None:
+        with open_bag(bag_path) as bag:
+            images = ", ".join(bag.image_topics()) or "none"
+        raise ConfigError(f"give --image-topic; image topics in {bag_path}: {images}")
+    return args.image_topic
+
+
+def replay_options(args, params, image_topic: str) -> ReplayOptions:
+    return ReplayOptions.for_node(
+        params,
+        image_topic=image_topic,
+        label_topic=None if args.no_accuracy else args.label_topic,
+        mode=args.mode,
+        pipelined=PIPELINED[args.pipelined],
+        montage_frames=args.montage_frames,
+        worst_frames=args.worst_frames,
+        progress=not args.quiet,
+    )
