@@ -58,6 +58,7 @@ Where Humble and Jazzy differ, and what this file does about it:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 
@@ -86,7 +87,9 @@ except ImportError:
 
 from swiftseg_ros.engine import SegmentationEngine
 from swiftseg_ros.errors import ConfigError, SwiftsegError
+from swiftseg_ros.ros.cameras import camera_topics
 from swiftseg_ros.ros.diagnostics import to_diagnostic_array
+from swiftseg_ros.ros.multicamera import LogLimiter, MultiCameraPipeline
 from swiftseg_ros.ros.params import (
     BY_NAME,
     DEFAULT_NODE_NAME,
@@ -199,6 +202,13 @@ class SegmentationNode(Node):
         self._camera_info_sub = None
         self._run_timers: list = []
         self._camera_info: CameraInfo | None = None
+        # with the cameras parameter: per camera, its output publishers, its camera_info
+        # publisher, its subscriptions and its latest camera_info
+        self._camera_pubs: dict[str, dict] = {}
+        self._camera_info_pubs: dict = {}
+        self._camera_subs: list = []
+        self._camera_infos: dict[str, CameraInfo] = {}
+        self._camera_logs = LogLimiter(FRAME_LOG_PERIOD_S)
         self._computed: tuple[str, ...] = ()
         # parameter name -> why its startup value was refused; configure fails while any
         self._refused_at_startup: dict[str, str] = {}
@@ -229,16 +239,29 @@ class SegmentationNode(Node):
             params = validate_parameters(
                 {p.name: self.get_parameter(p.name).value for p in PARAMETERS})
             self._engine = SegmentationEngine(engine_config_from_params(params))
-            self._pipeline = SegmentationPipeline(
-                self._engine, Image,
-                compressed=params.transport == "compressed",
-                publish=self._publish_frame,
-                now_s=self._now_s,
-                on_rejected=self._log_rejected,
-                on_failed=self._log_failed,
-                diagnostics_name=f"{self.get_name()}: segmentation",
-                hardware_id=str(self._engine.device),
-            )
+            if params.cameras:
+                self._pipeline = MultiCameraPipeline(
+                    self._engine, Image, params.cameras,
+                    compressed=params.transport == "compressed",
+                    publish=self._publish_camera_frame,
+                    now_s=self._now_s,
+                    on_rejected=self._log_camera_rejected,
+                    on_failed=self._log_camera_failed,
+                    node_name=self.get_name(),
+                    hardware_id=str(self._engine.device),
+                    batch_wait_s=params.batch_wait_ms / 1000.0,
+                )
+            else:
+                self._pipeline = SegmentationPipeline(
+                    self._engine, Image,
+                    compressed=params.transport == "compressed",
+                    publish=self._publish_frame,
+                    now_s=self._now_s,
+                    on_rejected=self._log_rejected,
+                    on_failed=self._log_failed,
+                    diagnostics_name=f"{self.get_name()}: segmentation",
+                    hardware_id=str(self._engine.device),
+                )
             if params.input_size is not None:
                 with self.interruptible():
                     self._pipeline.prepare(params.input_size.width, params.input_size.height,
@@ -248,7 +271,7 @@ class SegmentationNode(Node):
                     "input_size is empty: the engine is prepared from the camera's camera_info "
                     "if it comes first, else on the first image (a stall of up to a second); "
                     "set input_size to the camera's WxH to prepare here")
-            self._create_publishers()
+            self._create_publishers(params.cameras)
             self._publish_label_info()
         except Exception as exc:
             self._release()
@@ -261,7 +284,8 @@ class SegmentationNode(Node):
         self.get_logger().info(
             f"configured: {self._engine.network} on {self._engine.device} "
             f"({params.precision}), {self._engine.num_classes} classes, outputs "
-            f"{', '.join(params.outputs)}")
+            f"{', '.join(params.outputs)}"
+            + (f", cameras {', '.join(params.cameras)}" if params.cameras else ""))
         return SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -272,8 +296,10 @@ class SegmentationNode(Node):
                 self.create_timer(self._settings.diagnostics_period, self._publish_diagnostics),
                 self.create_timer(OUTPUT_CHECK_PERIOD_S, self._update_outputs),
             ]
+            topics = ([sub.topic_name for sub in self._camera_subs[::2]] if self._camera_subs
+                      else [self._image_sub.topic_name])
             self.get_logger().info(
-                f"active: segmenting {self._image_sub.topic_name} "
+                f"active: segmenting {', '.join(topics)} "
                 f"({self._settings.reliability}, depth {self._settings.depth})")
         except Exception as exc:
             self._stop_processing()
@@ -406,15 +432,23 @@ class SegmentationNode(Node):
         self.get_logger().error(f"{reason}; configure fails until it is set: ros2 param set "
                                 f"{fqn} {name} <value>")
 
-    def _create_publishers(self) -> None:
+    def _create_publishers(self, cameras: tuple[str, ...] = ()) -> None:
         # all four outputs exist while configured, so the dynamic publish_* switches need
         # no publisher changes while active; an output switched off is never computed
-        self._output_pubs = {
-            name: self.create_lifecycle_publisher(Image, f"~/{name}", OUTPUT_QOS)
-            for name in OUTPUT_NAMES
-        }
-        self._camera_info_pub = self.create_lifecycle_publisher(
-            CameraInfo, "~/camera_info", OUTPUT_QOS)
+        for camera in cameras:
+            topics = camera_topics(camera)
+            self._camera_pubs[camera] = {
+                name: self.create_lifecycle_publisher(Image, topic, OUTPUT_QOS)
+                for name, topic in topics.outputs.items()}
+            self._camera_info_pubs[camera] = self.create_lifecycle_publisher(
+                CameraInfo, topics.camera_info_out, OUTPUT_QOS)
+        if not cameras:
+            self._output_pubs = {
+                name: self.create_lifecycle_publisher(Image, f"~/{name}", OUTPUT_QOS)
+                for name in OUTPUT_NAMES
+            }
+            self._camera_info_pub = self.create_lifecycle_publisher(
+                CameraInfo, "~/camera_info", OUTPUT_QOS)
         self._diagnostics_pub = self.create_lifecycle_publisher(
             DiagnosticArray, "/diagnostics", OUTPUT_QOS)
         if LabelInfo is not None:
@@ -439,6 +473,9 @@ class SegmentationNode(Node):
         qos = QoSProfile(depth=params.depth, history=HistoryPolicy.KEEP_LAST,
                          reliability=reliability)
         compressed = params.transport == "compressed"
+        if params.cameras:
+            self._subscribe_cameras(params.cameras, compressed, qos)
+            return
         self._image_sub = self.create_subscription(
             CompressedImage if compressed else Image,
             "image/compressed" if compressed else "image",
@@ -447,6 +484,17 @@ class SegmentationNode(Node):
         self._camera_info_sub = self.create_subscription(
             CameraInfo, camera_info_topic(self._image_sub.topic_name, compressed),
             self._on_camera_info, qos)
+
+    def _subscribe_cameras(self, cameras, compressed: bool, qos) -> None:
+        """Each camera's image and camera_info, relative names under the camera's name."""
+        for camera in cameras:
+            topics = camera_topics(camera, compressed)
+            self._camera_subs.append(self.create_subscription(
+                CompressedImage if compressed else Image, topics.image,
+                functools.partial(self._pipeline.offer, camera), qos))
+            self._camera_subs.append(self.create_subscription(
+                CameraInfo, topics.camera_info,
+                functools.partial(self._on_camera_info_of, camera), qos))
 
     def _stop_processing(self) -> None:
         """Destroy the subscriptions and timers, then let the frame in progress finish."""
@@ -461,23 +509,29 @@ class SegmentationNode(Node):
         for timer in self._run_timers:
             self.destroy_timer(timer)
         self._run_timers = []
-        for subscription in (self._image_sub, self._camera_info_sub):
+        for subscription in (self._image_sub, self._camera_info_sub, *self._camera_subs):
             if subscription is not None:
                 self.destroy_subscription(subscription)
         self._image_sub = self._camera_info_sub = None
+        self._camera_subs = []
 
     def _release(self) -> None:
         """Destroy the publishers and release the engine and its device memory."""
+        camera_pubs = [pub for pubs in self._camera_pubs.values() for pub in pubs.values()]
         for publisher in (*self._output_pubs.values(), self._camera_info_pub,
-                          self._diagnostics_pub):
+                          self._diagnostics_pub, *camera_pubs,
+                          *self._camera_info_pubs.values()):
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
         if self._label_info_pub is not None:
             self.destroy_publisher(self._label_info_pub)
         self._output_pubs = {}
+        self._camera_pubs = {}
+        self._camera_info_pubs = {}
         self._camera_info_pub = self._diagnostics_pub = self._label_info_pub = None
         self._pipeline = None
         self._camera_info = None
+        self._camera_infos = {}
         if self._engine is not None:
             self._engine.release()
         self._engine = None
@@ -516,9 +570,41 @@ class SegmentationNode(Node):
             self._camera_info_pub.publish(
                 CameraInfo(**camera_info_fields(info, segmented.header, width, height)))
 
+    def _on_camera_info_of(self, camera: str, msg: CameraInfo) -> None:
+        first = camera not in self._camera_infos
+        self._camera_infos[camera] = msg
+        if first and self._settings.input_size is None and msg.width and msg.height:
+            # each camera's size before its first image (a size prepared already is kept)
+            with self.interruptible():
+                prepared = self._pipeline.prepare(
+                    msg.width, msg.height, FIRST_GUESS_FORMAT[self._settings.transport])
+            if prepared:
+                self.get_logger().info(f"camera {camera}: prepared for {msg.width}x"
+                                       f"{msg.height} from camera_info, before its first image")
+
+    def _publish_camera_frame(self, camera: str, segmented, messages: dict) -> None:
+        """Worker thread: one camera's frame on that camera's topics, its camera_info too
+        (if the camera has one), all with the frame's own header."""
+        if self._abandoned:
+            return
+        switched_on = self._settings.outputs
+        publishers = self._camera_pubs[camera]
+        for name, message in messages.items():
+            if name in switched_on:
+                publishers[name].publish(message)
+        info = self._camera_infos.get(camera)
+        if info is not None:
+            width, height = segmented.output_size()
+            self._camera_info_pubs[camera].publish(
+                CameraInfo(**camera_info_fields(info, segmented.header, width, height)))
+
     def _update_outputs(self) -> None:
-        """Timer: compute only the switched-on outputs that someone subscribes to."""
+        """Timer: compute only the switched-on outputs that someone subscribes to (on
+        any camera's topic: one engine computes the same outputs for every camera)."""
         counts = {name: pub.get_subscription_count() for name, pub in self._output_pubs.items()}
+        for publishers in self._camera_pubs.values():
+            for name, pub in publishers.items():
+                counts[name] = counts.get(name, 0) + pub.get_subscription_count()
         wanted = wanted_outputs(self._settings.outputs, counts)
         if wanted != self._computed:
             self._pipeline.request_outputs(wanted)
@@ -527,8 +613,9 @@ class SegmentationNode(Node):
 
     def _publish_diagnostics(self) -> None:
         params = self._settings
-        status = self._pipeline.report(latency_budget_ms=params.latency_budget_ms,
-                                       min_output_hz=params.min_output_hz)
+        report = self._pipeline.reports if params.cameras else self._pipeline.report
+        status = report(latency_budget_ms=params.latency_budget_ms,
+                        min_output_hz=params.min_output_hz)
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
         self._diagnostics_pub.publish(
             to_diagnostic_array(status, header, DiagnosticArray, DiagnosticStatus, KeyValue))
@@ -540,6 +627,20 @@ class SegmentationNode(Node):
     def _log_failed(self, exc: BaseException) -> None:
         self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}",
                                 throttle_duration_sec=FRAME_LOG_PERIOD_S)
+
+    # one line per camera per period: rclpy's throttle is per call site, so one camera's
+    # stream of bad frames would hide every other camera's lines
+    def _log_camera_rejected(self, camera: str, reason: str) -> None:
+        line = self._camera_logs.line(f"{camera} rejected",
+                                      f"camera {camera}: image rejected: {reason}")
+        if line is not None:
+            self.get_logger().warning(line)
+
+    def _log_camera_failed(self, camera: str, exc: BaseException) -> None:
+        line = self._camera_logs.line(
+            f"{camera} failed", f"camera {camera}: frame failed: {type(exc).__name__}: {exc}")
+        if line is not None:
+            self.get_logger().error(line)
 
     # --------------------------------------------------------------- parameters
 
@@ -564,6 +665,8 @@ class SegmentationNode(Node):
         if current is None:
             return SetParametersResult(successful=True)
         self._settings = updated
+        if updated.batch_wait_ms != current.batch_wait_ms and current.cameras:
+            self._pipeline.set_batch_wait(updated.batch_wait_ms / 1000.0)
         if updated.overlay_alpha != current.overlay_alpha:
             self._pipeline.request_overlay_alpha(updated.overlay_alpha)
         if updated.outputs != current.outputs:
