@@ -52,10 +52,17 @@ def build_parser(prog: str = "swiftseg-replay") -> argparse.ArgumentParser:
                     "segmentation node's code path: output bag, accuracy against ground "
                     "truth, latency and drops. No ROS installation needed.")
     parser.add_argument("bag", help="rosbag2 folder, .mcap file or .db3 file")
-    parser.add_argument("--image-topic", help="camera topic (sensor_msgs/Image or "
-                        "CompressedImage, detected from the bag)")
-    parser.add_argument("--label-topic", help="ground-truth topic: sensor_msgs/Image mono8 "
-                        "class ids with the same header stamps as the images")
+    parser.add_argument("--image-topic", action="append",
+                        help="camera topic (sensor_msgs/Image or CompressedImage, detected "
+                        "from the bag); give it once per camera to replay several cameras "
+                        "through one engine, batched as the node with its cameras parameter")
+    parser.add_argument("--label-topic", action="append",
+                        help="ground-truth topic: sensor_msgs/Image mono8 class ids with the "
+                        "same header stamps as the images (several cameras: one per camera, "
+                        "in the order of their image topics or --cameras)")
+    parser.add_argument("--cameras", help="several cameras by the node's camera names, "
+                        "comma separated (front,down): each camera's images on /C/image (or "
+                        "/C/image/compressed), as the node subscribes them")
     parser.add_argument("--params", help="node parameter file (a ROS 2 parameter file such "
                         "as config/seg.yaml); default: the parameters' defaults")
     add_common_flags(parser, device=False, precision=False, backend=True)
@@ -126,6 +133,12 @@ def main(argv=None) -> int:
     if args.classes and args.no_accuracy:
         raise ConfigError("--classes checks the ground truth that --no-accuracy leaves out; "
                           "give one of them")
+    if args.cameras is not None or len(args.image_topic or ()) > 1:
+        return main_cameras(args, bag_path)
+    args.image_topic = (args.image_topic or [None])[0]
+    if len(args.label_topic or ()) > 1:
+        raise ConfigError("--label-topic given several times for one --image-topic")
+    args.label_topic = (args.label_topic or [None])[0]
     if args.compare or args.compare_params:
         from swiftseg_ros.replay.compare import main_compare
 
@@ -146,3 +159,64 @@ def main(argv=None) -> int:
     return exit_status(report, "swiftseg-replay", gate=gate)
 
 
+
+
+def main_cameras(args, bag_path: Path) -> int:
+    """Several cameras (--image-topic repeated, or --cameras) through the node's
+    multi-camera path; per-camera report and output bag."""
+    from swiftseg_ros.replay.bagio import open_bag
+    from swiftseg_ros.replay.multicam import (
+        MultiReplayOptions,
+        multi_summary_lines,
+        replay_cameras,
+        streams_from_cameras,
+        streams_from_topics,
+    )
+
+    if args.cameras is not None and args.image_topic:
+        raise ConfigError("--cameras derives the image topics: give it or --image-topic, "
+                          "not both")
+    for flag in ("compare", "compare_params", "min_miou", "classes"):
+        if getattr(args, flag):
+            raise ConfigError(f"--{flag.replace('_', '-')} is for one camera; several cameras "
+                              "(--cameras or repeated --image-topic) take no such option")
+    if args.pipelined == "on":
+        raise ConfigError("--pipelined on: several cameras run in batches, not pipelined")
+    labels = [] if args.no_accuracy else list(args.label_topic or ())
+    params = node_parameters(args.params, weights=args.weights, network=args.network,
+                             device=args.device, precision=args.precision,
+                             backend=args.backend)
+    if args.cameras is not None:
+        names = [name.strip() for name in args.cameras.split(",") if name.strip()]
+        with open_bag(bag_path) as bag:
+            streams = streams_from_cameras(bag, names, labels)
+    else:
+        streams = streams_from_topics(args.image_topic, labels)
+    options = MultiReplayOptions(streams, mode=args.mode, progress=not args.quiet)
+    report = replay_cameras(bag_path, Path(args.out), options, params, force=args.force,
+                            out_storage=args.out_storage)
+    write_json(args.json, report)
+    for line in multi_summary_lines(report):
+        print(line)
+    return exit_status_cameras(report)
+
+
+def exit_status_cameras(report: dict) -> int:
+    """As one camera's: 130 interrupted, 3 damaged bag, 4 frames failed, else 0."""
+    import sys
+
+    from swiftseg_ros.replay.session import EXIT_DAMAGED, EXIT_FAILED_FRAMES, EXIT_INTERRUPTED
+
+    if report["interrupted"]:
+        print("swiftseg-replay: interrupted; partial report written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not report["complete"]:
+        print(f"swiftseg-replay: error: bag damaged ({report['bag']['damage']}); partial "
+              "results written", file=sys.stderr)
+        return EXIT_DAMAGED
+    failed = sum(camera["frames"]["failed"] for camera in report["cameras"].values())
+    if failed:
+        print(f"swiftseg-replay: error: {failed} frames failed in the engine",
+              file=sys.stderr)
+        return EXIT_FAILED_FRAMES
+    return 0
