@@ -143,3 +143,16 @@ def test_bad_multi_camera_input_is_one_line_and_exit_2(capsys, cameras_bag, weig
     assert_one_line_error(err)
     assert words in err
     assert not (tmp_path / "out").exists()
+
+
+def test_demo_with_cameras_replays_three_cameras(capsys, tmp_path):
+    from swiftseg_ros.cli import demo
+
+    status = demo(["--cameras", "--frames", "6", "--backend", "torch", "--out",
+                   str(tmp_path), "--quiet"])
+    stdout, err = capsys.readouterr()
+    assert status == 0, err
+    for camera in ("front", "down", "rear"):
+        assert f"{camera}: " in stdout
+    report = json.loads((tmp_path / "replay_cameras" / "report.json").read_text())
+    assert report["cameras"]["front"]["accuracy"]["ground_truth"]["matched"] > 0

@@ -179,6 +179,7 @@ class MultiReplayResult:
     messages_read: int
     damage: str | None
     wall_s: float
+    prepare_ms: float = 0.0
     interrupted: bool = False
     class_names: list[str] = field(default_factory=list)
 
@@ -217,6 +218,8 @@ class MultiReplay:
         self._t0: int | None = None
         self._labels: dict[tuple[str, int], np.ndarray] = {}
         self._predictions: dict[tuple[str, int], np.ndarray] = {}
+        self._prepared_cameras: set[str] = set()
+        self.prepare_ms = 0.0
 
     def _topics(self) -> list[str]:
         return [*self._camera_of, *self._label_camera]
@@ -244,7 +247,8 @@ class MultiReplay:
             batches=self.pipeline.batches.summary(),
             output_counts=dict(self.output.counts) if self.output else {},
             messages_read=self.messages_read, damage=self.damage or self.bag.damage,
-            wall_s=time.perf_counter() - started, interrupted=interrupted,
+            wall_s=time.perf_counter() - started, prepare_ms=self.prepare_ms,
+            interrupted=interrupted,
             class_names=list(self.engine.class_names))
 
     # ---------------------------------------------------------------- the bag
@@ -349,8 +353,27 @@ class MultiReplay:
 
     # ---------------------------------------------------------------- one batch
 
+    def _prepare_cameras(self, batch: list[tuple[CameraFrame, object]]) -> None:
+        """Prepare the engine for a camera's size at its first frame, outside the timed
+        span, as the node does from each camera's camera_info before its first image."""
+        for frame, msg in batch:
+            if frame.camera in self._prepared_cameras:
+                continue
+            try:
+                pixels, pixel_format = self.pipeline.frames.decode(msg)
+            except REJECTED:
+                continue  # the timed attempt rejects it
+            self._prepared_cameras.add(frame.camera)
+            started = time.perf_counter()
+            try:
+                self.pipeline.prepare(pixels.shape[1], pixels.shape[0], pixel_format)
+            except (*REJECTED, ConfigError):
+                continue  # a size the engine refuses: the timed attempt rejects the frame
+            self.prepare_ms += (time.perf_counter() - started) * 1000.0
+
     def _run_batch(self, batch: list[tuple[CameraFrame, object]]) -> float:
         """The node worker's job on one batch; returns its duration in seconds."""
+        self._prepare_cameras(batch)
         frames = [frame for frame, _ in batch]
         started = time.perf_counter()
         outcomes = self.pipeline.process_batch(
@@ -473,6 +496,7 @@ def build_multi_report(result: MultiReplayResult, *, bag: dict, engine: dict,
         "engine": engine,
         "outputs": outputs,
         "wall_s": result.wall_s,
+        "prepare_ms": result.prepare_ms,
         "complete": result.damage is None and not result.interrupted,
         "interrupted": result.interrupted,
     }
