@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from swiftseg_ros.engine.edge_labels import applies as edges_apply
-from swiftseg_ros.engine.edge_labels import edge_kernels
+from swiftseg_ros.engine.kernels.edge_labels import applies as edges_apply
+from swiftseg_ros.engine.kernels.edge_labels import edge_kernels
 from swiftseg_ros.engine.palette import CpuColorLookup
 
 aten = torch.ops.aten
