@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,6 +268,37 @@ class SegmentationEngine:
         return self._result(plan, started, copied)
 
     @torch.inference_mode()
+    def infer_batch(self, frames: Sequence[tuple[np.ndarray, str]]) -> list[SegResult]:
+        """Segment several frames of one input size in one forward pass over their stack.
+
+        `frames` holds (frame HxWxC uint8, pixel format) pairs, one per camera; they must
+        share the input size (ConfigError otherwise: group them by size). One result per
+        frame, in order: views of the engine's reused buffers (one set per batch size,
+        allocated once in the batch's plan), valid until the next call of any `infer*`,
+        as with `infer`; `copy()` detaches them. Each result's `timings` are the
+        batch's (host_copy and total for all frames together).
+        """
+        self._check_usable()
+        checked = [(frame_as_hwc(frame, pixel_format, self.config.max_input_size),
+                    pixel_format) for frame, pixel_format in frames]
+        sizes = sorted({f"{frame.shape[1]}x{frame.shape[0]}" for frame, _ in checked})
+        if len(sizes) > 1:
+            raise ConfigError(f"infer_batch: the frames of one call must share the input "
+                              f"size, got {', '.join(sizes)}; group them by size")
+        if len(checked) <= 1:
+            return [self.infer(*checked[0])] if checked else []
+        self._drop_in_flight()
+        height, width = checked[0][0].shape[:2]
+        plan = self._plan_for(self._key(height, width, 0, batch=len(checked)))
+        self._current, self._pixel_format = plan, checked[-1][1]
+        started = time.perf_counter()
+        plan.io.copy_frames(checked)
+        copied = time.perf_counter()
+        self._launcher.launch(plan, self._device_pass)
+        self._launcher.wait()  # the batch's one synchronization
+        return self._results(plan, started, copied)
+
+    @torch.inference_mode()
     def infer_pipelined(self, frame: np.ndarray, pixel_format: str = "rgb8",
                         tag: Any = None) -> tuple[Any, SegResult] | None:
         """Launch this frame and return the previous one's `(tag, result)`, or None.
@@ -369,10 +401,10 @@ class SegmentationEngine:
             raise ConfigError(f"input size {width}x{height} is not within 1x1 to "
                               f"{max_width}x{max_height} (max_input_size)")
 
-    def _key(self, height: int, width: int, slot: int) -> PlanKey:
+    def _key(self, height: int, width: int, slot: int, batch: int = 1) -> PlanKey:
         # the alpha is baked into the overlay's plan only: other plans do not depend on it
         alpha = float(self.config.overlay_alpha) if "overlay" in self._outputs else None
-        return PlanKey(height, width, self._outputs, alpha, slot)
+        return PlanKey(height, width, self._outputs, alpha, slot, batch)
 
     def _plan_for_frame(self, frame: np.ndarray, slot: int) -> Plan:
         height, width = frame.shape[:2]
@@ -423,14 +455,22 @@ class SegmentationEngine:
         return item.tag, self._result(item.plan, item.started, item.copied)
 
     def _result(self, plan: Plan, started: float, copied: float) -> SegResult:
+        return self._results(plan, started, copied)[0]
+
+    def _results(self, plan: Plan, started: float, copied: float) -> list[SegResult]:
+        """One result per frame of the plan, each counted in the stats window."""
         finished = time.perf_counter()
         timings = plan.clock.read()
         timings["host_copy"] = (copied - started) * 1000.0
         timings["total"] = (finished - started) * 1000.0
-        self._window.add(timings, finished)
-        arrays = plan.io.arrays
-        return SegResult(arrays.get("label"), arrays.get("color"), arrays.get("confidence"),
-                         arrays.get("overlay"), timings)
+        per_frame = plan.io.arrays if plan.key.batch > 1 else [plan.io.arrays]
+        results = []
+        for arrays in per_frame:
+            self._window.add(timings, finished)
+            results.append(SegResult(arrays.get("label"), arrays.get("color"),
+                                     arrays.get("confidence"), arrays.get("overlay"),
+                                     dict(timings)))
+        return results
 
     def _drop_in_flight(self) -> None:
         item, self._in_flight = self._in_flight, None

@@ -19,12 +19,12 @@ import torch
 from swiftseg_ros.engine.autotune import choose
 from swiftseg_ros.engine.backends import BACKENDS
 from swiftseg_ros.engine.backends.base import PassSpec
-from swiftseg_ros.engine.buffers import FrameIO
+from swiftseg_ros.engine.buffers import BatchIO, FrameIO
 from swiftseg_ros.engine.choices import TIMING_REPEATS, DevicePass, pick_pass
 from swiftseg_ros.engine.cuda_support import math_mode
 from swiftseg_ros.engine.plans import Plan, PlanKey
-from swiftseg_ros.engine.postprocess import Postprocessor
-from swiftseg_ros.engine.preprocess import Preprocessor
+from swiftseg_ros.engine.postprocess import BatchPostprocessor, Postprocessor
+from swiftseg_ros.engine.preprocess import BatchPreprocessor, Preprocessor
 from swiftseg_ros.errors import ConfigError
 
 log = logging.getLogger("swiftseg_ros.engine")
@@ -55,12 +55,19 @@ class Planner:
         candidates (on CUDA on the engine's stream, where the pass will run)."""
         engine = self.engine
         net_h, net_w = net_hw
-        io = FrameIO(key.height, key.width, engine.device)
-        io.device_rgb.zero_()
+        if key.batch == 1:
+            io = FrameIO(key.height, key.width, engine.device)
+            rgbs = [io.device_rgb]
+        else:
+            io = BatchIO(key.batch, key.height, key.width, engine.device)
+            rgbs = io.device_rgbs
+        for rgb in rgbs:
+            rgb.zero_()
         output_hw = ((key.height, key.width) if engine.config.output_size == "input"
                      else (net_h, net_w))
         specs = {precision: PassSpec(io, key, net_hw, output_hw, precision,
-                                     functools.partial(self._finish, io, key, output_hw,
+                                     functools.partial(self._preprocessor, rgbs, net_hw),
+                                     functools.partial(self._finish, rgbs, key, output_hw,
                                                        precision))
                  for precision in engine.precisions}
         candidates, notes = {}, {}
@@ -85,20 +92,37 @@ class Planner:
         chosen.first_logits = None  # only the choices above needed them
         log.info("engine: %dx%d: %s", net_w, net_h,
                  "; ".join(choice.describe() for choice in choices.values()))
-        io.set_outputs({name: chosen.post.outputs[name] for name in key.outputs})
+        if key.batch == 1:
+            io.set_outputs({name: chosen.post.outputs[name] for name in key.outputs})
+        else:
+            io.set_outputs([{name: outputs[name] for name in key.outputs}
+                            for outputs in chosen.post.outputs])
         return Plan(key, io, chosen.pre, chosen.post, self.launcher.clock(),
                     device_pass=chosen, choices=choices)
 
-    def _finish(self, io, key, output_hw, precision, name, backend, pre, forward,
+    def _preprocessor(self, rgbs, net_hw, dtype, channels_last: bool):
+        """The pre-processing of a plan's frame(s) into a new network input."""
+        engine = self.engine
+        if len(rgbs) == 1:
+            return Preprocessor(rgbs[0], net_hw, engine.mean, engine.std, dtype, channels_last)
+        return BatchPreprocessor(rgbs, net_hw, engine.mean, engine.std, dtype, channels_last)
+
+    def _finish(self, rgbs, key, output_hw, precision, name, backend, pre, forward,
                 upsample=None, **extra) -> DevicePass:
         """A candidate pass from a backend's pre-processing and forward: the
-        post-processing is shaped by a real forward pass (also its first warm-up pass)."""
+        post-processing is shaped by a real forward pass (also its first warm-up pass);
+        a batch's frames each get theirs, on their slice of the logits."""
         engine = self.engine
         logits = forward(pre.run())
-        post = Postprocessor(logits, key.outputs, upsample or engine.config.upsample,
-                             output_hw, engine.palette_device, engine.config.overlay_alpha,
-                             _overlay_source(key, io, pre, output_hw, engine.mean, engine.std),
-                             align_corners=engine.align_corners)
+        frames = getattr(pre, "frames", [pre])
+        posts = [Postprocessor(logits[index:index + 1], key.outputs,
+                               upsample or engine.config.upsample, output_hw,
+                               engine.palette_device, engine.config.overlay_alpha,
+                               _overlay_source(key, rgb, frame, output_hw, engine.mean,
+                                               engine.std),
+                               align_corners=engine.align_corners)
+                 for index, (rgb, frame) in enumerate(zip(rgbs, frames, strict=True))]
+        post = posts[0] if len(posts) == 1 else BatchPostprocessor(posts)
         return DevicePass(name, backend, pre, forward, post, first_logits=logits,
                           precision=precision, **extra)
 
@@ -123,11 +147,11 @@ def _choose_edge_kernel(chosen: DevicePass, choices: dict) -> None:
     choices["edge_labels"] = choice
 
 
-def _overlay_source(key: PlanKey, io: FrameIO, pre: Preprocessor, output_hw, mean, std):
+def _overlay_source(key: PlanKey, rgb: torch.Tensor, pre, output_hw, mean, std):
     """Channel views of the image under the overlay, at the output size, on 0-255."""
     if "overlay" not in key.outputs:
         return None
     if output_hw == (key.height, key.width):
-        return io.device_rgb.permute(2, 0, 1).unsqueeze(0), (1.0,) * 3, (0.0,) * 3
+        return rgb.permute(2, 0, 1).unsqueeze(0), (1.0,) * 3, (0.0,) * 3
     # the resized network input: undo the normalization
     return pre.network_input, std, mean

@@ -46,16 +46,23 @@ class BackendContext:
 class PassSpec:
     """One plan's request to the backends: build candidate passes for these buffers.
 
-    `finish(name, backend, pre, forward, **fields)` is the core's: it shapes the
-    post-processing by one real forward pass and returns the DevicePass.
+    `preprocess(dtype, channels_last)` is the core's pre-processing into a new network
+    input of `batch` frames (N, 3, H, W); `finish(name, backend, pre, forward,
+    **fields)` shapes the post-processing by one real forward pass and returns the
+    DevicePass. `io` is the plan's buffers (buffers.FrameIO, or BatchIO for a batch).
     """
 
-    io: Any  # buffers.FrameIO
+    io: Any
     key: Any  # plans.PlanKey
     net_hw: tuple[int, int]
     output_hw: tuple[int, int]
     precision: str
+    preprocess: Callable[[torch.dtype, bool], Any]
     finish: Callable[..., DevicePass]
+
+    @property
+    def batch(self) -> int:
+        return self.key.batch
 
 
 Candidates = dict[str, Callable[[], DevicePass]]

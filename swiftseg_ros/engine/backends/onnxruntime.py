@@ -46,7 +46,6 @@ from swiftseg_ros.engine.kernels.winograd import (
     use_winograd,
 )
 from swiftseg_ros.engine.onnx_file import RawInput
-from swiftseg_ros.engine.preprocess import Preprocessor
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.onnx_graph import require_onnx, trace_to_onnx
 
@@ -143,20 +142,24 @@ class _Logits(nn.Module):
 
 
 def cached_graph(model: nn.Module | Callable[[], nn.Module], network: str, height: int,
-                 width: int, *, digest: str, folder: Path, variant: str = "") -> Path:
-    """The ONNX file of `model.forward_logits` at this input size, exported if not cached.
+                 width: int, *, digest: str, folder: Path, variant: str = "",
+                 batch: int = 1) -> Path:
+    """The ONNX file of `model.forward_logits` at this input size and batch, exported if
+    not cached.
 
     `model` may be a function that returns the network, called only when the file must
     be exported. `variant` names a rewrite of the network with the same weights (e.g.
     "winograd256"), which gets its own file.
     """
     ort = require_onnxruntime()
-    rewrite = f"|{variant}" if variant else ""
+    # batch 1 keeps the key (and the file) it had before batches existed
+    rewrite = (f"|{variant}" if variant else "") + (f"|batch{batch}" if batch > 1 else "")
     key = hashlib.sha256(
         f"{digest}|{network}{rewrite}|{height}x{width}|opset{OPSET}|torch{torch.__version__}|"
         f"ort{ort.__version__}".encode()).hexdigest()[:24]
     stem = f"{network}_{variant}" if variant else network
-    path = folder / f"{stem}_{width}x{height}_{key}.onnx"
+    batched = f"x{batch}" if batch > 1 else ""
+    path = folder / f"{stem}_{width}x{height}{batched}_{key}.onnx"
     if path.is_file():
         return path
     try:
@@ -168,7 +171,7 @@ def cached_graph(model: nn.Module | Callable[[], nn.Module], network: str, heigh
     try:
         if not isinstance(model, nn.Module):
             model = model()
-        proto = _export(model, network, height, width)
+        proto = _export(model, network, height, width, batch)
         with open(temporary, "wb") as file:
             file.write(proto.SerializeToString())
         os.replace(temporary, path)
@@ -186,10 +189,10 @@ def _cache_error(folder: Path, exc: OSError) -> ConfigError:
                        f"backend torch")
 
 
-def _export(model: nn.Module, network: str, height: int, width: int):
+def _export(model: nn.Module, network: str, height: int, width: int, batch: int = 1):
     require_onnx()
     graph = _Logits(model).eval()
-    example = torch.zeros(1, 3, height, width)
+    example = torch.zeros(batch, 3, height, width)
     # the exporter's optimizer passes log every step at INFO; the engine logs the choice
     chatty = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
     levels = [logger.level for logger in chatty]
@@ -281,9 +284,9 @@ class OnnxRuntimeBackend(Backend):
         self.winograd_filters.clear()
         self._conv_3x3_choices.clear()
 
-    def graph_path(self, net_hw, winograd: bool = False) -> Path:
-        """The .onnx file of the network at this inference size (exported and cached when
-        needed), or the file given as weights."""
+    def graph_path(self, net_hw, winograd: bool = False, batch: int = 1) -> Path:
+        """The .onnx file of the network at this inference size and batch (exported and
+        cached when needed), or the file given as weights."""
         context = self.context
         if context.onnx_file is not None:
             return context.onnx_file.path
@@ -300,13 +303,18 @@ class OnnxRuntimeBackend(Backend):
                 return rewritten
         return cached_graph(source, context.network, *net_hw, digest=self._digest,
                             folder=cache_folder(context.config.cache_dir),
-                            variant=f"winograd{MIN_CHANNELS}" if winograd else "")
+                            variant=f"winograd{MIN_CHANNELS}" if winograd else "",
+                            batch=batch)
 
     def _pass(self, spec: PassSpec, winograd: bool = False) -> DevicePass:
         context, key, net_hw = self.context, spec.key, spec.net_hw
         file = context.onnx_file
-        path = self.graph_path(net_hw, winograd)
+        path = self.graph_path(net_hw, winograd, spec.batch)
         if file is not None and file.uint8_input:
+            if spec.batch > 1:
+                raise ConfigError(f"weights: {path} takes one uint8 frame per pass "
+                                  f"(exported with --include-preprocess); batches of "
+                                  f"{spec.batch} need the .pt checkpoint")
             if (key.height, key.width) != net_hw:
                 raise ConfigError(
                     f"weights: {path} takes uint8 frames of {net_hw[1]}x{net_hw[0]} only "
@@ -315,8 +323,7 @@ class OnnxRuntimeBackend(Backend):
                     f"--include-preprocess to let the engine resize")
             pre = RawInput(spec.io.device_rgb)
         else:
-            pre = Preprocessor(spec.io.device_rgb, net_hw, context.mean, context.std,
-                               torch.float32, channels_last=False)
+            pre = spec.preprocess(torch.float32, False)
         forward = OrtForward(path, pre.network_input, context.device, context.config.threads)
         # a file's logits are at the input size already: nothing left to interpolate
         upsample = "labels" if file is not None and net_hw == spec.output_hw else None

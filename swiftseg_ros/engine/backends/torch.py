@@ -26,7 +26,6 @@ from swiftseg_ros.engine.autotune import failure_note
 from swiftseg_ros.engine.backends.base import Backend, PassSpec
 from swiftseg_ros.engine.choices import TIMING_REPEATS, TORCH
 from swiftseg_ros.engine.kernels.cpu_kernels import model_variants, onednn_available
-from swiftseg_ros.engine.preprocess import Preprocessor
 
 log = logging.getLogger("swiftseg_ros.engine")
 
@@ -107,9 +106,7 @@ class TorchBackend(Backend):
         return model_variants(model, routes=routes, formats=formats), notes
 
     def _pass(self, spec: PassSpec, model, route, memory_format, conv_3x3: str = "direct"):
-        context = self.context
-        pre = Preprocessor(spec.io.device_rgb, spec.net_hw, context.mean, context.std,
-                           DTYPES[spec.precision], memory_format == "channels_last")
+        pre = spec.preprocess(DTYPES[spec.precision], memory_format == "channels_last")
         suffix = "" if conv_3x3 == "direct" else f"+{conv_3x3}"
         return spec.finish(f"{route}/{memory_format}{suffix}", TORCH, pre,
                            model.forward_logits, model=model, route=route,
