@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from swiftseg_ros.engine import STAGES, EngineConfig, SegmentationEngine, cpu_caps, ort_backend
+from swiftseg_ros.engine import STAGES, EngineConfig, SegmentationEngine, cpu_caps
+from swiftseg_ros.engine.backends import onnxruntime as ort_backend
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.synthetic.frames import generate_frame
 

@@ -2,9 +2,10 @@
 
 A candidate is a whole pass (pre-processing, forward, post-processing) with its own
 buffers, because the memory format of the network input and of the logits is part of
-what is chosen. On the CPU the torch candidates are the (conv route, memory format)
-pairs of cpu_kernels.py; the ONNX Runtime session is one more candidate when the
-backend is auto (or the only one when it is onnxruntime). `autotune.choose` runs each
+what is chosen. Each backend offers its candidates (backends/): on the CPU the torch
+candidates are the (conv route, memory format) pairs of kernels/cpu_kernels.py; the ONNX
+Runtime session is one more candidate when the backend is auto (or the only one when it
+is onnxruntime). `autotune.choose` runs each
 once untimed (dropping any that raise, with the error noted), then times them
 interleaved, and the fastest is kept; the others are freed.
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from swiftseg_ros.engine.autotune import Choice, choose, failure_note
+from swiftseg_ros.engine.backends import BACKENDS
 from swiftseg_ros.errors import ConfigError
 
 TORCH = "torch"
@@ -48,7 +50,8 @@ class DevicePass:
     model: torch.nn.Module | None = None
     route: str | None = None
     memory_format: str | None = None
-    conv_3x3: str = "direct"  # or "winograd" (winograd.py, winograd_kernel.py)
+    conv_3x3: str = "direct"  # or "winograd" (kernels/winograd.py, winograd_kernel.py)
+    precision: str = "fp32"
     # the logits of its first forward, which shaped `post`: the edge selection's timing
     # runs on them (engine.py), then they are dropped
     first_logits: torch.Tensor | None = None
@@ -97,7 +100,7 @@ def derived_choices(overall: Choice, built: dict[str, DevicePass],
 
     torch_names = [n for n, c in built.items() if c.backend == TORCH and n in times]
     backend_times, backend_notes = {}, {}
-    for backend in (TORCH, ONNXRUNTIME):
+    for backend in BACKENDS:
         fastest = best([n for n, c in built.items() if c.backend == backend])
         if fastest is not None:
             backend_times[backend] = times[fastest]
@@ -139,4 +142,6 @@ def derived_choices(overall: Choice, built: dict[str, DevicePass],
 
 
 def _backend_of(name: str) -> str:
-    return ONNXRUNTIME if name == ONNXRUNTIME else TORCH
+    """The backend a candidate's or note's name belongs to: another backend's own name,
+    else torch's ("onednn/channels_last", "*/channels_last", "winograd")."""
+    return name if name in BACKENDS else TORCH

@@ -39,12 +39,12 @@ class EngineConfig:
     size rounded to multiples of the network's size divisor (aspect by resizing, never
     by cropping). `output_size="network"` gives outputs at the inference size.
     `backend`: "torch", "onnxruntime" (fp32; the graph is exported and cached in
-    `cache_dir`, see engine/ort_backend.py) or "auto" (both timed at prepare, the
+    `cache_dir`, see engine/backends/onnxruntime.py) or "auto" (both timed at prepare, the
     faster kept). `channels_last` and `onednn_convs` say which candidates may be timed
     on the CPU: channels_last besides contiguous, every convolution through oneDNN
-    besides PyTorch's per-call kernel choice (engine/cpu_kernels.py); the faster
+    besides PyTorch's per-call kernel choice (engine/kernels/cpu_kernels.py); the faster
     working one is kept. `winograd` (CPU, fp32): the chosen pass is timed once more
-    with its wide 3x3 convolutions as Winograd F(4x4, 3x3) (engine/winograd.py), and
+    with its wide 3x3 convolutions as Winograd F(4x4, 3x3) (engine/kernels/winograd.py), and
     kept that way if faster.
     `warmup_iters` eager passes run per new input size; `stats_window` recent frames
     feed the percentiles of `stats()`. `tf32` (CUDA, fp32 only) lets cuDNN and cuBLAS

@@ -5,7 +5,12 @@ normalized network input and its post-processing reads the logits, so both backe
 share one implementation of normalization, class selection, confidence and palette,
 and the stage timings keep their names. The session reads the input tensor and writes
 the logits tensor in place (IO binding to preallocated torch buffers), so nothing is
-allocated per frame.
+allocated per frame. It runs fp32 graphs: an .onnx file given as weights, or the graph
+exported from the loaded network.
+
+When its pass wins, it is timed once more as a graph whose wide 3x3 convolutions are
+Winograd F(4x4, 3x3) (kernels/winograd.py), and kept that way if faster; this is asked
+once per input size, after a layer-by-layer timing in torch says it may pay.
 
 The graph is exported from the loaded network at prepare, per input size, and cached
 on disk: the file name is a hash of the weights' content, the input size, the opset,
@@ -18,6 +23,8 @@ under a temporary name and renamed, so a full or read-only disk leaves nothing b
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import logging
 import os
@@ -28,7 +35,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from swiftseg_ros.engine.autotune import Choice, choose, failure_note
+from swiftseg_ros.engine.backends.base import Backend, PassSpec
+from swiftseg_ros.engine.choices import ONNXRUNTIME, TIMING_REPEATS, DevicePass
+from swiftseg_ros.engine.kernels.winograd import (
+    MIN_CHANNELS,
+    WinogradCache,
+    count_eligible,
+    layer_runs,
+    use_winograd,
+)
+from swiftseg_ros.engine.onnx_file import RawInput
 from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.onnx_graph import require_onnx, trace_to_onnx
 
 MIN_VERSION = (1, 18)
 OPSET = 18
@@ -51,18 +70,16 @@ def require_onnxruntime():
     return onnxruntime
 
 
-def why_onnxruntime_unusable(config) -> str | None:
+def why_unusable(config) -> str | None:
     """Why the ONNX Runtime backend cannot run this EngineConfig, or None when it can."""
     if config.backend == "torch":
         return None
-    if config.precision != "fp32":
+    if config.precision not in ("fp32", "auto"):
         return f"runs fp32 only here, precision is {config.precision}; use precision fp32"
     try:
         ort = require_onnxruntime()
         providers_for(torch.device(config.device), ort.get_available_providers())
-        from swiftseg_ros.trainer.export import _require_onnx
-
-        _require_onnx()
+        require_onnx()
     except ConfigError as exc:
         return str(exc).removeprefix("backend: onnxruntime ")
     return None
@@ -125,20 +142,24 @@ class _Logits(nn.Module):
 
 
 def cached_graph(model: nn.Module | Callable[[], nn.Module], network: str, height: int,
-                 width: int, *, digest: str, folder: Path, variant: str = "") -> Path:
-    """The ONNX file of `model.forward_logits` at this input size, exported if not cached.
+                 width: int, *, digest: str, folder: Path, variant: str = "",
+                 batch: int = 1) -> Path:
+    """The ONNX file of `model.forward_logits` at this input size and batch, exported if
+    not cached.
 
     `model` may be a function that returns the network, called only when the file must
     be exported. `variant` names a rewrite of the network with the same weights (e.g.
     "winograd256"), which gets its own file.
     """
     ort = require_onnxruntime()
-    rewrite = f"|{variant}" if variant else ""
+    # batch 1 keeps the key (and the file) it had before batches existed
+    rewrite = (f"|{variant}" if variant else "") + (f"|batch{batch}" if batch > 1 else "")
     key = hashlib.sha256(
         f"{digest}|{network}{rewrite}|{height}x{width}|opset{OPSET}|torch{torch.__version__}|"
         f"ort{ort.__version__}".encode()).hexdigest()[:24]
     stem = f"{network}_{variant}" if variant else network
-    path = folder / f"{stem}_{width}x{height}_{key}.onnx"
+    batched = f"x{batch}" if batch > 1 else ""
+    path = folder / f"{stem}_{width}x{height}{batched}_{key}.onnx"
     if path.is_file():
         return path
     try:
@@ -150,7 +171,7 @@ def cached_graph(model: nn.Module | Callable[[], nn.Module], network: str, heigh
     try:
         if not isinstance(model, nn.Module):
             model = model()
-        proto = _export(model, network, height, width)
+        proto = _export(model, network, height, width, batch)
         with open(temporary, "wb") as file:
             file.write(proto.SerializeToString())
         os.replace(temporary, path)
@@ -168,20 +189,18 @@ def _cache_error(folder: Path, exc: OSError) -> ConfigError:
                        f"backend torch")
 
 
-def _export(model: nn.Module, network: str, height: int, width: int):
-    from swiftseg_ros.trainer.export import _require_onnx, _trace_to_onnx
-
-    _require_onnx()
+def _export(model: nn.Module, network: str, height: int, width: int, batch: int = 1):
+    require_onnx()
     graph = _Logits(model).eval()
-    example = torch.zeros(1, 3, height, width)
+    example = torch.zeros(batch, 3, height, width)
     # the exporter's optimizer passes log every step at INFO; the engine logs the choice
     chatty = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
     levels = [logger.level for logger in chatty]
     for logger in chatty:
         logger.setLevel(logging.WARNING)
     try:
-        return _trace_to_onnx(graph, example, network, dynamic=False,
-                              divisor=int(model.size_divisor), spatial_axes=(2, 3), opset=OPSET)
+        return trace_to_onnx(graph, example, network, dynamic=False,
+                             divisor=int(model.size_divisor), spatial_axes=(2, 3), opset=OPSET)
     finally:
         for logger, level in zip(chatty, levels, strict=True):
             logger.setLevel(level)
@@ -245,3 +264,126 @@ def _element_type(tensor: torch.Tensor):
 
     return {torch.float32: np.float32, torch.uint8: np.uint8,
             torch.float16: np.float16}[tensor.dtype]
+
+
+class OnnxRuntimeBackend(Backend):
+    name = ONNXRUNTIME
+
+    def __init__(self, context):
+        super().__init__(context)
+        self._digest: str | None = None
+        self.winograd_filters = WinogradCache()
+        self._conv_3x3_choices: dict[tuple, Choice] = {}
+
+    def candidates(self, spec: PassSpec):
+        if spec.precision != "fp32":
+            return {}, {ONNXRUNTIME: f"runs fp32 only here, precision is {spec.precision}"}
+        return {ONNXRUNTIME: functools.partial(self._pass, spec)}, {}
+
+    def release(self) -> None:
+        self.winograd_filters.clear()
+        self._conv_3x3_choices.clear()
+
+    def graph_path(self, net_hw, winograd: bool = False, batch: int = 1) -> Path:
+        """The .onnx file of the network at this inference size and batch (exported and
+        cached when needed), or the file given as weights."""
+        context = self.context
+        if context.onnx_file is not None:
+            return context.onnx_file.path
+        if self._digest is None:
+            self._digest = weights_digest(context.model)
+        source = context.model
+        if winograd:
+            def source():  # built only when the graph is not cached yet
+                original = context.model
+                # the weights shared: their transformed filters are built once
+                shared = {id(t): t for t in (*original.parameters(), *original.buffers())}
+                rewritten = copy.deepcopy(original, memo=shared)
+                use_winograd(rewritten, build=self.winograd_filters)
+                return rewritten
+        return cached_graph(source, context.network, *net_hw, digest=self._digest,
+                            folder=cache_folder(context.config.cache_dir),
+                            variant=f"winograd{MIN_CHANNELS}" if winograd else "",
+                            batch=batch)
+
+    def _pass(self, spec: PassSpec, winograd: bool = False) -> DevicePass:
+        context, key, net_hw = self.context, spec.key, spec.net_hw
+        file = context.onnx_file
+        path = self.graph_path(net_hw, winograd, spec.batch)
+        if file is not None and file.uint8_input:
+            if spec.batch > 1:
+                raise ConfigError(f"weights: {path} takes one uint8 frame per pass "
+                                  f"(exported with --include-preprocess); batches of "
+                                  f"{spec.batch} need the .pt checkpoint")
+            if (key.height, key.width) != net_hw:
+                raise ConfigError(
+                    f"weights: {path} takes uint8 frames of {net_hw[1]}x{net_hw[0]} only "
+                    f"(exported with --include-preprocess at that size), frames are "
+                    f"{key.width}x{key.height}: export it for this size, or without "
+                    f"--include-preprocess to let the engine resize")
+            pre = RawInput(spec.io.device_rgb)
+        else:
+            pre = spec.preprocess(torch.float32, False)
+        forward = OrtForward(path, pre.network_input, context.device, context.config.threads)
+        # a file's logits are at the input size already: nothing left to interpolate
+        upsample = "labels" if file is not None and net_hw == spec.output_hw else None
+        return spec.finish(ONNXRUNTIME + ("+winograd" if winograd else ""), ONNXRUNTIME,
+                           pre, forward, upsample=upsample,
+                           conv_3x3="winograd" if winograd else "direct")
+
+    def refine(self, chosen: DevicePass, choices: dict, spec: PassSpec) -> DevicePass:
+        """The chosen pass, or its twin whose graph has Winograd 3x3 convolutions when that
+        measures faster; the choice is added to `choices` as "conv_3x3". It is made once
+        per input size: later plans of that size (another output set, the second
+        pipelined slot) reuse it, and the transformed filters."""
+        seen = tuple(spec.net_hw)
+        choice = self._conv_3x3_choices.get(seen)
+        if choice is None:
+            # an .onnx file given as weights has no network: its note says so
+            note = self._winograd_note() or self._winograd_layers_note(spec.net_hw)
+            if note is not None:
+                choice = Choice("conv_3x3", "direct", {}, {"winograd": note})
+        twin = None
+        if choice is None or choice.picked == "winograd":
+            try:
+                twin = self._pass(spec, winograd=True)
+            except Exception as exc:  # e.g. an unwritable cache: the direct pass still works
+                choice = Choice("conv_3x3", "direct", {}, {"winograd": failure_note(exc)})
+            else:
+                choice = choice or choose("conv_3x3", {"direct": chosen.run,
+                                                       "winograd": twin.run},
+                                          repeats=TIMING_REPEATS)
+        self._conv_3x3_choices[seen] = choices["conv_3x3"] = choice
+        return twin if choice.picked == "winograd" else chosen
+
+    def _winograd_note(self) -> str | None:
+        """Why a Winograd graph is not a candidate here, or None when it is."""
+        context = self.context
+        if context.model is None:
+            return "no network loaded (an .onnx file)"
+        if not context.config.winograd:
+            return "not asked (winograd off)"
+        if context.on_cuda:
+            return "CUDA: cuDNN picks its own algorithms per shape (benchmark)"
+        if not count_eligible(context.model):
+            return f"no 3x3 convolution with {MIN_CHANNELS}+ channels in {context.network}"
+        return None
+
+    def _winograd_layers_note(self, net_hw) -> str | None:
+        """None when Winograd is faster than the direct convolutions layer by layer at this
+        size (torch, on this machine), else why the whole Winograd graph is not built."""
+        example = torch.zeros((1, 3, *net_hw))
+        try:
+            direct, winograd, layers = layer_runs(self.context.model, example,
+                                                  build=self.winograd_filters)
+        except Exception as exc:  # the direct pass works: keep it, say why
+            return failure_note(exc)
+        layer_choice = choose("conv_3x3", {"direct": direct, "winograd": winograd},
+                              repeats=TIMING_REPEATS)
+        if layer_choice.picked == "winograd":
+            return None
+        times = layer_choice.times_ms
+        if "winograd" not in times:  # it raised: choose noted why
+            return layer_choice.notes["winograd"]
+        return (f"slower layer by layer at {net_hw[1]}x{net_hw[0]}: its {layers} layers "
+                f"{times['winograd']:.1f} ms, direct {times['direct']:.1f} ms")
