@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rosbags.typesys import Stores, get_typestore
 
-from swiftseg_ros.engine import EngineConfig, FrameError, SegmentationEngine
+from swiftseg_ros.engine import EngineConfig, SegmentationEngine
 from swiftseg_ros.ros.diagnostics import OK, WARN, DiagnosticStatusContent
 from swiftseg_ros.ros.frames import FrameCounters
 from swiftseg_ros.ros.multicamera import (
@@ -76,11 +76,6 @@ def test_engine_batch_gives_each_frame_the_labels_of_a_single_frame(engine):
     for single, batched in zip(singles, batch, strict=True):
         assert np.array_equal(single.label, batched.label)
         assert np.array_equal(single.overlay, batched.overlay)  # each its own image under it
-
-
-def test_engine_batch_refuses_frames_of_two_sizes(engine):
-    with pytest.raises(FrameError, match="one input size, got 64x64, 128x64"):
-        engine.infer_batch([(pixels(128, 64, 0), "rgb8"), (pixels(64, 64, 0), "rgb8")])
 
 
 def test_batch_outputs_carry_each_cameras_own_header_at_its_own_size(engine):

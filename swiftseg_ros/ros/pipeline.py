@@ -158,7 +158,7 @@ class SegmentationPipeline:
                       ) -> list[SegmentedFrame]:
         """Decoded `(header, frame, pixel_format)` of one size (several cameras) through one
         forward pass (`engine.infer_batch`): one SegmentedFrame per frame, in order, valid
-        until the next engine call. Raises FrameError for frames the engine refuses."""
+        until the next engine call. Raises as `segment()` for frames the engine refuses."""
         with self._engine_lock:
             self._apply_requests()
             results = self.engine.infer_batch([(frame, pixel_format)
