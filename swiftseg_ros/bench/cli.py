@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pipelined", type=int, default=0, metavar="BURST",
                         help="also time infer_pipelined over bursts of BURST frames (>= 2; "
                              "default 0: off)")
+    parser.add_argument("--batch", metavar="N,N,...",
+                        help="instead: N cameras (e.g. 1,2,4) through one engine in batches "
+                             "against N separate engines: frames per second and memory "
+                             "(bench/batch.py)")
     return parser
 
 
@@ -141,6 +145,8 @@ def main(argv=None) -> int:
         args.weights = str(resolve_weights(args.weights))
         networks = [_checkpoint_network(args.weights, networks, args.networks)]
 
+    if args.batch is not None:
+        return _main_batch(args, networks, sizes)
     rows = []
     total = len(networks) * len(sizes) * (args.iters + args.warmup)
     with tempfile.TemporaryDirectory(prefix="swiftseg-bench-") as scratch, \
@@ -154,6 +160,45 @@ def main(argv=None) -> int:
     print(format_table(rows))
     print(f"CPU: {cpu_caps.detect().flags_line()}; torch {torch.__version__}, onnxruntime "
           f"{_onnxruntime_version() or 'not installed'}, {torch.get_num_threads()} thread(s)")
+    write_json(args.json, rows)
+    return 0
+
+
+def _main_batch(args, networks, sizes) -> int:
+    """--batch: one engine for N cameras against N engines (bench/batch.py)."""
+    from swiftseg_ros.bench.batch import bench_batches, format_batch_table, parse_batches
+
+    batches = parse_batches(args.batch)
+    if len(args.runs) != 1:
+        raise ConfigError("--batch times one precision and one backend: give one of each")
+    precision, backend = args.runs[0]
+    outputs = tuple(o for o in args.outputs.replace(" ", "").split(",") if o)
+    rows, tables = [], []
+    total = len(networks) * len(sizes) * len(batches) * args.iters
+    with tempfile.TemporaryDirectory(prefix="swiftseg-bench-") as scratch, \
+            progress_display(total=total, desc="bench --batch", unit="it",
+                             enabled=not args.quiet) as progress:
+        for network in networks:
+            weights = args.weights or _random_checkpoint(network, Path(scratch))
+            for width, height in sizes:
+                config = EngineConfig(weights=weights, device=args.device, precision=precision,
+                                      backend=backend, outputs=outputs,
+                                      upsample=args.upsample, threads=args.threads,
+                                      cuda_graphs=not args.no_cuda_graphs,
+                                      channels_last=not args.no_channels_last,
+                                      onednn_convs=not args.no_onednn,
+                                      winograd=not args.no_winograd, tf32=args.tf32,
+                                      warmup_iters=max(1, args.warmup))
+                frames = [bench_frame(width, height, seed) for seed in range(max(batches))]
+                found = bench_batches(config, frames, batches, iters=args.iters,
+                                      warmup=args.warmup, progress=progress)
+                for row in found:
+                    row.update(network=network, precision=precision, backend_asked=backend)
+                rows.extend(found)
+                tables.append(format_batch_table(found, network))
+    print("\n\n".join(tables))
+    print(f"CPU: {cpu_caps.detect().flags_line()}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s)")
     write_json(args.json, rows)
     return 0
 
