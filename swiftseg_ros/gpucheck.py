@@ -36,6 +36,10 @@ TARGET_SIZE = "2048x1024"
 MAX_ENGINE_OVER_BARE = 1.05
 MIN_PIPELINED_SPEEDUP = 1.5
 BURST = 8
+# several cameras through one engine (issue 32): frames per second of one engine at batch
+# 4 against batch 1, Fast-SCNN fp16 1024x512
+BATCH_STEP = "batch-fastscnn"
+MIN_BATCH4_SPEEDUP = 1.6
 STAGE_COLUMNS = ("host_copy", "upload", "preprocess", "forward", "postprocess", "download")
 
 
@@ -62,6 +66,8 @@ def gpu_steps(iters: int) -> list[tuple[str, list[str], int]]:
                               *fp16_label], 120),
         ("fp32-tf32", ["--networks", pair, "--sizes", TARGET_SIZE, "--precision", "fp32",
                        "--tf32", "--outputs", "label", "--no-naive", *common], 90),
+        (BATCH_STEP, ["--networks", "fastscnn", "--sizes", "1024x512", "--precision", "fp16",
+                      "--batch", "1,2,4", *common], 120),
     ]
     return steps
 
@@ -196,6 +202,16 @@ def targets(rows: list[dict]) -> list[dict]:
     return checks
 
 
+def batch_targets(rows: list[dict]) -> list[dict]:
+    """The multi-camera target: one engine's frames per second at batch 4 over batch 1."""
+    by_count = {row["cameras"]: row for row in rows if row["step"] == BATCH_STEP}
+    value = None
+    if 1 in by_count and 4 in by_count:
+        value = by_count[4]["one_engine_fps"] / by_count[1]["one_engine_fps"]
+    return [_check(f"fastscnn 1024x512 fp16 batch 4 / batch 1 frames per second >= "
+                   f"{MIN_BATCH4_SPEEDUP}", value, lambda v: v >= MIN_BATCH4_SPEEDUP)]
+
+
 def _check(what: str, value, test) -> dict:
     return {"target": what, "value": value, "met": None if value is None else bool(test(value))}
 
@@ -225,6 +241,15 @@ def markdown(report: dict) -> str:
             "/".join(_num(row.get(f"{s}_ms"), 3) for s in STAGE_COLUMNS),
             f"{_num(row.get('peak_mem_mb'), 0)} / {_num(row.get('reserved_mem_mb'), 0)}",
         )) + " |")
+    if report.get("batch_rows"):
+        lines += ["", "| step | cameras | size | one engine fps | N engines fps | speedup | "
+                  "one engine / N engines MB |", "|---|---|---|---|---|---|---|"]
+        for row in report["batch_rows"]:
+            memory = row.get("memory") or {}
+            lines.append(f"| {row['step']} | {row['cameras']} | {row['size']} | "
+                         f"{_num(row['one_engine_fps'], 0)} | {_num(row['separate_fps'], 0)} | "
+                         f"{_num(row['speedup'], 2)} | {_num(memory.get('one_engine_mb'), 0)} "
+                         f"/ {_num(memory.get('separate_mb'), 0)} |")
     lines += ["", "| target | value | met |", "|---|---|---|"]
     for check in report["targets"]:
         met = {True: "yes", False: "NO", None: "not measured"}[check["met"]]
@@ -294,10 +319,15 @@ def main(argv=None) -> int:
                 report["steps"].append({"name": name, "rc": "skipped"})
                 continue
             result = run_bench(name, bench_args, min(timeout_s, left()), Path(scratch))
-            report["rows"].extend(result.pop("rows"))
+            found = result.pop("rows")
+            if name == BATCH_STEP:
+                report.setdefault("batch_rows", []).extend(found)
+            else:
+                report["rows"].extend(found)
             report["steps"].append({"name": name, **result})
             print(f"gpu-check: {name}: rc {result['rc']}, {result['seconds']} s", flush=True)
-            report["targets"] = targets(report["rows"])
+            report["targets"] = targets(report["rows"]) + batch_targets(
+                report.get("batch_rows", []))
             _write(report, folder)
     report["seconds"] = round(time.monotonic() - started, 1)
     _write(report, folder)

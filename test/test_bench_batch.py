@@ -56,3 +56,22 @@ def test_table_names_the_memory_measured():
            "memory_kind": "device allocated"}
     table = format_batch_table([row], "fastscnn")
     assert "1.50x" in table and "device allocated" in table
+
+
+def test_gpu_check_times_batches_and_judges_batch_4_against_batch_1():
+    from swiftseg_ros import gpucheck
+    from swiftseg_ros.bench.cli import build_parser
+
+    steps = {name: args for name, args, _ in gpucheck.gpu_steps(iters=100)}
+    parsed = build_parser().parse_args(steps[gpucheck.BATCH_STEP])
+    assert parsed.batch == "1,2,4" and parsed.sizes == "1024x512"
+
+    def row(cameras, fps):
+        return {"step": gpucheck.BATCH_STEP, "cameras": cameras, "one_engine_fps": fps}
+
+    (check,) = gpucheck.batch_targets([row(1, 1000.0), row(4, 1700.0)])
+    assert check["met"] is True and check["value"] == pytest.approx(1.7)
+    (check,) = gpucheck.batch_targets([row(1, 1000.0), row(4, 1200.0)])
+    assert check["met"] is False
+    (check,) = gpucheck.batch_targets([])
+    assert check["met"] is None
