@@ -87,6 +87,7 @@ except ImportError:
 from swiftseg_ros.engine import SegmentationEngine
 from swiftseg_ros.errors import ConfigError, SwiftsegError
 from swiftseg_ros.ros.diagnostics import to_diagnostic_array
+from swiftseg_ros.ros.frames import FrameCounters
 from swiftseg_ros.ros.params import (
     BY_NAME,
     DEFAULT_NODE_NAME,
@@ -311,6 +312,11 @@ class SegmentationNode(Node):
         except Exception as exc:
             return self._failed("error processing", exc)
         return SUCCESS
+
+    def frame_counters(self) -> FrameCounters:
+        """The frames received, processed, dropped, rejected, failed since configure (all
+        zero while unconfigured); what /diagnostics reports, for tools such as the soak."""
+        return self._pipeline.counters() if self._pipeline is not None else FrameCounters()
 
     def close(self) -> None:
         """Stop processing and release the engine (shutdown, error)."""
