@@ -268,6 +268,7 @@ class SegmentationNode(Node):
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         try:
             self._pipeline.start()
+            self._pipeline.reporter.subscribed(self._now_s())
             self._subscribe()
             self._run_timers = [
                 self.create_timer(self._settings.diagnostics_period, self._publish_diagnostics),
