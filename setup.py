@@ -95,7 +95,7 @@ setup(
             "swiftseg-eval = swiftseg_ros.cli:evaluate",
             "swiftseg-export = swiftseg_ros.cli:export",
             "swiftseg-import = swiftseg_ros.cli:import_weights",
-            "swiftseg-soak = swiftseg_ros.soak.cli:main",
+            "swiftseg-soak = swiftseg_ros.cli:soak",
         ],
     },
 )

@@ -139,3 +139,7 @@ def export(argv=None) -> int:
 
 def import_weights(argv=None) -> int:
     return _run("swiftseg_ros.trainer.importers", argv)
+
+
+def soak(argv=None) -> int:
+    return _run("swiftseg_ros.soak.cli", argv)

@@ -396,6 +396,27 @@ def test_undecodable_compressed_data_is_rejected_with_its_format():
     assert "'jpeg'" in reason
 
 
+def test_jpeg_cut_to_a_third_is_rejected_as_truncated():
+    # Ubuntu 24.04's OpenCV 4.6 (ROS Jazzy's) decodes it with only "Premature end of JPEG
+    # file" on stderr, and a real ROS 2 segmented such frames; newer OpenCV refuses it as
+    # undecodable. Either way the reason says what happened.
+    jpeg = encoded(".jpg", pixels(48, 64, 3), cv2.IMWRITE_JPEG_QUALITY, 90)
+    reason = rejection(compressed_msg(jpeg[: len(jpeg) // 3], "jpeg"), decode_compressed)
+    assert reason.startswith("truncated JPEG") and "'jpeg'" in reason
+
+
+def test_jpeg_padded_with_zero_bytes_is_whole():
+    jpeg = encoded(".jpg", pixels(16, 16, 3))
+    frame, _ = decode_compressed(compressed_msg(jpeg + bytes(7), "jpeg"))
+    assert frame.shape == (16, 16, 3)
+
+
+def test_png_without_its_end_is_rejected_as_truncated():
+    png = encoded(".png", pixels(16, 16, 3))
+    reason = rejection(compressed_msg(png[:-20], "png"), decode_compressed)
+    assert reason.startswith("truncated PNG")
+
+
 def test_empty_compressed_data_is_rejected():
     assert "no data" in rejection(compressed_msg(b"", "png"), decode_compressed)
 

@@ -38,11 +38,12 @@ def test_setup_declares_pytest_as_a_test_dependency_the_way_colcon_reads_it():
 
 def test_ros_wheels_are_pinned_and_limited_to_where_they_exist():
     requirements = setup_kwargs()["extras_require"]["ros"]
-    names = {r.split("==")[0] for r in requirements}
+    names = {r.split("==", 1)[0] for r in requirements}
     assert {"ros-jazzy-rclpy", "ros-jazzy-sensor-msgs", "ros-jazzy-lifecycle-msgs",
             "ros-jazzy-diagnostic-msgs", "ros-jazzy-rmw-fastrtps-cpp"} == names
     for requirement in requirements:
-        version, marker = requirement.split("==")[1].split(";")
+        pinned, marker = requirement.split(";", 1)
+        version = pinned.split("==", 1)[1]
         assert version.count(".") == 2, requirement
         assert 'python_version == "3.11"' in marker and 'platform_system == "Linux"' in marker
 

@@ -6,7 +6,7 @@ import pytest
 
 from swiftseg_ros.ros.diagnostics import DiagnosticsReporter
 from swiftseg_ros.ros.frames import FrameCounters
-from swiftseg_ros.ros.stamps import CameraStampTracker, lost_between
+from swiftseg_ros.ros.stamps import PAUSE_S, CameraStampTracker
 
 
 def camera_stamps(rate_hz: float, count: int, jitter: float = 0.05, seed: int = 0) -> np.ndarray:
@@ -16,8 +16,10 @@ def camera_stamps(rate_hz: float, count: int, jitter: float = 0.05, seed: int = 
     return 100.0 + np.arange(count) * period + rng.uniform(-jitter, jitter, count) * period
 
 
-def tracked(stamps) -> CameraStampTracker:
+def tracked(stamps, subscribed_at: float | None = None) -> CameraStampTracker:
     tracker = CameraStampTracker()
+    if subscribed_at is not None:
+        tracker.subscribed(subscribed_at)
     for stamp in stamps:
         tracker.add(stamp)
     return tracker
@@ -55,8 +57,67 @@ def test_losses_before_the_estimate_exists_are_counted_once_it_does():
 
 def test_a_pause_of_the_camera_is_not_counted_as_lost_frames():
     stamps = camera_stamps(10.0, 60, jitter=0.0)
-    stamps[30:] += 5.0  # 5 s without frames: 50 periods
+    stamps[30:] += PAUSE_S + 5.0  # 15 s without frames
     assert tracked(stamps).lost == 0
+
+
+@pytest.mark.parametrize("outage_s", [1.0, 4.5, 9.5])
+def test_an_outage_of_seconds_counts_every_frame_in_it(outage_s):
+    # the 720p run: 4-5 s with nothing received while the camera published
+    stamps = camera_stamps(10.0, 400, jitter=0.05, seed=3)
+    first, count = 100, int(outage_s * 10)
+    kept = np.delete(stamps, np.arange(first, first + count))
+    assert tracked(kept).lost == count
+
+
+def test_a_publisher_late_by_up_to_most_of_a_period_loses_nothing():
+    # a busy publisher: three frames in ten are late by up to 0.9 periods, the timer keeps
+    # its schedule; judging intervals alone read this as 6-15 lost frames
+    rng = np.random.default_rng(4)
+    stamps = camera_stamps(10.0, 600, jitter=0.0)
+    late = rng.random(600) < 0.3
+    stamps[late] += rng.uniform(0.0, 0.09, late.sum())
+    tracker = tracked(stamps)
+    assert tracker.lost <= 1
+    assert tracker.camera_rate_hz() == pytest.approx(10.0, rel=0.03)
+
+
+def test_losses_outages_and_jitter_over_an_hour_add_up():
+    # an hour at 10 Hz: 20 % random losses, a 4 s outage every ten minutes, late frames;
+    # the period estimate must not drift the total
+    rng = np.random.default_rng(5)
+    stamps = camera_stamps(10.03, 36_000, jitter=0.0)
+    late = rng.random(stamps.size) < 0.2
+    stamps[late] += rng.uniform(0.0, 0.07, late.sum())
+    kept = rng.random(stamps.size) >= 0.2
+    for start in range(3000, 36_000, 6000):
+        kept[start: start + 40] = False
+    kept[0] = kept[-1] = True
+    truly_lost = int((~kept).sum())
+    assert tracked(stamps[kept]).lost == pytest.approx(truly_lost, rel=0.02)
+
+
+def test_frames_between_subscribing_and_the_first_arrival_are_lost():
+    # the camera runs before the node listens at 100.0; nothing arrives until 102.05
+    stamps = 95.05 + np.arange(200) * 0.1
+    kept = stamps[stamps >= 102.0]
+    tracker = tracked(kept, subscribed_at=100.0)
+    assert tracker.lost == int(np.sum((stamps > 100.0) & (stamps < 102.0)))
+
+
+def test_a_camera_starting_long_after_the_node_loses_nothing():
+    assert tracked(150.0 + np.arange(100) * 0.1, subscribed_at=100.0).lost == 0
+    # and stamps from another clock, before the subscription, neither
+    assert tracked(50.0 + np.arange(100) * 0.1, subscribed_at=100.0).lost == 0
+
+
+def test_frames_published_while_the_node_was_not_listening_are_not_lost():
+    stamps = camera_stamps(10.0, 300, jitter=0.0)
+    tracker = tracked(stamps[:100])
+    tracker.subscribed(stamps[150] - 0.01)  # deactivated for 5 s, then activated again
+    for stamp in stamps[150:]:
+        tracker.add(stamp)
+    assert tracker.lost == 0
 
 
 def test_stamps_going_back_restart_the_estimate_and_keep_the_total():
@@ -80,10 +141,13 @@ def test_every_second_frame_lost_looks_like_a_camera_at_half_the_rate():
     assert tracker.camera_rate_hz() == pytest.approx(5.0) and tracker.lost == 0
 
 
-@pytest.mark.parametrize("interval,lost", [(0.1, 0), (0.14, 0), (0.16, 1), (0.2, 1), (0.31, 2),
-                                           (1.0, 9), (2.5, 24), (2.51, 0)])
-def test_lost_frames_in_one_interval_of_a_10_hz_camera(interval, lost):
-    assert lost_between(interval, 0.1) == lost
+@pytest.mark.parametrize("interval,lost", [(0.1, 0), (0.14, 0), (0.2, 1), (0.31, 2),
+                                           (1.0, 9), (2.5, 24), (PAUSE_S - 0.05, 99),
+                                           (PAUSE_S + 0.1, 0)])
+def test_lost_frames_in_one_gap_of_a_10_hz_camera(interval, lost):
+    stamps = list(camera_stamps(10.0, 20, jitter=0.0))
+    stamps += [stamps[-1] + interval + k * 0.1 for k in range(20)]
+    assert tracked(stamps).lost == lost
 
 
 def test_diagnostics_report_the_losses_and_the_camera_rate_beside_the_input_rate():

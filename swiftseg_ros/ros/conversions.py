@@ -27,7 +27,9 @@ CompressedImage: the `format` is what image_transport's compressed plugin writes
 The bytes are decoded with `cv2.imdecode(..., IMREAD_UNCHANGED)`: colour comes out in the
 order the publisher compressed (`bgr8` unless the format says `compressed rgb8`), 16-bit
 PNG is scaled like mono16, or like 16UC1 when the original encoding was 16UC1. The
-`compressedDepth` transport (a different byte layout) is rejected with a reason.
+`compressedDepth` transport (a different byte layout) is rejected with a reason, and so
+is JPEG or PNG data that ends before its end marker (truncated: OpenCV 4.6 would decode
+it with only a warning).
 
 A malformed message raises `ImageRejected` (a ValueError) whose message is the reason;
 no other exception leaves `decode_image` or `decode_compressed`.
@@ -277,6 +279,27 @@ def _parse_compressed_format(text: str) -> tuple[str, str]:
     return original.strip(), target.strip()
 
 
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+_PNG_SIGNATURE, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND"
+
+
+def _check_complete(data: np.ndarray, fmt: str) -> None:
+    """Reject JPEG or PNG data that stops before its end marker: OpenCV 4.6 (Ubuntu 24.04's,
+    ROS Jazzy's) decodes a JPEG cut short (a frame truncated in transport or by the camera)
+    with a grey lower part and only a warning on stderr, so it would be segmented as if it
+    were whole; newer OpenCV refuses it without saying why. A few encoders pad the end with
+    zero bytes, which are allowed."""
+    head = data[:8].tobytes()
+    if head.startswith(_JPEG_START):
+        if not data[-64:].tobytes().rstrip(b"\x00").endswith(_JPEG_END):
+            raise ImageRejected(
+                f"truncated JPEG: {data.size} bytes of format {fmt!r} without the "
+                "end-of-image marker (cut short in transport or by the camera)")
+    elif head == _PNG_SIGNATURE and _PNG_END not in data[-16:].tobytes():
+        raise ImageRejected(
+            f"truncated PNG: {data.size} bytes of format {fmt!r} without the IEND chunk")
+
+
 def _decode_compressed(msg) -> tuple[np.ndarray, str]:
     fmt = _field(msg, "format")
     if not isinstance(fmt, str):
@@ -289,6 +312,7 @@ def _decode_compressed(msg) -> tuple[np.ndarray, str]:
     data = _byte_view(_field(msg, "data"))
     if data.size == 0:
         raise ImageRejected(f"compressed image (format {fmt!r}) has no data")
+    _check_complete(data, fmt)
     image = cv2.imdecode(np.ascontiguousarray(data), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageRejected(

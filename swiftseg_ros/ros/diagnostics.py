@@ -45,13 +45,20 @@ Frame counters, what each means (the key as shown in /diagnostics):
                                lost before the node + dropped + rejected + failed
     camera rate from stamps (Hz)
                                the camera's rate as its stamps show it, beside "input rate
-                               (Hz)", the rate at which images arrive at the node
+                               (Hz)", the rate at which images arrive at the node (lower
+                               by the frames lost before the node)
+    latency stamp to publish p50/p95 (ms)
+                               clock now at publish - header stamp, over the report period:
+                               what a subscriber sees (transport, the wait for the worker,
+                               decoding and message building on top of the engine's
+                               "latency total"); needs the camera to stamp with the node's
+                               clock
 
 Levels (diagnostic_msgs values): ERROR when a frame failed since the previous report (not
 sticky: the next report without failures clears it, the total stays in the values);
-WARN when the p95 total latency exceeds `latency_budget_ms` (0 turns it off), when the
-output rate is under `min_output_hz` (0 turns it off) while images arrive, or when images
-were rejected since the previous report (a camera sending an unusable encoding must not
+WARN when the p95 total latency in the engine exceeds `latency_budget_ms` (0 turns it
+off), when the output rate is under `min_output_hz` (0 turns it off) while images arrive,
+or when images were rejected since the previous report (a camera sending an unusable encoding must not
 look healthy); OK otherwise. The message says which of these, in words.
 """
 
@@ -123,6 +130,11 @@ def stamp_seconds(stamp) -> float:
     if isinstance(stamp, (int, float)):
         return float(stamp)
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(round(q / 100.0 * (len(ordered) - 1))), len(ordered) - 1)]
 
 
 def _ms(value) -> str:
@@ -201,9 +213,12 @@ def build_status(
     elif input_rate_hz <= 0:
         message = "no input images arriving"
     else:
+        # the engine's time per frame, and what a subscriber sees: from the camera's stamp
+        # to the publish (transport, waiting for the worker, conversions on top)
         message = f"segmenting {input_rate_hz:.1f} Hz in, {output_rate_hz:.1f} Hz out" + (
-            f", p95 total latency {p95:.1f} ms" if p95 is not None else ""
-        )
+            f", p95 total latency {p95:.1f} ms in the engine" if p95 is not None else ""
+        ) + (f", {_percentile(image_ages_ms, 95):.1f} ms from stamp to publish"
+             if image_ages_ms else "")
     if lost_before_node_now > 0:
         message += (f"; ~{lost_before_node_now} camera frame"
                     f"{'s' if lost_before_node_now != 1 else ''} lost before the node since "
@@ -225,6 +240,9 @@ def build_status(
              lost_before_node + counters.dropped + counters.rejected + counters.failed)),
         ("image age last (ms)", _ms(image_ages_ms[-1]) if image_ages_ms else "n/a"),
         ("image age max (ms)", _ms(max(image_ages_ms)) if image_ages_ms else "n/a"),
+        *((f"latency stamp to publish {name} (ms)",
+           _ms(_percentile(image_ages_ms, q)) if image_ages_ms else "n/a")
+          for name, q in (("p50", 50), ("p95", 95))),
     ]
     for stage in STAGES:
         numbers = stages.get(stage)
@@ -305,6 +323,12 @@ class DiagnosticsReporter:
             self._input.tick(now_s)
             if stamp is not None:
                 self._stamps.add(stamp_seconds(stamp))
+
+    def subscribed(self, now_s: float) -> None:
+        """The node (re)started listening for images at `now_s` (activate): frames the
+        camera stamped after this and never received count as lost before the node."""
+        with self._lock:
+            self._stamps.subscribed(now_s)
 
     def frame_published(self, now_s: float, stamp) -> float:
         """Record one published frame; returns its age (now - header stamp) in ms."""

@@ -270,6 +270,9 @@ class MultiCameraPipeline:
                                "call process_batch() directly instead")
         with self._streams_lock:
             self._streams.clear()
+        now = self._now_s()
+        for reporter in self._reporters.values():
+            reporter.subscribed(now)  # frames stamped from now on and never received: lost
         self.worker.start()
 
     def offer(self, camera: str, msg) -> None:
@@ -344,8 +347,11 @@ class MultiCameraPipeline:
 
 def add_latency(status: DiagnosticStatusContent, latencies_ms: Sequence[float],
                 budget_ms: float) -> None:
-    """Add a camera's stamp-to-publish latency percentiles to its status, and WARN when
-    its p95 is over `budget_ms` (0: no check)."""
+    """Put a camera's stamp-to-publish latency percentiles over its recent frames in its
+    status (in place of the report period's, which a slow camera may have none of), and
+    WARN when its p95 is over `budget_ms` (0: no check)."""
+    status.values = [(key, value) for key, value in status.values
+                     if not key.startswith("latency stamp to publish")]
     if not latencies_ms:
         status.values.append(("latency stamp to publish (ms)", "n/a"))
         return

@@ -89,7 +89,8 @@ from swiftseg_ros.engine import SegmentationEngine
 from swiftseg_ros.errors import ConfigError, SwiftsegError
 from swiftseg_ros.ros.cameras import camera_topics
 from swiftseg_ros.ros.diagnostics import to_diagnostic_array
-from swiftseg_ros.ros.multicamera import LogLimiter, MultiCameraPipeline
+from swiftseg_ros.ros.frames import FrameCounters
+from swiftseg_ros.ros.multicamera import LogLimiter, MultiCameraPipeline, sum_counters
 from swiftseg_ros.ros.params import (
     BY_NAME,
     DEFAULT_NODE_NAME,
@@ -291,6 +292,8 @@ class SegmentationNode(Node):
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         try:
             self._pipeline.start()
+            if not self._settings.cameras:  # the cameras' reporters are told in start()
+                self._pipeline.reporter.subscribed(self._now_s())
             self._subscribe()
             self._run_timers = [
                 self.create_timer(self._settings.diagnostics_period, self._publish_diagnostics),
@@ -337,6 +340,15 @@ class SegmentationNode(Node):
         except Exception as exc:
             return self._failed("error processing", exc)
         return SUCCESS
+
+    def frame_counters(self) -> FrameCounters:
+        """The frames received, processed, dropped, rejected, failed since configure (all
+        zero while unconfigured); what /diagnostics reports, for tools such as the soak."""
+        if self._pipeline is None:
+            return FrameCounters()
+        counters = self._pipeline.counters()
+        # with cameras: every camera's added up (the per-camera ones are in /diagnostics)
+        return sum_counters(counters.values()) if isinstance(counters, dict) else counters
 
     def close(self) -> None:
         """Stop processing and release the engine (shutdown, error)."""
