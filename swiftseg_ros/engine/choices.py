@@ -61,10 +61,15 @@ class DevicePass:
 
 
 def pick_pass(candidates: dict[str, Callable[[], DevicePass]], notes: dict[str, str],
-              repeats: int = TIMING_REPEATS, sync=None) -> tuple[DevicePass, dict[str, Choice]]:
+              repeats: int = TIMING_REPEATS, sync=None,
+              precisions: tuple[str, ...] = ()) -> tuple[DevicePass, dict[str, Choice]]:
     """Build every candidate (one that fails to build is noted), time them, keep the fastest.
 
-    Raises RuntimeError when none works (autotune.choose's message names each error).
+    With several `precisions` (precision auto), the names of candidates and notes at a
+    precision other than fp32 end in "@precision" (`precision_name`); the per-question
+    choices are then those at the winner's precision, and "precision" says which
+    precision won with each one's best time. Raises RuntimeError when none works
+    (autotune.choose's message names each error).
     """
     notes = dict(notes)
     built: dict[str, DevicePass] = {}
@@ -83,7 +88,45 @@ def pick_pass(candidates: dict[str, Callable[[], DevicePass]], notes: dict[str, 
             f"{n} {why}" for n, why in notes.items()) + ")")
     overall = choose("device_pass", runs, repeats=repeats, sync=sync, notes=notes)
     winner = built[overall.picked]
-    return winner, {"device_pass": overall, **derived_choices(overall, built, winner)}
+    if len(precisions) < 2:
+        return winner, {"device_pass": overall, **derived_choices(overall, built, winner)}
+    return winner, {"device_pass": overall,
+                    **derived_choices(*_at_precision(overall, built, winner.precision),
+                                      winner),
+                    "precision": _precision_choice(overall, built, winner, precisions)}
+
+
+def precision_name(name: str, precision: str) -> str:
+    """A candidate's or note's name when several precisions are timed together."""
+    return name if precision == "fp32" else f"{name}@{precision}"
+
+
+def _split_precision(name: str) -> tuple[str, str]:
+    base, _, precision = name.partition("@")
+    return base, precision or "fp32"
+
+
+def _at_precision(overall: Choice, built: dict[str, DevicePass], precision: str):
+    """The device pass choice and candidates at one precision, under their own names."""
+    def keep(items):
+        return {_split_precision(n)[0]: v for n, v in items
+                if _split_precision(n)[1] == precision}
+
+    choice = Choice(overall.what, _split_precision(overall.picked)[0],
+                    keep(overall.times_ms.items()), keep(overall.notes.items()))
+    return choice, keep(built.items())
+
+
+def _precision_choice(overall: Choice, built: dict[str, DevicePass], winner: DevicePass,
+                      precisions: tuple[str, ...]) -> Choice:
+    """Which precision won: each one's fastest candidate, and why one had none."""
+    best: dict[str, float] = {}
+    for name, ms in overall.times_ms.items():
+        precision = built[name].precision
+        best[precision] = min(ms, best.get(precision, ms))
+    notes = {precision: "no candidate works at this precision here" for precision in precisions
+             if precision not in best and precision != winner.precision}
+    return Choice("precision", winner.precision, best, notes)
 
 
 def derived_choices(overall: Choice, built: dict[str, DevicePass],

@@ -121,7 +121,7 @@ class SegmentationEngine:
         self.cpu = cpu_caps.detect()
         if not self.on_cuda and config.precision == "bf16":
             self.cpu.require_bf16()
-        self.precisions = (config.precision,)
+        self.precisions = _precisions(config.precision, self.on_cuda, self.cpu)
         # the backends asked for, and why each registered one is not a candidate here
         asked, self._backend_notes = usable_backends(config)
         if config.threads is not None:
@@ -184,11 +184,18 @@ class SegmentationEngine:
         return self._outputs
 
     @property
+    def precision(self) -> str:
+        """The precision the current plan runs ("auto" before the first plan chose one)."""
+        if self._current is not None:
+            return self._current.device_pass.precision
+        return self.config.precision
+
+    @property
     def math_mode(self) -> str:
         """"tf32" when fp32 convolutions and matmuls may round to TF32 on CUDA, else the
         precision's own arithmetic ("fp32", "fp16", "bf16")."""
-        tf32 = self.on_cuda and self.config.tf32 and self.config.precision == "fp32"
-        return "tf32" if tf32 else self.config.precision
+        tf32 = self.on_cuda and self.config.tf32 and self.precision == "fp32"
+        return "tf32" if tf32 else self.precision
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -352,7 +359,8 @@ class SegmentationEngine:
         summary.update(
             network=self.network,
             device=str(self.device),
-            precision=self.config.precision,
+            precision=self.precision,
+            precision_asked=self.config.precision,
             math_mode=self.math_mode,
             outputs=list(self._outputs),
             upsample=self.config.upsample,
@@ -485,6 +493,16 @@ class SegmentationEngine:
         if plan is self._current:
             self._current = None
         plan.release()
+
+
+def _precisions(asked: str, on_cuda: bool, cpu) -> tuple[str, ...]:
+    """The precisions whose candidates are timed: the one asked for, or for auto fp32 and
+    the one this device runs natively (fp16 on CUDA, bf16 on a CPU with native bf16)."""
+    if asked != "auto":
+        return (asked,)
+    if on_cuda:
+        return ("fp32", "fp16")
+    return ("fp32", "bf16") if cpu.native_bf16 else ("fp32",)
 
 
 def _mark(clock, index: int, stream) -> None:

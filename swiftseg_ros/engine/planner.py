@@ -20,7 +20,7 @@ from swiftseg_ros.engine.autotune import choose
 from swiftseg_ros.engine.backends import BACKENDS
 from swiftseg_ros.engine.backends.base import PassSpec
 from swiftseg_ros.engine.buffers import BatchIO, FrameIO
-from swiftseg_ros.engine.choices import TIMING_REPEATS, DevicePass, pick_pass
+from swiftseg_ros.engine.choices import TIMING_REPEATS, DevicePass, pick_pass, precision_name
 from swiftseg_ros.engine.cuda_support import math_mode
 from swiftseg_ros.engine.plans import Plan, PlanKey
 from swiftseg_ros.engine.postprocess import BatchPostprocessor, Postprocessor
@@ -75,13 +75,17 @@ class Planner:
             if name not in self.backends:
                 notes[name] = self.backend_notes[name]
                 continue
-            for spec in specs.values():
+            for precision, spec in specs.items():
                 offered, why = self.backends[name].candidates(spec)
+                if len(specs) > 1:  # precision auto: names tell the precisions apart
+                    offered = {precision_name(n, precision): c for n, c in offered.items()}
+                    why = {precision_name(n, precision): w for n, w in why.items()}
                 candidates.update(offered)
                 notes.update(why)
         try:
             chosen, choices = self.launcher.pick(
-                lambda sync: pick_pass(candidates, notes, sync=sync))
+                lambda sync: pick_pass(candidates, notes, sync=sync,
+                                       precisions=tuple(specs)))
         except ConfigError:
             raise
         except RuntimeError as exc:

@@ -16,6 +16,7 @@ from swiftseg_ros.errors import ConfigError
 BACKENDS = {
     "torch": ("swiftseg_ros.engine.backends.torch", "TorchBackend"),
     "onnxruntime": ("swiftseg_ros.engine.backends.onnxruntime", "OnnxRuntimeBackend"),
+    "openvino": ("swiftseg_ros.engine.backends.openvino", "OpenVinoBackend"),
 }
 
 
