@@ -14,6 +14,7 @@ from pathlib import Path
 
 from swiftseg_ros.cli import write_json
 from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.files import write_text
 from swiftseg_ros.replay.bagio import OutputBag, open_bag
 from swiftseg_ros.replay.run import Replay, ReplayOptions, ReplayResult, check_topics
 from swiftseg_ros.replay.verdict import EXIT_VERDICT_FAILED, Thresholds, judge
@@ -21,6 +22,8 @@ from swiftseg_ros.replay.verdict import EXIT_VERDICT_FAILED, Thresholds, judge
 EXIT_DAMAGED = 3
 EXIT_FAILED_FRAMES = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+EXIT_NOTHING_PROCESSED = 1  # as a failed verdict: the run says nothing about the model
 BAG_DIR = "bag"
 # an A/B replay's outputs (swiftseg_ros.replay.compare): --force replaces them too
 COMPARISON_OUTPUTS = ("a", "b", "comparison.json", "comparison.md", "comparison.png",
@@ -170,7 +173,7 @@ def replay_bag(bag_path, out: Path, options: ReplayOptions, params, *, force: bo
     report["outputs"]["report_json"] = str(out / "report.json")
     report["outputs"]["report_md"] = str(out / "report.md")
     write_json(out / "report.json", report)
-    (out / "report.md").write_text(render_markdown(report))
+    write_text(out / "report.md", render_markdown(report))
     return report, result
 
 
@@ -192,7 +195,7 @@ def write_figures(out: Path, report: dict, result: ReplayResult) -> None:
         "confusion_png": bool(report["accuracy"]) and write_confusion_heatmap(
             out / "confusion.png", report["accuracy"]["confusion"]),
         "montage_png": write_montage(out / "montage.png", result.samples, result.class_names,
-                                     result.palette, result.worst),
+                                     result.palette, result.worst, result.doubtful),
     }
     for key, done in drawn.items():
         if done:
@@ -246,16 +249,25 @@ def exit_status(report: dict, prog: str, gate: bool = False) -> int:
     frames or (when `gate`) a failed verdict; else 0."""
     if report.get("interrupted"):
         frames = report["frames"]
-        print(f"{prog}: interrupted after {frames['read']} of {frames['expected']} frames; "
+        signal = report.get("interrupted_by") or "SIGINT"
+        print(f"{prog}: {'terminated' if signal == 'SIGTERM' else 'interrupted'} after "
+              f"{frames['read']} of {frames['expected']} frames; "
               f"partial bag in {report['outputs']['bag']}, report written "
               f"({report['outputs']['report_md']})", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if signal == "SIGTERM" else EXIT_INTERRUPTED
     if not report["complete"]:
         bag = report["bag"]
         print(f"{prog}: error: bag damaged after {bag['messages_read']} messages "
               f"({bag['damage']}); partial results written", file=sys.stderr)
         return EXIT_DAMAGED
-    failed = report["frames"]["failed"]
+    frames = report["frames"]
+    if not frames["processed"] and not frames["failed"]:
+        reasons = report["rejections"]
+        why = (f"all {frames['rejected']} rejected (first reason: {next(iter(reasons))})"
+               if reasons else f"{frames['read']} read")
+        print(f"{prog}: error: no frame was processed ({why})", file=sys.stderr)
+        return EXIT_NOTHING_PROCESSED
+    failed = frames["failed"]
     if failed:
         reason = next(iter(report["failures"]), "")
         print(f"{prog}: error: {failed} frames failed in the engine (first reason: {reason})",
