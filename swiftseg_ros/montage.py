@@ -57,7 +57,7 @@ def _text(canvas: np.ndarray, text: str, x: int, baseline: int, scale: float = 0
     cv2.putText(canvas, text, (x, baseline), FONT, scale, TEXT, 1, cv2.LINE_AA)
 
 
-def _legend(entries: Sequence[tuple[str, Sequence[int]]], width: int) -> np.ndarray:
+def legend_strip(entries: Sequence[tuple[str, Sequence[int]]], width: int) -> np.ndarray:
     """Colour swatches with class names, wrapped into lines of `width` pixels."""
     line_height, swatch = 20, 14
     placed, x, line = [], GAP, 0
@@ -116,7 +116,7 @@ def make_montage(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str] | N
             band[title_h:title_h + cell_h, x:x + cell_w] = _fit(image, cell_w, cell_h)
         parts.append(band)
     if legend:
-        parts.append(_legend(legend, width))
+        parts.append(legend_strip(legend, width))
     if confidence_scale:
         parts.append(_confidence_scale(width))
     montage = np.concatenate([np.full((GAP, width, 3), BACKGROUND, np.uint8), *parts])

@@ -24,7 +24,7 @@ from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.files import write_text
 from swiftseg_ros.metrics import IGNORE_INDEX
 from swiftseg_ros.montage import blend, colour_ids, make_montage
-from swiftseg_ros.replay.bagio import open_bag
+from swiftseg_ros.replay.footage import open_input
 from swiftseg_ros.replay.plots import write_comparison_chart
 from swiftseg_ros.replay.report import format_ms
 from swiftseg_ros.replay.run import ReplayResult, Sample, check_topics
@@ -93,7 +93,7 @@ def main_compare(args, bag_path: Path) -> int:
     thresholds = [thresholds_from(args, params) for _, params in configs]
     image_topic = require_image_topic(args, bag_path)
     label_topic = None if args.no_accuracy else args.label_topic
-    with open_bag(bag_path) as bag:
+    with open_input(bag_path, args.fps) as bag:
         check_topics(bag, image_topic, label_topic)
         if label_topic is not None:
             check_ground_truth(bag, bag_path, label_topic, [p for _, p in configs],
@@ -105,7 +105,7 @@ def main_compare(args, bag_path: Path) -> int:
         print(f"{label}:")
         report, result = replay_bag(bag_path, out / key, replay_options(args, params, image_topic),
                                     params, out_storage=args.out_storage, thresholds=limits,
-                                    checked=True)
+                                    checked=True, fps=args.fps, write_bag=args.write_bag)
         for line in summary_lines(report):
             print(f"  {line}")
         if report["interrupted"]:

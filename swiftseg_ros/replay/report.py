@@ -94,18 +94,19 @@ def build_report(result: ReplayResult, *, bag: dict, engine: dict, outputs: dict
 
 
 def _delivered_fps(result: ReplayResult) -> float | None:
-    """Realtime mode only: frames published per second of bag time, from the first image's
-    arrival to the last publish (what a subscriber gets, unlike the processing rate). The
-    worker is busy for at most that span, so this never exceeds the processing rate.
-    `all` mode has no camera clock: no delivered rate (None)."""
+    """Realtime mode only: frames published per second of bag time, (n - 1) frame
+    intervals over the span from the first image's arrival to the last publish (what a
+    subscriber gets, unlike the processing rate). The n-th publish comes after n
+    processing times and after the n-th processed frame arrived, so this exceeds neither
+    the processing rate nor the camera rate. `all` mode has no camera clock: None."""
     if result.options.mode != "realtime":
         return None
     processed = [r for r in result.records if r.outcome == "processed" and r.finish is not None]
     arrivals = [r.arrival for r in result.records if r.stamp_ns is not None]
-    if not processed or not arrivals:
+    if len(processed) < 2 or not arrivals:
         return None
     span = max(max(r.finish for r in processed), max(arrivals)) - min(arrivals)
-    return len(processed) / span if span > 0 else None
+    return (len(processed) - 1) / span if span > 0 else None
 
 
 def _class_shares(result: ReplayResult) -> list[dict]:
