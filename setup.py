@@ -49,7 +49,7 @@ setup(
         "numpy>=1.21",
         "PyYAML>=5.4",
         "opencv-python-headless>=4.5,<5",
-        # the compiled class selection along edges (engine/edge_kernel.py); without it
+        # the compiled class selection along edges (engine/kernels/edge_kernel.py); without it
         # the engine keeps the torch version
         "numba>=0.59",
     ],

@@ -196,7 +196,7 @@ def models(argv=None) -> int:
 
 
 def bench(argv=None) -> int:
-    return _run("swiftseg_ros.engine.bench", argv)
+    return _run("swiftseg_ros.bench.cli", argv)
 
 
 def replay(argv=None) -> int:

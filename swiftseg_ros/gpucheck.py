@@ -74,7 +74,7 @@ def ort_steps(env: dict, iters: int) -> tuple[list[tuple[str, list[str], int]], 
     if not gpu_providers:
         return [], (f"onnxruntime {env.get('onnxruntime')} has no CUDA/TensorRT provider "
                     f"here ({env.get('onnxruntime_providers')}); not run")
-    # the ONNX Runtime backend runs fp32 graphs (ort_backend.why_onnxruntime_unusable)
+    # the ONNX Runtime backend runs fp32 graphs (engine/backends/onnxruntime.py, why_unusable)
     return [("onnxruntime", ["--networks", "swiftnet_rn18,fastscnn", "--sizes", TARGET_SIZE,
                              "--precision", "fp32", "--outputs", "label", "--no-naive",
                              "--backend", "onnxruntime", "--device", "cuda", "--iters",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from swiftseg_ros import cli
-from swiftseg_ros.engine import bench as bench_module
+from swiftseg_ros.bench import cli as bench_module
 from swiftseg_ros.engine import cpu_caps
 
 ROW_KEYS = {"network", "size", "device", "precision", "outputs", "engine_ms", "bare_ms",
@@ -131,7 +131,7 @@ def test_bench_rejects_a_pipelined_burst_of_one(capsys):
 
 
 def test_runners_are_timed_from_outside_including_the_sync():
-    from swiftseg_ros.engine.runners import timed
+    from swiftseg_ros.bench.runners import timed
 
     ticks = iter([10.0, 10.004])
     calls = []

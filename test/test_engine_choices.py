@@ -6,7 +6,7 @@ import torch
 
 from swiftseg_ros.engine import EngineConfig, SegmentationEngine
 from swiftseg_ros.engine.choices import DevicePass, pick_pass
-from swiftseg_ros.engine.cpu_kernels import onednn_available
+from swiftseg_ros.engine.kernels.cpu_kernels import onednn_available
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.ros.diagnostics import build_status
 from swiftseg_ros.ros.frames import FrameCounters

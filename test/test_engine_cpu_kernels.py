@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from swiftseg_ros.engine.cpu_kernels import (
+from swiftseg_ros.engine.kernels.cpu_kernels import (
     OneDnnConv2d,
     onednn_available,
     use_onednn_convolutions,

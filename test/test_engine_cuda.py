@@ -16,7 +16,7 @@ import torch
 from swiftseg_ros import cli
 from swiftseg_ros.checkpoint import make_meta, save_checkpoint
 from swiftseg_ros.engine import EngineConfig, FrameError, SegmentationEngine
-from swiftseg_ros.engine import engine as engine_module
+from swiftseg_ros.engine import launchers as engine_module
 from swiftseg_ros.engine.cuda_support import bf16_refusal
 from swiftseg_ros.engine.timing import DEVICE_STAGES, STAGES, CudaStageClock
 from swiftseg_ros.nets import NETWORKS, build_model

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from swiftseg_ros.engine import EngineConfig, SegmentationEngine
-from swiftseg_ros.engine.edge_labels import EdgeLabels, applies, edge_kernels
+from swiftseg_ros.engine.kernels.edge_labels import EdgeLabels, applies, edge_kernels
 from swiftseg_ros.engine.palette import CpuColorLookup
 from swiftseg_ros.nets import NETWORKS, build_model
 from swiftseg_ros.synthetic.frames import generate_frame
@@ -112,7 +112,7 @@ def test_kernels_offered_say_why_one_is_left_out(monkeypatch):
     logits = torch.randn(1, 3, 4, 4)
     kernels, notes = edge_kernels(logits.half(), (16, 16))
     assert set(kernels) == {"torch"} and "fp32 or bf16 logits only" in notes["compiled"]
-    monkeypatch.setitem(sys.modules, "swiftseg_ros.engine.edge_kernel", None)  # no numba
+    monkeypatch.setitem(sys.modules, "swiftseg_ros.engine.kernels.edge_kernel", None)  # no numba
     kernels, notes = edge_kernels(logits, (16, 16))
     assert set(kernels) == {"torch"} and "pip install numba" in notes["compiled"]
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from swiftseg_ros.engine import STAGES, EngineConfig, SegmentationEngine, cpu_caps, ort_backend
+from swiftseg_ros.engine import STAGES, EngineConfig, SegmentationEngine, cpu_caps, graph_cache
+from swiftseg_ros.engine.backends import onnxruntime as ort_backend
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.synthetic.frames import generate_frame
 
@@ -82,10 +83,10 @@ def test_a_cached_graph_is_reused_without_exporting(monkeypatch):
     def no_export(*args):
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(ort_backend, "_export", no_export)
+    monkeypatch.setattr(graph_cache, "_export", no_export)
     seg = engine()
     seg.prepare(HEIGHT, WIDTH, "rgb8")
-    folder = ort_backend.cache_folder()
+    folder = graph_cache.cache_folder()
     assert any(p.name.startswith(f"fastscnn_{WIDTH}x{HEIGHT}_") for p in folder.glob("*.onnx"))
     assert not list(folder.glob("*.tmp"))
     seg.release()
@@ -108,10 +109,10 @@ def test_full_disk_leaves_no_temporary_file(tmp_path, monkeypatch):
     def full(source, target):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ort_backend.os, "replace", full)
+    monkeypatch.setattr(graph_cache.os, "replace", full)
     # the graph is written and then moved into place, where the disk is full: what was
     # exported does not matter, so an empty graph stands for it (an export takes seconds)
-    monkeypatch.setattr(ort_backend, "_export", lambda *args: onnx.ModelProto())
+    monkeypatch.setattr(graph_cache, "_export", lambda *args: onnx.ModelProto())
     seg = engine(cache_dir=tmp_path, inference_size=(64, 32))
     with pytest.raises(ConfigError, match="No space left"):
         seg.prepare(32, 64, "rgb8")

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from swiftseg_ros.engine import EngineConfig, SegmentationEngine
-from swiftseg_ros.engine import engine as engine_module
 from swiftseg_ros.engine.autotune import Choice
-from swiftseg_ros.engine.cpu_kernels import OneDnnConv2d
-from swiftseg_ros.engine.winograd import (
+from swiftseg_ros.engine.backends import onnxruntime as engine_module
+from swiftseg_ros.engine.kernels.cpu_kernels import OneDnnConv2d
+from swiftseg_ros.engine.kernels.winograd import (
     WinogradConv3x3,
     count_eligible,
     eligible,
@@ -156,7 +156,7 @@ def test_plans_share_one_choice_and_one_set_of_filters(monkeypatch, onnxruntime_
     seg.infer(FRAME, "rgb8")
     assert len(seg._plans) == 2
     assert timed.count("conv_3x3") == 2  # layer by layer, then the passes: once
-    assert len(seg._winograd_filters._built) == 6  # RN18's six wide 3x3 convolutions
+    assert len(seg._backends["onnxruntime"].winograd_filters._built) == 6  # RN18's six wide 3x3 convolutions
 
 
 def _choice_after_one_frame(engine):

@@ -12,7 +12,7 @@ from torch import nn
 from swiftseg_ros.engine import EngineConfig, SegmentationEngine
 from swiftseg_ros.engine import choices as choices_module
 from swiftseg_ros.engine.autotune import Choice
-from swiftseg_ros.engine.cpu_kernels import OneDnnConv2d, onednn_available
+from swiftseg_ros.engine.kernels.cpu_kernels import OneDnnConv2d, onednn_available
 from swiftseg_ros.synthetic.frames import generate_frame
 
 pytestmark = [pytest.mark.skipif(
@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.skipif(
     reason="numba is not installed (the compiled Winograd transforms need it)")]
 
 if importlib.util.find_spec("numba") is not None:
-    from swiftseg_ros.engine import winograd_kernel
-    from swiftseg_ros.engine.winograd_kernel import (
+    from swiftseg_ros.engine.kernels import winograd_kernel
+    from swiftseg_ros.engine.kernels.winograd_kernel import (
         CompiledWinogradConv3x3,
         Workspace,
         compiled_copy,
@@ -275,7 +275,7 @@ def test_slower_layers_build_no_twin_and_say_so(monkeypatch):
 
 
 def test_without_numba_the_note_says_what_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "swiftseg_ros.engine.winograd_kernel", None)
+    monkeypatch.setitem(sys.modules, "swiftseg_ros.engine.kernels.winograd_kernel", None)
     seg = _rn18()
     seg.infer(generate_frame(4, 0, 64, 64)[0], "rgb8")
     note = seg.stats()["choices"]["conv_3x3"]["notes"]["winograd"]

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from swiftseg_ros import gpucheck
+from swiftseg_ros.bench.cli import build_parser
 from swiftseg_ros.engine import EngineConfig
-from swiftseg_ros.engine.bench import build_parser
-from swiftseg_ros.engine.ort_backend import why_onnxruntime_unusable
+from swiftseg_ros.engine.backends.onnxruntime import why_unusable
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU, run `make gpu-check` itself")
@@ -70,7 +70,7 @@ def test_onnxruntime_step_asks_for_what_the_backend_runs():
     _, args, _ = step
     precision = args[args.index("--precision") + 1]
     assert "CUDAExecutionProvider" in note
-    assert why_onnxruntime_unusable(EngineConfig(network="fastscnn", backend="onnxruntime",
+    assert why_unusable(EngineConfig(network="fastscnn", backend="onnxruntime",
                                                  precision=precision)) is None
 
 

@@ -57,7 +57,7 @@ def test_disabled_progress_prints_nothing():
     ("swiftseg_ros.trainer.train", ["--out", "o"]),
     ("swiftseg_ros.trainer.evaluate", ["--data", "d"]),
     ("swiftseg_ros.synthetic.frames", ["--out", "o"]),
-    ("swiftseg_ros.engine.bench", []),
+    ("swiftseg_ros.bench.cli", []),
     ("swiftseg_ros.nets.summary", []),
 ])
 def test_every_long_running_tool_takes_quiet(module, argv):

@@ -51,3 +51,31 @@ class FrameIO:
         if self.on_cuda:
             for name, device_tensor in self.device_outputs.items():
                 self.host_outputs[name].copy_(device_tensor, non_blocking=True)
+
+
+class BatchIO:
+    """The buffers of a batch of frames of one size: one FrameIO per frame, with
+    FrameIO's interface over all of them (`arrays` is a list, one dict per frame)."""
+
+    def __init__(self, batch: int, height: int, width: int, device: torch.device):
+        self.frames = [FrameIO(height, width, device) for _ in range(batch)]
+        self.device_rgbs = [frame.device_rgb for frame in self.frames]
+        self.arrays: list[dict[str, np.ndarray]] = []
+
+    def set_outputs(self, device_outputs: list[dict[str, torch.Tensor]]) -> None:
+        for frame, outputs in zip(self.frames, device_outputs, strict=True):
+            frame.set_outputs(outputs)
+        self.arrays = [frame.arrays for frame in self.frames]
+
+    def copy_frames(self, frames) -> None:
+        """Host copy of each (frame, pixel format) into its frame's RGB buffer."""
+        for io, (frame, pixel_format) in zip(self.frames, frames, strict=True):
+            io.copy_frame(frame, pixel_format)
+
+    def upload(self) -> None:
+        for frame in self.frames:
+            frame.upload()
+
+    def download(self) -> None:
+        for frame in self.frames:
+            frame.download()

@@ -2,9 +2,10 @@
 
 A candidate is a whole pass (pre-processing, forward, post-processing) with its own
 buffers, because the memory format of the network input and of the logits is part of
-what is chosen. On the CPU the torch candidates are the (conv route, memory format)
-pairs of cpu_kernels.py; the ONNX Runtime session is one more candidate when the
-backend is auto (or the only one when it is onnxruntime). `autotune.choose` runs each
+what is chosen. Each backend offers its candidates (backends/): on the CPU the torch
+candidates are the (conv route, memory format) pairs of kernels/cpu_kernels.py; the ONNX
+Runtime session is one more candidate when the backend is auto (or the only one when it
+is onnxruntime). `autotune.choose` runs each
 once untimed (dropping any that raise, with the error noted), then times them
 interleaved, and the fastest is kept; the others are freed.
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from swiftseg_ros.engine.autotune import Choice, choose, failure_note
+from swiftseg_ros.engine.backends import BACKENDS
 from swiftseg_ros.errors import ConfigError
 
 TORCH = "torch"
@@ -48,7 +50,8 @@ class DevicePass:
     model: torch.nn.Module | None = None
     route: str | None = None
     memory_format: str | None = None
-    conv_3x3: str = "direct"  # or "winograd" (winograd.py, winograd_kernel.py)
+    conv_3x3: str = "direct"  # or "winograd" (kernels/winograd.py, winograd_kernel.py)
+    precision: str = "fp32"
     # the logits of its first forward, which shaped `post`: the edge selection's timing
     # runs on them (engine.py), then they are dropped
     first_logits: torch.Tensor | None = None
@@ -58,10 +61,15 @@ class DevicePass:
 
 
 def pick_pass(candidates: dict[str, Callable[[], DevicePass]], notes: dict[str, str],
-              repeats: int = TIMING_REPEATS, sync=None) -> tuple[DevicePass, dict[str, Choice]]:
+              repeats: int = TIMING_REPEATS, sync=None,
+              precisions: tuple[str, ...] = ()) -> tuple[DevicePass, dict[str, Choice]]:
     """Build every candidate (one that fails to build is noted), time them, keep the fastest.
 
-    Raises RuntimeError when none works (autotune.choose's message names each error).
+    With several `precisions` (precision auto), the names of candidates and notes at a
+    precision other than fp32 end in "@precision" (`precision_name`); the per-question
+    choices are then those at the winner's precision, and "precision" says which
+    precision won with each one's best time. Raises RuntimeError when none works
+    (autotune.choose's message names each error).
     """
     notes = dict(notes)
     built: dict[str, DevicePass] = {}
@@ -80,7 +88,45 @@ def pick_pass(candidates: dict[str, Callable[[], DevicePass]], notes: dict[str, 
             f"{n} {why}" for n, why in notes.items()) + ")")
     overall = choose("device_pass", runs, repeats=repeats, sync=sync, notes=notes)
     winner = built[overall.picked]
-    return winner, {"device_pass": overall, **derived_choices(overall, built, winner)}
+    if len(precisions) < 2:
+        return winner, {"device_pass": overall, **derived_choices(overall, built, winner)}
+    return winner, {"device_pass": overall,
+                    **derived_choices(*_at_precision(overall, built, winner.precision),
+                                      winner),
+                    "precision": _precision_choice(overall, built, winner, precisions)}
+
+
+def precision_name(name: str, precision: str) -> str:
+    """A candidate's or note's name when several precisions are timed together."""
+    return name if precision == "fp32" else f"{name}@{precision}"
+
+
+def _split_precision(name: str) -> tuple[str, str]:
+    base, _, precision = name.partition("@")
+    return base, precision or "fp32"
+
+
+def _at_precision(overall: Choice, built: dict[str, DevicePass], precision: str):
+    """The device pass choice and candidates at one precision, under their own names."""
+    def keep(items):
+        return {_split_precision(n)[0]: v for n, v in items
+                if _split_precision(n)[1] == precision}
+
+    choice = Choice(overall.what, _split_precision(overall.picked)[0],
+                    keep(overall.times_ms.items()), keep(overall.notes.items()))
+    return choice, keep(built.items())
+
+
+def _precision_choice(overall: Choice, built: dict[str, DevicePass], winner: DevicePass,
+                      precisions: tuple[str, ...]) -> Choice:
+    """Which precision won: each one's fastest candidate, and why one had none."""
+    best: dict[str, float] = {}
+    for name, ms in overall.times_ms.items():
+        precision = built[name].precision
+        best[precision] = min(ms, best.get(precision, ms))
+    notes = {precision: "no candidate works at this precision here" for precision in precisions
+             if precision not in best and precision != winner.precision}
+    return Choice("precision", winner.precision, best, notes)
 
 
 def derived_choices(overall: Choice, built: dict[str, DevicePass],
@@ -97,7 +143,7 @@ def derived_choices(overall: Choice, built: dict[str, DevicePass],
 
     torch_names = [n for n, c in built.items() if c.backend == TORCH and n in times]
     backend_times, backend_notes = {}, {}
-    for backend in (TORCH, ONNXRUNTIME):
+    for backend in BACKENDS:
         fastest = best([n for n, c in built.items() if c.backend == backend])
         if fastest is not None:
             backend_times[backend] = times[fastest]
@@ -139,4 +185,6 @@ def derived_choices(overall: Choice, built: dict[str, DevicePass],
 
 
 def _backend_of(name: str) -> str:
-    return ONNXRUNTIME if name == ONNXRUNTIME else TORCH
+    """The backend a candidate's or note's name belongs to: another backend's own name,
+    else torch's ("onednn/channels_last", "*/channels_last", "winograd")."""
+    return name if name in BACKENDS else TORCH

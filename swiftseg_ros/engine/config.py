@@ -14,10 +14,10 @@ from pathlib import Path
 from swiftseg_ros.errors import ConfigError
 
 OUTPUTS = ("label", "color", "confidence", "overlay")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 UPSAMPLE_MODES = ("logits", "labels")
 OUTPUT_SIZES = ("input", "network")
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 # Input normalization on 0-255 RGB for random-weight builds: the Cityscapes statistics
 # SwiftNet uses (REFERENCE_NOTES), the same defaults as swiftseg_ros.checkpoint.make_meta.
 DEFAULT_MEAN = (73.15, 82.90, 72.3)
@@ -39,12 +39,13 @@ class EngineConfig:
     size rounded to multiples of the network's size divisor (aspect by resizing, never
     by cropping). `output_size="network"` gives outputs at the inference size.
     `backend`: "torch", "onnxruntime" (fp32; the graph is exported and cached in
-    `cache_dir`, see engine/ort_backend.py) or "auto" (both timed at prepare, the
-    faster kept). `channels_last` and `onednn_convs` say which candidates may be timed
+    `cache_dir`, see engine/graph_cache.py), "openvino" (the same graph, fp32 or bf16) or
+    "auto" (every installed one timed at prepare, the fastest kept). `channels_last` and
+    `onednn_convs` say which candidates may be timed
     on the CPU: channels_last besides contiguous, every convolution through oneDNN
-    besides PyTorch's per-call kernel choice (engine/cpu_kernels.py); the faster
+    besides PyTorch's per-call kernel choice (engine/kernels/cpu_kernels.py); the faster
     working one is kept. `winograd` (CPU, fp32): the chosen pass is timed once more
-    with its wide 3x3 convolutions as Winograd F(4x4, 3x3) (engine/winograd.py), and
+    with its wide 3x3 convolutions as Winograd F(4x4, 3x3) (engine/kernels/winograd.py), and
     kept that way if faster.
     `warmup_iters` eager passes run per new input size; `stats_window` recent frames
     feed the percentiles of `stats()`. `tf32` (CUDA, fp32 only) lets cuDNN and cuBLAS
@@ -53,6 +54,12 @@ class EngineConfig:
     (buffers and CUDA graph per input size, outputs and overlay alpha) are kept, so a
     camera or subscriber change back to an earlier setting costs no re-plan; at least 2,
     since the pipelined mode alternates two plans.
+    `precision="auto"`: the precisions the device runs natively (fp16 on CUDA, bf16 on a
+    CPU with native bf16) are candidates beside fp32, and the fastest measured pass is
+    kept. `openvino_device` is the OpenVINO device of backend openvino ("CPU", "GPU",
+    "NPU", as OpenVINO names them; engine/backends/openvino.py). What a prepare measured
+    is cached on disk under a key of everything that can change it
+    (engine/choice_cache.py); `retune` measures afresh (and stores the new answer).
     """
 
     network: str | None = None
@@ -80,6 +87,8 @@ class EngineConfig:
     stats_window: int = 1000
     tf32: bool = False
     plan_cache: int = 4
+    openvino_device: str = "CPU"
+    retune: bool = False
 
     def __post_init__(self) -> None:
         if self.network is None and self.weights is None:
@@ -122,6 +131,12 @@ class EngineConfig:
             raise ConfigError(f"onednn_convs: {self.onednn_convs!r}, expected true or false")
         if not isinstance(self.winograd, bool):
             raise ConfigError(f"winograd: {self.winograd!r}, expected true or false")
+        if not isinstance(self.retune, bool):
+            raise ConfigError(f"retune: {self.retune!r}, expected true or false")
+        if not isinstance(self.openvino_device, str) or not self.openvino_device.strip():
+            raise ConfigError(f"openvino_device: {self.openvino_device!r}, expected an "
+                              f"OpenVINO device name such as CPU, GPU or NPU")
+        self.openvino_device = self.openvino_device.strip()
         if not isinstance(self.tf32, bool):
             raise ConfigError(f"tf32: {self.tf32!r}, expected true or false")
         if isinstance(self.plan_cache, bool) or not isinstance(self.plan_cache, int) \

@@ -12,7 +12,9 @@ one stream, one after another, and no graph output lives in the pool (every outp
 a buffer allocated before the capture).
 
 `PlanKey.slot` tells apart the two plans of the same input that the pipelined mode
-alternates between (engine.infer_pipelined); plain `infer` uses slot 0.
+alternates between (engine.infer_pipelined); plain `infer` uses slot 0. `PlanKey.batch`
+is the number of frames one forward pass takes (engine.infer_batch; 1 for `infer`): a
+batch has buffers, and on CUDA a graph, of its own.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class PlanKey:
     outputs: tuple[str, ...]
     overlay_alpha: float | None  # None when no overlay is computed
     slot: int = 0
+    batch: int = 1  # frames per forward pass (engine.infer_batch)
 
 
 @dataclass

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from swiftseg_ros.engine.edge_labels import applies as edges_apply
-from swiftseg_ros.engine.edge_labels import edge_kernels
+from swiftseg_ros.engine.kernels.edge_labels import applies as edges_apply
+from swiftseg_ros.engine.kernels.edge_labels import edge_kernels
 from swiftseg_ros.engine.palette import CpuColorLookup
 
 aten = torch.ops.aten
@@ -241,3 +241,22 @@ class Postprocessor:
         torch.addcmul(self._overlay_offset, rows, self._overlay_scale, out=rows)
         rows.add_(color.view(height, width * 3), alpha=self.alpha).clamp_(0.0, 255.0)
         overlay.view(height, width * 3).copy_(rows)
+
+
+class BatchPostprocessor:
+    """A batch's post-processing: one Postprocessor per frame, each on its frame's slice
+    of the batch's logits; `outputs` is a list of each frame's output buffers."""
+
+    def __init__(self, frames: list[Postprocessor]):
+        self.frames = frames
+        self.outputs = [frame.outputs for frame in frames]
+        self.edge_kernels = frames[0].edge_kernels
+        self.edge_notes = frames[0].edge_notes
+
+    def use_edge_kernel(self, name: str) -> None:
+        for frame in self.frames:
+            frame.use_edge_kernel(name)
+
+    def run(self, logits: torch.Tensor) -> None:
+        for index, frame in enumerate(self.frames):
+            frame.run(logits[index:index + 1])

@@ -44,12 +44,14 @@ class Preprocessor:
     """Writes `network_input` from the device RGB frame buffer `device_rgb` (H, W, 3)."""
 
     def __init__(self, device_rgb: torch.Tensor, inference_hw: tuple[int, int], mean, std,
-                 dtype, channels_last: bool):
+                 dtype, channels_last: bool, network_input: torch.Tensor | None = None):
         height, width, _ = device_rgb.shape
         device = device_rgb.device
         self.inference_hw = tuple(inference_hw)
         self.resize = (height, width) != self.inference_hw
-        self.network_input = empty_image(*self.inference_hw, dtype, device, channels_last)
+        # `network_input` given: a (1, 3, H, W) slice of a batch's input to write into
+        self.network_input = (network_input if network_input is not None else
+                              empty_image(*self.inference_hw, dtype, device, channels_last))
         self.planes = self.cpu_planes = None
         if not self.resize and not channels_last and device.type == "cpu" \
                 and dtype == torch.float32:
@@ -90,6 +92,28 @@ class Preprocessor:
                                          None, None, out=self.network_input)
         elif self.normalized is not self.network_input:
             self.network_input.copy_(self.normalized)  # channels_last off: to NCHW
+        return self.network_input
+
+
+class BatchPreprocessor:
+    """Writes a batch's `network_input` (N, 3, H, W): each frame's Preprocessor writes its
+    own slice, so the forward pass reads one tensor."""
+
+    def __init__(self, device_rgbs: list[torch.Tensor], inference_hw: tuple[int, int], mean,
+                 std, dtype, channels_last: bool):
+        self.inference_hw = tuple(inference_hw)
+        self.network_input = torch.empty((len(device_rgbs), 3, *self.inference_hw),
+                                         dtype=dtype, device=device_rgbs[0].device)
+        if channels_last:
+            self.network_input = self.network_input.contiguous(
+                memory_format=torch.channels_last)
+        self.frames = [Preprocessor(rgb, inference_hw, mean, std, dtype, channels_last,
+                                    network_input=self.network_input[i:i + 1])
+                       for i, rgb in enumerate(device_rgbs)]
+
+    def run(self) -> torch.Tensor:
+        for frame in self.frames:
+            frame.run()
         return self.network_input
 
 

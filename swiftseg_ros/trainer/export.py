@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,12 +37,22 @@ from torch import nn
 from swiftseg_ros.checkpoint import load_checkpoint, load_model
 from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
 from swiftseg_ros.engine.config import parse_size
-from swiftseg_ros.errors import CheckpointError, ConfigError, SwiftsegError
+from swiftseg_ros.errors import CheckpointError, ConfigError
 from swiftseg_ros.nets.base import round_up_to_multiple
+from swiftseg_ros.onnx_graph import (
+    INPUT_NAME,
+    NATIVE_OPSET,
+    OUTPUT_NAME,
+    ExportError,
+    not_dynamic_message,
+    opset_of,
+    require_onnx,
+    shape_of,
+    trace_to_onnx,
+)
 from swiftseg_ros.paths import resolve_weights
 
 DEFAULT_SIZE = (1024, 512)
-NATIVE_OPSET = 18
 # opset 17 is what TensorRT 8.5 and 8.6 read; below it the graph needs ops
 # (ReduceMean with axes as an input, ...) that older opsets spell differently
 MIN_OPSET = 17
@@ -57,12 +65,6 @@ MIN_LABEL_AGREEMENT = 0.999
 MAX_RELATIVE_LOGIT_DIFF = {"fp32": 1e-3, "fp16": 3e-2}
 METADATA_FORMAT = "swiftseg-onnx"
 METADATA_VERSION = 1
-INPUT_NAME = "image"
-OUTPUT_NAME = "logits"
-
-
-class ExportError(SwiftsegError, RuntimeError):
-    """The network could not be written to ONNX as asked, or the written file is wrong."""
 
 
 class ExportGraph(nn.Module):
@@ -175,7 +177,7 @@ def export_onnx(weights, onnx_path, *, size=DEFAULT_SIZE, dynamic: bool = False,
     Raises ConfigError for arguments that cannot work, ExportError when the exporter
     fails or the verification finds the file disagreeing with PyTorch.
     """
-    onnx = _require_onnx()
+    onnx = require_onnx()
     if verify:
         _require_onnxruntime()
     weights = resolve_weights(weights)
@@ -201,16 +203,16 @@ def export_onnx(weights, onnx_path, *, size=DEFAULT_SIZE, dynamic: bool = False,
     if dynamic:
         grids = adaptive_pooling_grids(graph, example)
         if grids:
-            raise ExportError(_not_dynamic(
+            raise ExportError(not_dynamic_message(
                 meta["network"], f"it pools to grids of {', '.join(f'{h}x{w}' for h, w in grids)} "
                 f"cells at {width}x{height}"))
-    proto = _trace_to_onnx(graph, example, meta["network"], dynamic=dynamic, divisor=divisor,
+    proto = trace_to_onnx(graph, example, meta["network"], dynamic=dynamic, divisor=divisor,
                            spatial_axes=(1, 2) if include_preprocess else (2, 3),
                            opset=max(opset, NATIVE_OPSET))
     if opset < NATIVE_OPSET:
         proto = _convert_opset(proto, opset)
-    if _opset_of(proto) != opset:
-        raise ExportError(f"opset {opset}: the exporter wrote opset {_opset_of(proto)}; "
+    if opset_of(proto) != opset:
+        raise ExportError(f"opset {opset}: the exporter wrote opset {opset_of(proto)}; "
                           f"use --opset {NATIVE_OPSET}")
     proto.producer_name = "swiftseg_ros"
     proto.doc_string = (f"{meta['network']} semantic segmentation, {meta['num_classes']} "
@@ -228,10 +230,10 @@ def export_onnx(weights, onnx_path, *, size=DEFAULT_SIZE, dynamic: bool = False,
         "onnx": str(onnx_path),
         "weights": str(weights),
         "network": meta["network"],
-        "opset": _opset_of(proto),
+        "opset": opset_of(proto),
         "input": {"name": INPUT_NAME, "dtype": "uint8" if include_preprocess else "float32",
-                  "shape": _shape_of(proto.graph.input[0])},
-        "output": {"name": OUTPUT_NAME, "shape": _shape_of(proto.graph.output[0])},
+                  "shape": shape_of(proto.graph.input[0])},
+        "output": {"name": OUTPUT_NAME, "shape": shape_of(proto.graph.output[0])},
         "fp16": fp16,
         "dynamic": dynamic,
         "bytes": onnx_path.stat().st_size,
@@ -332,48 +334,6 @@ def verify_onnx(onnx_path, weights, *, sizes=(DEFAULT_SIZE,), frames: int = 3,
                         reference="PyTorch engine (labels) and model (logits), fp32 CPU")
 
 
-def _trace_to_onnx(graph: nn.Module, example: torch.Tensor, network: str, *, dynamic: bool,
-                   divisor: int, spatial_axes: tuple[int, int], opset: int):
-    dynamic_shapes = None
-    if dynamic:
-        dim = torch.export.Dim
-        dynamic_shapes = {"image": {spatial_axes[0]: dim("height", min=divisor, max=8192),
-                                    spatial_axes[1]: dim("width", min=divisor, max=8192)}}
-    # the exporter reports its progress and missing optional torchvision ops on the
-    # logging/warnings channels; the CLI prints its own summary instead
-    registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registration_log.level
-    registration_log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                graph, (example,), dynamo=True, verbose=False, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_shapes=dynamic_shapes,
-                opset_version=opset)
-    except Exception as exc:
-        if not dynamic:
-            raise
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ExportError(_not_dynamic(network, reason)) from exc
-    finally:
-        registration_log.setLevel(level)
-    proto = program.model_proto
-    shape = _shape_of(proto.graph.input[0])
-    if dynamic and not all(isinstance(shape[axis], str) for axis in spatial_axes):
-        # the exporter may specialize the "dynamic" sides to the traced size instead of failing
-        raise ExportError(_not_dynamic(network, f"the exporter fixed the input to {shape}"))
-    return proto
-
-
-def _not_dynamic(network: str, reason: str) -> str:
-    return (f"--dynamic: {network} could not be exported with a variable height and width "
-            f"({reason}). Its adaptive average pooling (SPP / pyramid pooling) pools to grids "
-            f"that depend on the input size, which the exporter can only write for a fixed "
-            f"size: export one file per camera size with --size WxH (swiftnet_rn18_pyramid "
-            f"has no such pooling and exports with --dynamic)")
-
-
 def _convert_opset(proto, opset: int):
     """Down-convert with ONNX's version converter, dropping attributes that the target
     opset does not know where they hold the default (the converter leaves e.g.
@@ -381,7 +341,7 @@ def _convert_opset(proto, opset: int):
     from onnx import defs, helper, version_converter
 
     converted = version_converter.convert_version(proto, opset)
-    if _opset_of(converted) != opset:
+    if opset_of(converted) != opset:
         raise ExportError(f"opset {opset}: ONNX's version converter could not convert the "
                           f"graph from opset {NATIVE_OPSET}; use --opset {NATIVE_OPSET}")
     for node in converted.graph.node:
@@ -401,25 +361,6 @@ def _convert_opset(proto, opset: int):
                     f"opset {opset} cannot express; use --opset {NATIVE_OPSET}")
             node.attribute.remove(attribute)
     return converted
-
-
-def _opset_of(proto) -> int:
-    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def _shape_of(value_info) -> list:
-    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
-
-
-def _require_onnx():
-    try:
-        import onnx
-        import onnxscript  # noqa: F401  (the torch.export-based exporter needs it)
-    except ImportError as exc:
-        raise ConfigError(
-            f"ONNX export needs the optional packages onnx and onnxscript ({exc}); install "
-            f"them with `pip install onnx onnxscript` (or `pip install .[onnx]`)") from exc
-    return onnx
 
 
 def _require_onnxruntime():

@@ -31,7 +31,13 @@ from numba import njit
 from torch import nn
 
 from swiftseg_ros.engine.autotune import choose
-from swiftseg_ros.engine.winograd import _FILTER, TILE, WinogradCache, eligible, layer_inputs
+from swiftseg_ros.engine.kernels.winograd import (
+    _FILTER,
+    TILE,
+    WinogradCache,
+    eligible,
+    layer_inputs,
+)
 
 # where it is offered: both channel counts at least this (below, the transforms' passes
 # over memory outweigh the saved arithmetic on every CPU measured)

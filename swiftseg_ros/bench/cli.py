@@ -22,7 +22,7 @@ and their ratios stay meaningful on a busy machine:
   `logits.max(1)`, `.byte().cpu()`.
 
 Every runner is timed from outside by the same host clock and device synchronization
-(engine/runners.py). Device memory is measured per engine in steady state, before the
+(bench/runners.py). Device memory is measured per engine in steady state, before the
 timed run (`peak_mem_mb`, `reserved_mem_mb`).
 
 The defaults are the node's: outputs label and color, bilinear logits upsampling,
@@ -39,11 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
-from swiftseg_ros.engine import cpu_caps
-from swiftseg_ros.engine.config import BACKENDS, OUTPUTS, PRECISIONS, EngineConfig, parse_size
-from swiftseg_ros.engine.engine import SegmentationEngine
-from swiftseg_ros.engine.runners import (
+from swiftseg_ros.bench.runners import (
     BareRunner,
     device_sync,
     engine_runner,
@@ -52,6 +48,10 @@ from swiftseg_ros.engine.runners import (
     steady_memory,
     timed,
 )
+from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
+from swiftseg_ros.engine import cpu_caps
+from swiftseg_ros.engine.config import BACKENDS, OUTPUTS, PRECISIONS, EngineConfig, parse_size
+from swiftseg_ros.engine.engine import SegmentationEngine
 from swiftseg_ros.engine.timing import PERCENTILES, STAGES
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.paths import resolve_weights
@@ -169,10 +169,10 @@ def _engine_runs(precisions: list[str], backends: list[str]) -> list[tuple[str, 
 
 def _check_backend(backend: str, precision: str, device: str) -> None:
     """ConfigError now, before any output, when this backend cannot run as asked."""
-    from swiftseg_ros.engine.ort_backend import why_onnxruntime_unusable
+    from swiftseg_ros.engine.backends.onnxruntime import why_unusable
 
     if backend == "onnxruntime":
-        why = why_onnxruntime_unusable(EngineConfig(network="fastscnn", backend=backend,
+        why = why_unusable(EngineConfig(network="fastscnn", backend=backend,
                                                     precision=precision, device=device))
         if why:
             raise ConfigError(f"--backend onnxruntime {why}")
@@ -270,7 +270,7 @@ def _bench_one(args, network, weights, width, height, progress) -> list[dict]:
     device = first.device
     inference_w, inference_h = first.inference_size
 
-    # every runner is timed from outside, the same way (engine/runners.py)
+    # every runner is timed from outside, the same way (bench/runners.py)
     runners, bare = {}, {}
     for key, engine in engines.items():
         runners[("engine", key)] = engine_runner(engine, frame)

@@ -52,7 +52,7 @@ def edge_kernels(logits: torch.Tensor, output_hw: tuple[int, int]
         notes["compiled"] = f"fp32 or bf16 logits only, these are {str(logits.dtype)[6:]}"
         return kernels, notes
     try:
-        from swiftseg_ros.engine.edge_kernel import CompiledEdgeLabels
+        from swiftseg_ros.engine.kernels.edge_kernel import CompiledEdgeLabels
     except ImportError as exc:  # numba missing, or not built for this numpy
         notes["compiled"] = f"numba unavailable ({exc}): pip install numba"
     else:

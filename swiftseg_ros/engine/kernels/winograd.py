@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swiftseg_ros.engine.cpu_kernels import OneDnnConv2d
+from swiftseg_ros.engine.kernels.cpu_kernels import OneDnnConv2d
 
 # F(4x4, 3x3) with interpolation points 0, +-1, +-2 (Lavin and Gray, section 4.2)
 _INPUT_T = ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
