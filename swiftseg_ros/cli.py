@@ -2,22 +2,36 @@
 `main(argv)`; this module gives them one error policy and the shared flags.
 
 A `SwiftsegError` (or an OSError such as a missing file) becomes one line on stderr
-and exit status 2; Ctrl-C exits 130. Any other exception is a bug and keeps its
-traceback.
+and exit status 2; Ctrl-C exits 130 and SIGTERM 143, both through KeyboardInterrupt (a
+SIGTERM raises `Terminated`), so a tool cleans up alike for both. Any other exception is
+a bug and keeps its traceback. Text a tool prints that holds a path with undecodable
+bytes comes out with \\xNN escapes instead of failing.
+
+Sizes given on the command line are read by `parse_size_flag`: one wording and one
+range for every tool.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
+import re
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
-from swiftseg_ros.errors import SwiftsegError
+from swiftseg_ros import files
+from swiftseg_ros.errors import ConfigError, SwiftsegError, Terminated
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+# The sides a tool accepts: the networks' smallest input (their stride), and a bound that
+# keeps a typo from allocating gigabytes (an 8192x8192 RGB float frame is 0.8 GB).
+MIN_SIDE = 32
+MAX_SIDE = 8192
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -46,25 +60,90 @@ def add_common_flags(parser: argparse.ArgumentParser, *, weights=True, network=T
         parser.add_argument("--backend", choices=["auto", "torch", "onnxruntime"],
                             default=None if backend is True else backend,
                             help="what runs the network; auto times both at warm-up and "
-                                 "keeps the faster (default: %(default)s)")
+                                 "keeps the faster (default: "
+                                 + ("the parameter file's, auto" if backend is True
+                                    else backend) + ")")
     if json_out:
         parser.add_argument("--json", metavar="FILE", help="write machine-readable results here")
 
 
 def write_json(path: str | Path | None, data) -> None:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """`data` as JSON in `path` (nothing when it is None), written atomically."""
+    files.write_json(path, data)
+
+
+def parse_size_flag(text: str, flag: str) -> tuple[int, int]:
+    """'WIDTHxHEIGHT' -> (width, height), each side MIN_SIDE..MAX_SIDE, or ConfigError."""
+    match = re.fullmatch(r"\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*", str(text))
+    sides = (int(match.group(1)), int(match.group(2))) if match else None
+    if sides is None or not all(MIN_SIDE <= side <= MAX_SIDE for side in sides):
+        raise ConfigError(f"{flag} {text!r}: expected WIDTHxHEIGHT with each side from "
+                          f"{MIN_SIDE} to {MAX_SIDE} pixels, such as 512x256")
+    return sides
+
+
+def check_count(value: int, flag: str, low: int, high: int) -> int:
+    """An integer flag within low..high, or ConfigError naming the flag and the range."""
+    if not low <= value <= high:
+        raise ConfigError(f"{flag} {value}: expected {low} to {high}")
+    return value
+
+
+def _prog() -> str:
+    return Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "swiftseg"
 
 
 def fail(message: str) -> int:
     """Print one line on stderr and return the error exit status."""
-    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "swiftseg"
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(f"{_prog()}: error: {' '.join(str(message).split())}", file=sys.stderr)
     return EXIT_USAGE
 
 
+def check_network(name: str | None, flag: str = "--network") -> str | None:
+    """A network name from swiftseg_ros.nets (None passes: the checkpoint decides)."""
+    if name is None:
+        return None
+    from swiftseg_ros.nets import NETWORKS
+
+    if name not in NETWORKS:
+        raise ConfigError(f"{flag} {name!r}: not a network; available: {', '.join(NETWORKS)}")
+    return name
+
+
+def check_device(value: str, flag: str = "--device", *, allow_auto: bool = False) -> str:
+    """A --device value that this machine can run (cpu, cuda, cuda:N, and auto where the
+    tool takes it), checked before any work; ConfigError naming the flag otherwise."""
+    text = str(value).strip().lower()
+    if allow_auto and text == "auto":
+        return text
+    if not re.fullmatch(r"cpu|cuda(:\d{1,3})?", text):
+        allowed = "cpu, cuda, cuda:N" + (" or auto" if allow_auto else "")
+        raise ConfigError(f"{flag} {value!r}: expected {allowed}")
+    if text == "cpu":
+        return text
+    import torch
+
+    if not torch.cuda.is_available():
+        why = ("this PyTorch is a CPU-only build" if torch.version.cuda is None
+               else "no CUDA GPU is visible (driver, CUDA_VISIBLE_DEVICES?)")
+        raise ConfigError(f"{flag} {text}: {why}; use {flag} cpu")
+    count = torch.cuda.device_count()
+    if ":" in text and int(text.split(":")[1]) >= count:
+        raise ConfigError(f"{flag} {text}: only {count} CUDA device(s) are visible "
+                          f"(cuda:0 to cuda:{count - 1})")
+    return text
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def _run(module: str, argv=None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         main = importlib.import_module(module).main
         return int(main(argv) or 0)
@@ -76,11 +155,18 @@ def _run(module: str, argv=None) -> int:
         return fail(str(exc))
     except KeyboardInterrupt as exc:
         _release_frames(exc)
-        print("interrupted", file=sys.stderr)
-        return 130
+        terminated = isinstance(exc, Terminated)
+        print(f"{_prog()}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    except MemoryError as exc:
+        _release_frames(exc)
+        return fail("out of memory; try a smaller size, fewer frames or a smaller batch")
     except BaseException as exc:  # a bug: the traceback still prints, without the locals
         _release_frames(exc)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _release_frames(exc: BaseException | None) -> None:

@@ -32,3 +32,8 @@ class UnsafeFileError(CheckpointError):
 
 class DatasetError(SwiftsegError, ValueError):
     """A dataset folder or file that cannot be read as labelled data."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `timeout`, systemd and CI send), raised where Ctrl-C raises
+    KeyboardInterrupt, so that every tool stops alike for both (exit 143 instead of 130)."""

@@ -1,24 +1,35 @@
-"""PNG montages: a grid of images with row titles and an optional class legend (OpenCV only).
+"""PNG montages: a grid of images with row titles and a legend (OpenCV and numpy only).
 
 `frame_montage` is the one layout of evaluated frames, shared by `swiftseg-eval` and
-replay: a row per frame, input | ground truth | prediction, titled with the frame.
-Images are uint8 RGB (H x W x 3) or grey (H x W); every cell is scaled to the size of
-the first image, fitted to `cell_width`.
+replay: a row per frame, input | prediction over the input | ground truth | errors, or
+input | prediction over the input | confidence where there is no ground truth. Images
+are uint8 RGB (H x W x 3) or grey (H x W); every cell is scaled to the size of the
+first image, fitted to `cell_width`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from swiftseg_ros import files
+from swiftseg_ros.errors import ConfigError
 
 BACKGROUND = (245, 245, 245)
 TEXT = (20, 20, 20)
 GAP = 4
 TITLE_HEIGHT = 22
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+OVERLAY_ALPHA = 0.5  # the node's overlay_alpha default
+# On the greyed input of an error map only these two colours appear; magenta is in
+# neither shipped palette (config/palettes/, the synthetic scenes).
+WRONG_COLOUR = (255, 0, 255)
+IGNORED_COLOUR = (0, 0, 0)
+CONFIDENCE_MAP = cv2.COLORMAP_VIRIDIS  # dark blue: unsure, yellow: certain
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
@@ -46,7 +57,7 @@ def _text(canvas: np.ndarray, text: str, x: int, baseline: int, scale: float = 0
     cv2.putText(canvas, text, (x, baseline), FONT, scale, TEXT, 1, cv2.LINE_AA)
 
 
-def _legend(entries: Sequence[tuple[str, Sequence[int]]], width: int) -> np.ndarray:
+def legend_strip(entries: Sequence[tuple[str, Sequence[int]]], width: int) -> np.ndarray:
     """Colour swatches with class names, wrapped into lines of `width` pixels."""
     line_height, swatch = 20, 14
     placed, x, line = [], GAP, 0
@@ -66,18 +77,31 @@ def _legend(entries: Sequence[tuple[str, Sequence[int]]], width: int) -> np.ndar
     return strip
 
 
+def _confidence_scale(width: int) -> np.ndarray:
+    """A strip with the confidence colour scale from 0 % to 100 %."""
+    strip = np.full((24, width, 3), BACKGROUND, np.uint8)
+    _text(strip, "confidence  0 %", GAP, 16, 0.45)
+    left, right = GAP + 130, min(width - 60, GAP + 430)
+    ramp = np.linspace(0, 255, max(1, right - left)).astype(np.uint8)[None, :]
+    strip[5:19, left:right] = confidence_image(np.repeat(ramp, 14, axis=0))
+    _text(strip, "100 %", right + 6, 16, 0.45)
+    return strip
+
+
 def make_montage(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str] | None = None,
                  path: str | Path | None = None, *, cell_width: int = 320,
-                 legend: Sequence[tuple[str, Sequence[int]]] | None = None) -> np.ndarray:
+                 legend: Sequence[tuple[str, Sequence[int]]] | None = None,
+                 confidence_scale: bool = False) -> np.ndarray:
     """A grid image (RGB uint8) of `rows` of images, each row under its title; written as a
-    PNG to `path` when given. `legend` is a list of (class name, [r, g, b])."""
+    PNG to `path` when given. `legend` is a list of (name, [r, g, b]); `confidence_scale`
+    adds the confidence colour scale under it."""
     rows = [[_as_rgb(im) for im in row] for row in rows]
     if not rows or not any(rows):
         raise ValueError("montage needs at least one image")
     if titles is not None and len(titles) != len(rows):
         raise ValueError(f"{len(titles)} titles for {len(rows)} montage rows")
     first = next(im for row in rows for im in row)
-    cell_w = min(int(cell_width), first.shape[1])
+    cell_w = int(cell_width)
     cell_h = max(1, round(first.shape[0] * cell_w / first.shape[1]))
     columns = max(len(row) for row in rows)
     width = GAP + columns * (cell_w + GAP)
@@ -92,38 +116,137 @@ def make_montage(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str] | N
             band[title_h:title_h + cell_h, x:x + cell_w] = _fit(image, cell_w, cell_h)
         parts.append(band)
     if legend:
-        parts.append(_legend(legend, width))
+        parts.append(legend_strip(legend, width))
+    if confidence_scale:
+        parts.append(_confidence_scale(width))
     montage = np.concatenate([np.full((GAP, width, 3), BACKGROUND, np.uint8), *parts])
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not _write_image(path, montage):
-            raise OSError(f"cannot write the montage to {path} (is it a .png path in a "
-                          f"writable folder?)")
+        save_montage(path, montage)
     return montage
 
 
-def frame_montage(frames: Sequence[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]],
-                  path: str | Path | None = None, *, class_names=None,
-                  palette=None) -> np.ndarray:
-    """Rows of input | ground truth | prediction (colour images), one per frame, each under
-    "TITLE: input | ground truth | prediction"; `frames` holds (title, input, ground truth
-    or None, prediction). A frame without ground truth shows input | prediction."""
-    rows, titles = [], []
-    for title, image, truth, prediction in frames:
-        rows.append([image, prediction] if truth is None else [image, truth, prediction])
-        columns = "input | prediction" if truth is None else \
-            "input | ground truth (black: ignored) | prediction"
-        titles.append(f"{title}: {columns}")
-    legend = None
+def save_montage(path: str | Path, montage: np.ndarray) -> None:
+    path = Path(path)
+    if not _write_image(path, montage):
+        raise OSError(f"cannot write the montage to {files.shown(path)} (is it a .png path "
+                      f"in a writable folder?)")
+
+
+@dataclass
+class MontageFrame:
+    """One evaluated frame for `frame_montage`: the input (RGB), the predicted class ids,
+    and the ground-truth ids (ignore index where not scored) and/or the confidence (uint8,
+    the winning class probability times 255) when there are."""
+
+    title: str
+    image: np.ndarray
+    prediction: np.ndarray
+    truth: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+
+
+def colour_ids(ids: np.ndarray, palette, ignore_index: int | None = None) -> np.ndarray:
+    """Class ids as palette colours; the ignore index (and ids beyond the palette) in
+    IGNORED_COLOUR."""
+    table = np.tile(np.asarray(IGNORED_COLOUR, np.uint8), (256, 1))
+    colours = np.asarray(palette, np.uint8).reshape(-1, 3)[:256]
+    table[:len(colours)] = colours
+    if ignore_index is not None and 0 <= ignore_index < 256:
+        table[ignore_index] = IGNORED_COLOUR
+    return table[np.asarray(ids, np.uint8)]
+
+
+def blend(image: np.ndarray, colours: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """`colours` laid over `image` with weight `alpha` (the node's ~/overlay)."""
+    image = _fit(_as_rgb(image), colours.shape[1], colours.shape[0])
+    return cv2.addWeighted(colours, alpha, image, 1.0 - alpha, 0.0)
+
+
+def _grey(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The input, greyed and dimmed: the background on which one colour stands out."""
+    grey = cv2.cvtColor(_fit(_as_rgb(image), width, height), cv2.COLOR_RGB2GRAY)
+    return np.repeat((grey // 2 + 64)[:, :, None], 3, axis=2)
+
+
+def error_map(image: np.ndarray, prediction: np.ndarray, truth: np.ndarray,
+              ignore_index: int) -> tuple[np.ndarray, float | None]:
+    """(the greyed input with wrong pixels in WRONG_COLOUR and ignored ones in
+    IGNORED_COLOUR, the share of scored pixels that are wrong or None)."""
+    if prediction.shape != truth.shape:
+        prediction = cv2.resize(prediction, (truth.shape[1], truth.shape[0]),
+                                interpolation=cv2.INTER_NEAREST)
+    shown = _grey(image, *truth.shape[:2])
+    ignored = truth == ignore_index
+    wrong = (prediction != truth) & ~ignored
+    shown[wrong] = WRONG_COLOUR
+    shown[ignored] = IGNORED_COLOUR
+    scored = int((~ignored).sum())
+    return shown, (float(wrong.sum()) / scored if scored else None)
+
+
+def confidence_image(confidence: np.ndarray) -> np.ndarray:
+    """Confidence (uint8, 255 = certain) in the CONFIDENCE_MAP colours, RGB."""
+    coloured = cv2.applyColorMap(np.asarray(confidence, np.uint8), CONFIDENCE_MAP)
+    return cv2.cvtColor(coloured, cv2.COLOR_BGR2RGB)
+
+
+def frame_montage(frames: Sequence[MontageFrame], path: str | Path | None = None, *,
+                  class_names=None, palette=None, ignore_index: int = 255,
+                  alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """A row per frame, the one layout of evaluated frames (`swiftseg-eval`, replay):
+
+    - with ground truth: input | prediction over the input | ground truth | errors (the
+      greyed input, wrong pixels in WRONG_COLOUR, ignored pixels in IGNORED_COLOUR);
+    - without: input | prediction over the input | confidence (CONFIDENCE_MAP), or the
+      prediction's colours when there is no confidence either.
+
+    The legend lists what is drawn: the classes that appear, the error and ignored
+    colours when an error map or ignored pixels are shown, the confidence scale."""
+    rows, titles, seen = [], [], set()
+    drawn = {"errors": False, "ignored": False, "confidence": False}
+    for frame in frames:
+        colours = colour_ids(frame.prediction, palette)
+        row = [frame.image, blend(frame.image, colours, alpha)]
+        seen.update(np.unique(frame.prediction).tolist())
+        if frame.truth is not None:
+            seen.update(np.unique(frame.truth).tolist())
+            errors, wrong = error_map(frame.image, frame.prediction, frame.truth, ignore_index)
+            row += [colour_ids(frame.truth, palette, ignore_index), errors]
+            drawn["errors"] = True
+            drawn["ignored"] |= bool((frame.truth == ignore_index).any())
+            share = "no scored pixel" if wrong is None else f"{100 * wrong:.1f} % wrong"
+            columns = f"input | prediction | ground truth | errors ({share})"
+        elif frame.confidence is not None:
+            row.append(confidence_image(frame.confidence))
+            drawn["confidence"] = True
+            columns = (f"input | prediction | confidence (mean "
+                       f"{100 * float(np.mean(frame.confidence)) / 255:.0f} %)")
+        else:
+            row.append(colours)
+            columns = "input | prediction over the input | prediction"
+        rows.append(row)
+        titles.append(f"{frame.title}: {columns}")
+    legend = []
     if class_names is not None and palette is not None:
-        legend = list(zip(class_names, np.asarray(palette).tolist(), strict=False))
-    return make_montage(rows, titles, path, legend=legend)
+        legend = [(name, colour) for i, (name, colour) in
+                  enumerate(zip(class_names, np.asarray(palette).tolist(), strict=False))
+                  if i in seen]
+    if drawn["errors"]:
+        legend.append(("wrong (errors)", WRONG_COLOUR))
+    if drawn["ignored"]:
+        legend.append(("ignored, not scored", IGNORED_COLOUR))
+    montage = make_montage(rows, titles, None, legend=legend or None,
+                           confidence_scale=drawn["confidence"])
+    if path is not None:
+        save_montage(path, montage)
+    return montage
 
 
 def _write_image(path: Path, rgb: np.ndarray) -> bool:
-    """cv2.imwrite, False (not cv2.error) for a path without an image extension or a folder."""
+    """The montage as an image file (encoded in memory: OpenCV never sees the path), False
+    for a path without an image extension or a folder."""
     try:
-        return bool(cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)))
-    except cv2.error:
+        files.write_image(path, rgb)
+    except (cv2.error, ConfigError, IsADirectoryError):
         return False
+    return True

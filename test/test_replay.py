@@ -227,9 +227,10 @@ def test_sample_frames_hold_input_prediction_and_ground_truth(replayed):
     result, _ = replayed
     assert [s.index for s in result.samples] == [0, FRAMES // 4, FRAMES // 2, 3 * FRAMES // 4]
     sample = result.samples[0]
-    rgb, _ = generate_frame(0, 0, WIDTH, HEIGHT, sequence=True)
+    rgb, truth = generate_frame(0, 0, WIDTH, HEIGHT, sequence=True)
     assert np.array_equal(sample.image, rgb)
-    assert sample.prediction.shape == sample.ground_truth.shape == (HEIGHT, WIDTH, 3)
+    assert np.array_equal(sample.ground_truth, truth)  # class ids, coloured when drawn
+    assert sample.label.shape == (HEIGHT, WIDTH) and sample.label.dtype == np.uint8
 
 
 def test_diagnostics_estimate_the_frames_missing_from_the_bag(engine, tmp_path):

@@ -20,6 +20,7 @@ import numpy as np
 from swiftseg_ros.checkpoint import load_checkpoint
 from swiftseg_ros.classes import ClassSet, load_class_set
 from swiftseg_ros.engine.config import DEFAULT_NUM_CLASSES
+from swiftseg_ros.engine.onnx_file import is_onnx_file, read_onnx_file
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.metrics import IGNORE_INDEX
 from swiftseg_ros.paths import resolve_weights
@@ -35,6 +36,8 @@ def configuration_classes(params) -> tuple[list[str], str]:
     """(class names, what they come from) of the network a parameter set runs."""
     if params.weights:
         path = resolve_weights(params.weights)
+        if is_onnx_file(path):  # an exported graph carries the checkpoint's classes
+            return list(read_onnx_file(path).meta["class_names"]), f"the ONNX file {path.name}"
         _, meta, _ = load_checkpoint(path)
         return list(meta["class_names"]), f"the checkpoint {path.name}"
     return [f"class_{i}" for i in range(DEFAULT_NUM_CLASSES)], "the random network"

@@ -1,6 +1,7 @@
-"""swiftseg-replay: replay a rosbag2 camera bag through the node's segmentation path.
+"""swiftseg-replay: replay a camera recording through the node's segmentation path.
 
-    swiftseg-replay BAG --image-topic TOPIC [--label-topic TOPIC] [--params FILE]
+    swiftseg-replay VIDEO|IMAGE_FOLDER --out DIR [--weights CKPT] [--fps HZ] [--bag] ...
+    swiftseg-replay BAG [--image-topic TOPIC] [--label-topic TOPIC] [--params FILE]
                     [--weights CKPT] [--network NAME] [--device DEV] [--precision P]
                     [--mode all|realtime] [--pipelined auto|on|off] --out DIR [--force]
                     [--out-storage mcap|sqlite3]
@@ -8,20 +9,23 @@
                     [--latency-budget-ms MS] [--min-miou PCT] [--max-drops PCT] [--quiet]
     swiftseg-replay BAG ... --compare A.pt B.pt [--compare-params a.yaml b.yaml]
 
-Writes DIR/bag/ (the node's output topics), DIR/report.json, DIR/report.md and the
-pictures (latency.png, timeline.png, confusion.png, montage.png). With --compare or
+INPUT is detected from what it is: a rosbag2 folder (or its .mcap/.db3 file), a video
+file or an image folder (`swiftseg_ros.replay.footage`). Writes DIR/report.json,
+DIR/report.md and the pictures (latency.png, timeline.png, confusion.png with ground
+truth, montage.png), DIR/bag/ (the node's output topics; for footage only with --bag) and,
+for footage, DIR/overlay.mp4. With --compare or
 --compare-params, two configurations one after the other into DIR/a/ and DIR/b/, and
 the comparison in DIR/comparison.{json,md,png} and DIR/disagreement.png. See
 docs/replay.md.
 
 Exit status: 0 done (with --compare: the first configuration passes its verdict);
 1 the (first) configuration fails its verdict (with --compare, or when --min-miou or
---latency-budget-ms is given); 2 bad input (nothing replayed: missing bag, unknown
+--latency-budget-ms is given), or no frame was processed (all rejected); 2 bad input (nothing replayed: missing bag, unknown
 topic, wrong message type, unreadable bag, bad parameter, a checkpoint of another class
 set than the ground truth's, existing --out without --force); 3 the bag is damaged, the
 partial results up to the damage are written; 4 frames failed in the engine (a bug or a
-device fault; counted in the report); 130 interrupted (Ctrl-C), the partial report is
-written.
+device fault; counted in the report); 130 interrupted (Ctrl-C) or 143 terminated
+(SIGTERM), the partial report is written and marked.
 """
 
 from __future__ import annotations
@@ -29,12 +33,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
+from swiftseg_ros.cli import (
+    ArgumentParser,
+    add_common_flags,
+    check_count,
+    check_device,
+    check_network,
+    write_json,
+)
 from swiftseg_ros.errors import ConfigError
-from swiftseg_ros.replay.bagio import OUTPUT_STORAGES, BagError
+from swiftseg_ros.files import check_output_file
+from swiftseg_ros.replay.bagio import OUTPUT_STORAGES
+from swiftseg_ros.replay.footage import input_kind
 from swiftseg_ros.replay.run import MODES
 from swiftseg_ros.replay.session import (
     PIPELINED,
+    check_out_dir,
     exit_status,
     node_parameters,
     replay_bag,
@@ -48,10 +62,22 @@ from swiftseg_ros.replay.session import (
 def build_parser(prog: str = "swiftseg-replay") -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog=prog,
-        description="Replay a rosbag2 camera bag (folder, .mcap or .db3) through the "
-                    "segmentation node's code path: output bag, accuracy against ground "
-                    "truth, latency and drops. No ROS installation needed.")
-    parser.add_argument("bag", help="rosbag2 folder, .mcap file or .db3 file")
+        description="Replay a camera recording (a rosbag2 bag, a video file or an image "
+                    "folder) through the segmentation node's code path: report, pictures, "
+                    "accuracy against ground truth where the bag has it, latency and, in "
+                    "realtime mode, drops; an overlay video for footage, an output bag for "
+                    "a rosbag. No ROS installation needed.")
+    parser.add_argument("bag", metavar="INPUT",
+                        help="a rosbag2 folder (or its .mcap or .db3 file), a video file "
+                        "(mp4, avi, mkv, ...: whatever OpenCV reads) or a folder of images "
+                        "(replayed in name order)")
+    parser.add_argument("--fps", type=float,
+                        help="frame rate of an image folder (default 10) or, to override it, "
+                        "of a video: the clock of realtime mode")
+    parser.add_argument("--bag", dest="write_bag", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="write the node's output topics to OUT/bag/ (default: yes for a "
+                        "rosbag input, no for a video or an image folder)")
     parser.add_argument("--image-topic", action="append",
                         help="camera topic (sensor_msgs/Image or CompressedImage, detected "
                         "from the bag); give it once per camera to replay several cameras "
@@ -124,17 +150,22 @@ def add_compare_flags(parser: argparse.ArgumentParser) -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     bag_path = Path(args.bag)
-    if not bag_path.exists():
-        raise BagError(f"bag {bag_path} not found (give a rosbag2 folder, a .mcap or a .db3 "
-                       "file)")
-    for flag in ("montage_frames", "worst_frames"):
-        if getattr(args, flag) < 0:
-            raise ConfigError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: 0 or more")
+    kind = input_kind(bag_path)
+    if args.fps is not None and kind == "rosbag":
+        raise ConfigError("--fps is for a video or an image folder; a rosbag has its own clock")
+    check_count(args.montage_frames, "--montage-frames", 0, 64)
+    check_count(args.worst_frames, "--worst-frames", 0, 64)
+    if args.device is not None:
+        check_device(args.device, allow_auto=True)
+    check_network(args.network)
+    if args.json:
+        check_output_file(args.json, "--json")
+    check_out_dir(Path(args.out), args.force)
     if args.classes and args.no_accuracy:
         raise ConfigError("--classes checks the ground truth that --no-accuracy leaves out; "
                           "give one of them")
     if args.cameras is not None or len(args.image_topic or ()) > 1:
-        return main_cameras(args, bag_path)
+        return main_cameras(args, bag_path, kind)
     args.image_topic = (args.image_topic or [None])[0]
     if len(args.label_topic or ()) > 1:
         raise ConfigError("--label-topic given several times for one --image-topic")
@@ -151,6 +182,7 @@ def main(argv=None) -> int:
     options = replay_options(args, params, image_topic)
     report, _ = replay_bag(bag_path, Path(args.out), options, params, force=args.force,
                            out_storage=args.out_storage, classes=args.classes,
+                           fps=args.fps, write_bag=args.write_bag,
                            thresholds=thresholds)
     write_json(args.json, report)
     for line in summary_lines(report):
@@ -159,9 +191,7 @@ def main(argv=None) -> int:
     return exit_status(report, "swiftseg-replay", gate=gate)
 
 
-
-
-def main_cameras(args, bag_path: Path) -> int:
+def main_cameras(args, bag_path: Path, kind: str) -> int:
     """Several cameras (--image-topic repeated, or --cameras) through the node's
     multi-camera path; per-camera report and output bag."""
     from swiftseg_ros.replay.bagio import open_bag
@@ -173,6 +203,8 @@ def main_cameras(args, bag_path: Path) -> int:
         streams_from_topics,
     )
 
+    if kind != "rosbag":
+        raise ConfigError(f"several cameras are read from a rosbag; {bag_path} is a {kind}")
     if args.cameras is not None and args.image_topic:
         raise ConfigError("--cameras derives the image topics: give it or --image-topic, "
                           "not both")

@@ -21,8 +21,10 @@ import numpy as np
 
 from swiftseg_ros.cli import write_json
 from swiftseg_ros.errors import ConfigError
-from swiftseg_ros.montage import make_montage
-from swiftseg_ros.replay.bagio import open_bag
+from swiftseg_ros.files import write_text
+from swiftseg_ros.metrics import IGNORE_INDEX
+from swiftseg_ros.montage import blend, colour_ids, make_montage
+from swiftseg_ros.replay.footage import open_input
 from swiftseg_ros.replay.plots import write_comparison_chart
 from swiftseg_ros.replay.report import format_ms
 from swiftseg_ros.replay.run import ReplayResult, Sample, check_topics
@@ -42,7 +44,11 @@ from swiftseg_ros.replay.verdict import EXIT_VERDICT_FAILED, verdict_line
 KEYS = ("a", "b")
 LATENCY_STAGES = ("decode", "preprocess", "forward", "postprocess", "total", "processing")
 PERCENTILES = ("p50", "p95", "p99")
-DISAGREE_COLOUR = (255, 220, 0)  # on the greyed input; no class palette colour is this
+# On the greyed input; none of these is a colour of a shipped palette.
+DISAGREE_COLOUR = (255, 220, 0)
+A_RIGHT_COLOUR = (0, 200, 255)
+B_RIGHT_COLOUR = (255, 140, 0)
+BOTH_WRONG_COLOUR = (255, 0, 255)
 PROG = "swiftseg-replay"
 
 
@@ -56,6 +62,10 @@ def configurations(args) -> list[tuple[str, object]]:
                           "the two files with --compare-params a.yaml b.yaml only")
     weights = args.compare or (args.weights, args.weights)
     files = args.compare_params or (args.params, args.params)
+    if _same_file(*weights) and (not args.compare_params or _same_file(*files)):
+        raise ConfigError(f"--compare{'-params' if args.compare_params else ''}: A and B are "
+                          "the same configuration; give two different weights or parameter "
+                          "files")
     found = []
     for key, weights_file, params_file in zip(KEYS, weights, files, strict=True):
         params = node_parameters(params_file, weights=weights_file, network=args.network,
@@ -68,13 +78,22 @@ def configurations(args) -> list[tuple[str, object]]:
     return found
 
 
+def _same_file(a, b) -> bool:
+    if a is None or b is None:
+        return a == b
+    try:
+        return Path(a).resolve() == Path(b).resolve() or Path(a).samefile(b)
+    except OSError:
+        return False
+
+
 def main_compare(args, bag_path: Path) -> int:
     """The A/B form of swiftseg-replay's main."""
     configs = configurations(args)
     thresholds = [thresholds_from(args, params) for _, params in configs]
     image_topic = require_image_topic(args, bag_path)
     label_topic = None if args.no_accuracy else args.label_topic
-    with open_bag(bag_path) as bag:
+    with open_input(bag_path, args.fps) as bag:
         check_topics(bag, image_topic, label_topic)
         if label_topic is not None:
             check_ground_truth(bag, bag_path, label_topic, [p for _, p in configs],
@@ -86,7 +105,7 @@ def main_compare(args, bag_path: Path) -> int:
         print(f"{label}:")
         report, result = replay_bag(bag_path, out / key, replay_options(args, params, image_topic),
                                     params, out_storage=args.out_storage, thresholds=limits,
-                                    checked=True)
+                                    checked=True, fps=args.fps, write_bag=args.write_bag)
         for line in summary_lines(report):
             print(f"  {line}")
         if report["interrupted"]:
@@ -98,7 +117,7 @@ def main_compare(args, bag_path: Path) -> int:
     if write_disagreement_montage(out / "disagreement.png", comparison, runs):
         comparison["outputs"]["disagreement_png"] = str(out / "disagreement.png")
     write_json(out / "comparison.json", comparison)
-    (out / "comparison.md").write_text(render_comparison(comparison))
+    write_text(out / "comparison.md", render_comparison(comparison))
     write_json(args.json, comparison)
     print()
     for line in comparison_lines(comparison):
@@ -156,9 +175,59 @@ def build_comparison(runs: list[tuple[str, dict, ReplayResult]], out: Path) -> d
         "verdicts": verdicts,
         "verdict": {"preferred": "a", "passed": verdicts["a"]["passed"],
                     "verdict": verdicts["a"]["verdict"]},
+        "recommendation": recommend(label_a, a, label_b, b),
         "outputs": {"comparison_json": str(out / "comparison.json"),
                     "comparison_md": str(out / "comparison.md")},
     }
+
+
+# mIoU differences below this (0-1) are within what a few frames more or less change
+MIOU_TIE = 0.005
+
+
+def recommend(label_a: str, a: dict, label_b: str, b: dict) -> dict:
+    """Which configuration to fly, by a stated rule: only those that pass their verdict;
+    among them the higher mIoU (more than MIOU_TIE apart), then the larger latency margin
+    (budget minus p95 processing time; without a budget, the lower p95)."""
+    runs = {"a": (label_a, a), "b": (label_b, b)}
+    passing = [key for key, (_, report) in runs.items() if (report.get("verdict") or {}).get(
+        "passed")]
+    if not passing:
+        return {"choice": None, "rule": RULE, "reason": "neither passes its verdict: fix the "
+                "failing checks (or the requirements) before flying either"}
+    if len(passing) == 1:
+        key = passing[0]
+        other = "b" if key == "a" else "a"
+        return {"choice": key, "rule": RULE,
+                "reason": f"{runs[key][0]}: the only one that passes ({runs[other][0]} fails: "
+                          f"{'; '.join(runs[other][1]['verdict']['reasons'])})"}
+
+    def miou(report):
+        return (report.get("accuracy") or {}).get("miou")
+
+    ma, mb = miou(a), miou(b)
+    if ma is not None and mb is not None and abs(ma - mb) > MIOU_TIE:
+        key = "a" if ma > mb else "b"
+        return {"choice": key, "rule": RULE,
+                "reason": f"{runs[key][0]}: both pass; higher mIoU ({100 * max(ma, mb):.1f} % "
+                          f"against {100 * min(ma, mb):.1f} %)"}
+
+    def p95(report):
+        return (report["latency_ms"].get("processing") or {}).get("p95", float("inf"))
+
+    key = "a" if p95(a) <= p95(b) else "b"
+    budget = a["verdict"]["thresholds"]["latency_budget_ms"]
+    margin = (f"latency margin {budget - p95(runs[key][1]):.1f} ms of the {budget:g} ms budget "
+              f"against {budget - p95(runs['b' if key == 'a' else 'a'][1]):.1f} ms"
+              if budget else f"lower p95 latency ({p95(runs[key][1]):.1f} ms)")
+    tie = "mIoU within 0.5 points" if ma is not None and mb is not None else "no mIoU"
+    return {"choice": key, "rule": RULE,
+            "reason": f"{runs[key][0]}: both pass, {tie}; larger {margin}" if budget else
+                      f"{runs[key][0]}: both pass, {tie}; {margin}"}
+
+
+RULE = ("only a configuration that passes its verdict; then the higher mIoU; then the larger "
+        "latency margin")
 
 
 def _common(samples_a: list[Sample], samples_b: list[Sample]) -> list[tuple[Sample, Sample]]:
@@ -184,25 +253,55 @@ def disagreement(samples_a: list[Sample], samples_b: list[Sample]) -> dict:
 
 
 def write_disagreement_montage(path: Path, comparison: dict, runs) -> bool:
-    """Rows of input | A | B | where they differ (yellow on the greyed input)."""
+    """Rows of input | A | B | where they differ, on the greyed input: with ground truth,
+    coloured by which of them is right there (A_RIGHT_COLOUR, B_RIGHT_COLOUR,
+    BOTH_WRONG_COLOUR, ignored pixels left grey); without, in DISAGREE_COLOUR."""
     (_, _, result_a), (_, _, result_b) = runs
     pairs = _common(result_a.samples, result_b.samples)
     if not pairs:
         return False
-    labels = comparison["labels"]
-    rows, titles = [], []
+    labels, palette = comparison["labels"], result_a.palette
+    rows, titles, drawn = [], [], set()
     for a, b in pairs:
         differ = _differ(a.label, b.label)
-        grey = cv2.cvtColor(cv2.cvtColor(a.image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
-        shown = cv2.resize(grey, (differ.shape[1], differ.shape[0])) // 2 + 64
-        shown[differ] = DISAGREE_COLOUR
-        rows.append([a.image, a.prediction, b.prediction, shown])
-        titles.append(f"frame {a.index}: input | {labels['a']} | {labels['b']} | they "
-                      f"differ on {100 * differ.mean():.1f} % of pixels (yellow)")
-    legend = list(zip(result_a.class_names, result_a.palette.tolist(), strict=False))
-    legend.append(("A and B differ (4th column)", DISAGREE_COLOUR))
+        label_b = _resized(b.label, a.label.shape)
+        shown = _grey(a.image, *differ.shape)
+        text = f"they differ on {100 * differ.mean():.1f} % of pixels"
+        if a.ground_truth is not None:
+            truth = _resized(a.ground_truth, a.label.shape)
+            scored = truth != IGNORE_INDEX
+            right_a, right_b = a.label == truth, label_b == truth
+            for name, where, colour in (
+                    ("only A right", differ & scored & right_a & ~right_b, A_RIGHT_COLOUR),
+                    ("only B right", differ & scored & right_b & ~right_a, B_RIGHT_COLOUR),
+                    ("both wrong", differ & scored & ~right_a & ~right_b, BOTH_WRONG_COLOUR)):
+                shown[where] = colour
+                drawn.add((name, colour))
+            share_a = (differ & scored & right_a).sum() / max(1, (differ & scored).sum())
+            text += f"; where they differ, A is right on {100 * share_a:.0f} %"
+        else:
+            shown[differ] = DISAGREE_COLOUR
+            drawn.add(("A and B differ", DISAGREE_COLOUR))
+        colours = [colour_ids(s, palette) for s in (a.label, label_b)]
+        rows.append([a.image, blend(a.image, colours[0]), blend(a.image, colours[1]), shown])
+        titles.append(f"frame {a.index}: input | {labels['a']} | {labels['b']} | {text}")
+    seen = set(np.unique(np.concatenate([p.label.ravel() for pair in pairs for p in pair])))
+    legend = [(name, colour) for i, (name, colour) in
+              enumerate(zip(result_a.class_names, palette.tolist(), strict=False)) if i in seen]
+    legend += sorted(drawn, key=lambda item: item[0])
     make_montage(rows, titles, path, legend=legend)
     return True
+
+
+def _resized(ids: np.ndarray, shape) -> np.ndarray:
+    if ids.shape == tuple(shape):
+        return ids
+    return cv2.resize(ids, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def _grey(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    grey = cv2.cvtColor(cv2.resize(image, (width, height)), cv2.COLOR_RGB2GRAY)
+    return np.repeat((grey // 2 + 64)[:, :, None], 3, axis=2)
 
 
 # ------------------------------------------------------------------------ text
@@ -221,6 +320,7 @@ def comparison_lines(comparison: dict) -> list[str]:
     labels, lines = comparison["labels"], []
     for key in KEYS:
         lines.append("verdict: " + verdict_line(labels[key], comparison["verdicts"][key]))
+    lines.append(f"recommendation: {comparison['recommendation']['reason']}")
     accuracy = comparison["accuracy"]
     if accuracy:
         miou = accuracy["miou"]
@@ -248,6 +348,9 @@ def render_comparison(comparison: dict) -> str:
              f"status is its verdict (**{comparison['verdict']['verdict']}**).", "",
              "## Verdict", ""]
     lines += [f"- {verdict_line(labels[key], comparison['verdicts'][key])}" for key in KEYS]
+    recommendation = comparison["recommendation"]
+    lines += ["", f"**Recommendation: {recommendation['reason']}.**", "",
+              f"Rule: {recommendation['rule']}."]
     lines += ["", "## Configurations", "",
               "| | network | device | precision | upsample | inference size | checkpoint "
               "sha256 |", "|---|---|---|---|---|---|---|"]

@@ -24,8 +24,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from swiftseg_ros.checkpoint import load_checkpoint
-from swiftseg_ros.cli import ArgumentParser
-from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.cli import ArgumentParser, check_count, check_device, parse_size_flag
+from swiftseg_ros.files import check_output_folder, write_text
 from swiftseg_ros.paths import resolve_weights
 from swiftseg_ros.replay.run import MODES, ReplayOptions
 from swiftseg_ros.replay.session import (
@@ -40,19 +40,11 @@ from swiftseg_ros.replay.verdict import Thresholds
 DEMO_WEIGHTS = "fastscnn_synth.pt"
 DEFAULT_OUT = "demo_out"
 SPEC_FILE = "camera_bag.json"
+MAX_FRAMES = 100_000  # 80 minutes of the 20 Hz camera
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--size {text!r}: expected WIDTHxHEIGHT such as 512x256") from None
-    if width < 32 or height < 32:
-        raise ConfigError(f"--size {text!r}: at least 32x32 pixels")
-    return width, height
-
-
-def cached_camera_bag(folder: Path, spec: CameraBagSpec) -> tuple[Path, bool]:
+def cached_camera_bag(folder: Path, spec: CameraBagSpec, progress: bool = True
+                      ) -> tuple[Path, bool]:
     """(the bag, whether it was written now): reused while its spec file matches."""
     bag = folder / "camera_bag"
     spec_file = folder / SPEC_FILE
@@ -67,9 +59,9 @@ def cached_camera_bag(folder: Path, spec: CameraBagSpec) -> tuple[Path, bool]:
         shutil.rmtree(bag)
     spec_file.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    write_camera_bag(bag, spec)
+    write_camera_bag(bag, spec, progress=progress)
     # written last: an interrupted run leaves no spec file, so the next run starts over
-    spec_file.write_text(json.dumps(wanted, indent=2) + "\n")
+    write_text(spec_file, json.dumps(wanted, indent=2) + "\n")
     return bag, True
 
 
@@ -107,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.frames < 1:
-        raise ConfigError(f"--frames {args.frames}: at least 1")
-    width, height = parse_size(args.size)
+    check_count(args.frames, "--frames", 1, MAX_FRAMES)
+    check_count(args.threads, "--threads", 0, 1024)
+    width, height = parse_size_flag(args.size, "--size")
+    check_device(args.device)
+    check_output_folder(args.out, "--out")
     weights = resolve_weights(args.weights)
     load_checkpoint(weights)  # a file that is not a checkpoint is refused before the bag
     params = node_parameters(None, weights=str(weights), device=args.device,
@@ -119,7 +113,7 @@ def main(argv=None) -> int:
     if args.cameras:
         return cameras_demo(folder, params, args, began)
     spec = CameraBagSpec(frames=args.frames, width=width, height=height)
-    bag, written = cached_camera_bag(folder, spec)
+    bag, written = cached_camera_bag(folder, spec, progress=not args.quiet)
     print(f"{'wrote' if written else 'reusing'} synthetic camera bag {bag} ({spec.frames} "
           f"frames {width}x{height} at {spec.rate_hz:g} Hz, ground truth on {spec.label_topic})")
 

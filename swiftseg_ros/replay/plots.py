@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from swiftseg_ros.files import save_figure
 from swiftseg_ros.replay.run import FrameRecord
 
 A_COLOUR, B_COLOUR = "#4477aa", "#ee7733"
@@ -57,7 +58,7 @@ def write_confusion_heatmap(path: Path, confusion: dict) -> bool:
                     colour = "white" if share[i, j] > 60 else "black"
                 axes.text(j, i, text, ha="center", va="center", fontsize=8, color=colour)
     figure.colorbar(image, ax=axes, shrink=0.8, label="% of ground-truth pixels")
-    figure.savefig(path)
+    save_figure(figure, path)
     return True
 
 
@@ -109,7 +110,7 @@ def write_timeline(path: Path, records: list[FrameRecord], *, camera_period_ms: 
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     panels[-1].set_xlabel("bag time (s from the first image)")
-    figure.savefig(path)
+    save_figure(figure, path)
     return True
 
 
@@ -158,7 +159,7 @@ def write_comparison_chart(path: Path, comparison: dict) -> bool:
         axes.set_title("latency percentiles")
         axes.grid(axis="y", alpha=0.3)
         axes.legend(fontsize=8, loc="upper left")
-    figure.savefig(path)
+    save_figure(figure, path)
     return True
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from swiftseg_ros.montage import frame_montage
-from swiftseg_ros.replay.run import ReplayResult, Sample
+from swiftseg_ros.files import save_figure
+from swiftseg_ros.montage import MontageFrame, frame_montage
+from swiftseg_ros.replay.run import SPREAD_S, ReplayResult, Sample
 from swiftseg_ros.replay.verdict import verdict_line
 
 REPORT_VERSION = 1
@@ -30,6 +31,7 @@ def _percentiles(values) -> dict | None:
     out = {f"p{p}": float(v) for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES),
                                              strict=True)}
     out["max"] = float(values.max())
+    out["min"] = float(values.min())
     out["mean"] = float(values.mean())
     return out
 
@@ -65,6 +67,7 @@ def build_report(result: ReplayResult, *, bag: dict, engine: dict, outputs: dict
         "mode": result.options.mode,
         "complete": result.damage is None and not result.interrupted,
         "interrupted": result.interrupted,
+        "interrupted_by": result.interrupted_by,
         "bag": {**bag, "image_type": result.image_type, "messages_read": result.messages_read,
                 "damage": result.damage},
         "engine": engine,
@@ -81,21 +84,53 @@ def build_report(result: ReplayResult, *, bag: dict, engine: dict, outputs: dict
                        for stage in STAGE_ORDER if processed and stage in processed[0].timings},
         "timing": _timing(result),
         "accuracy": _accuracy(result),
+        "classes": _class_shares(result),
+        "confidence": _confidence(result),
         "outputs": outputs,
         "environment": environment,
     }
-    report["throughput"]["delivered_fps"] = _delivered_fps(result, report["timing"]["input_hz"])
+    report["throughput"]["delivered_fps"] = _delivered_fps(result)
     return report
 
 
-def _delivered_fps(result: ReplayResult, input_hz: float | None) -> float | None:
-    """Frames out per second of bag time: the camera rate times the share of the camera's
-    frames that were processed (what a subscriber gets, unlike the processing rate).
-    Undecodable messages never reach a node and are not counted as offered."""
-    offered = sum(1 for r in result.records if r.stamp_ns is not None)
-    if not input_hz or not offered:
+def _delivered_fps(result: ReplayResult) -> float | None:
+    """Realtime mode only: frames published per second of bag time, (n - 1) frame
+    intervals over the span from the first image's arrival to the last publish (what a
+    subscriber gets, unlike the processing rate). The n-th publish comes after n
+    processing times and after the n-th processed frame arrived, so this exceeds neither
+    the processing rate nor the camera rate. `all` mode has no camera clock: None."""
+    if result.options.mode != "realtime":
         return None
-    return input_hz * result.count("processed") / offered
+    processed = [r for r in result.records if r.outcome == "processed" and r.finish is not None]
+    arrivals = [r.arrival for r in result.records if r.stamp_ns is not None]
+    if len(processed) < 2 or not arrivals:
+        return None
+    span = max(max(r.finish for r in processed), max(arrivals)) - min(arrivals)
+    return (len(processed) - 1) / span if span > 0 else None
+
+
+def _class_shares(result: ReplayResult) -> list[dict]:
+    """The predicted classes and their share of the processed frames' pixels, largest
+    first (what the network sees in footage without ground truth)."""
+    pixels = result.class_pixels
+    if pixels is None or not pixels.sum():
+        return []
+    total = float(pixels.sum())
+    order = np.argsort(-pixels, kind="stable")
+    return [{"name": str(result.class_names[i]) if i < len(result.class_names) else str(i),
+             "share": float(pixels[i]) / total} for i in order if pixels[i]]
+
+
+def _confidence(result: ReplayResult) -> dict | None:
+    """Per-frame mean confidence (winning class probability, 0-1) and the most doubtful
+    frames, when the confidence was computed."""
+    scored = [r for r in result.records if r.confidence is not None]
+    if not scored:
+        return None
+    return {"per_frame_mean": _percentiles(r.confidence for r in scored),
+            "doubtful_frames": [{"index": s.index, "time_s": s.arrival,
+                                 "mean_confidence": s.mean_confidence}
+                                for s in result.doubtful]}
 
 
 def _timing(result: ReplayResult) -> dict:
@@ -174,8 +209,9 @@ def render_markdown(report: dict) -> str:
     bag, frames, engine = report["bag"], report["frames"], report["engine"]
     lines = [f"# Replay of {bag['path']}", ""]
     if report.get("interrupted"):
+        by = "SIGTERM" if report.get("interrupted_by") == "SIGTERM" else "Ctrl-C"
         lines += [f"**Partial results: interrupted** after {frames['read']} of "
-                  f"{frames['expected']} frames (Ctrl-C).", ""]
+                  f"{frames['expected']} frames ({by}).", ""]
     elif not report["complete"]:
         lines += [f"**Partial results: the bag is damaged** ({bag['damage']}); "
                   f"{bag['messages_read']} messages were read before it.", ""]
@@ -197,12 +233,19 @@ def render_markdown(report: dict) -> str:
     lines += [
         "## Frames",
         "",
-        "| read | processed | dropped | rejected | failed |",
-        "|---:|---:|---:|---:|---:|",
-        f"| {frames['read']} | {frames['processed']} | {frames['dropped']} | "
-        f"{frames['rejected']} | {frames['failed']} |",
-        "",
     ]
+    if report["mode"] == "realtime":
+        lines += ["| read | processed | dropped | rejected | failed |",
+                  "|---:|---:|---:|---:|---:|",
+                  f"| {frames['read']} | {frames['processed']} | {frames['dropped']} | "
+                  f"{frames['rejected']} | {frames['failed']} |", ""]
+    else:
+        lines += ["| read | processed | rejected | failed |", "|---:|---:|---:|---:|",
+                  f"| {frames['read']} | {frames['processed']} | {frames['rejected']} | "
+                  f"{frames['failed']} |", "",
+                  "`all` mode processes every frame with no camera clock: there are no "
+                  "drops, delivered rate or image ages to measure (use `--mode realtime`).",
+                  ""]
     for title, reasons in (("Rejected", report["rejections"]), ("Failed", report["failures"])):
         if reasons:
             lines += [f"{title} frames, by reason:", ""]
@@ -217,15 +260,18 @@ def render_markdown(report: dict) -> str:
         f"wall time ({_num(throughput['wall_s'])} s, bag reading and writing included)",
         f"- Buffers prepared before the first frame in {_num(throughput['prepare_ms'])} ms "
         "(not counted in latency)",
-        f"- Bag: {_num(timing['bag_duration_s'])} s of images at "
-        f"{_num(timing['input_hz'])} Hz; output at {_num(timing['output_hz'])} Hz",
+        f"- Input: {_num(timing['bag_duration_s'])} s of images at "
+        f"{_num(timing['input_hz'])} Hz",
     ]
     age = timing["image_age_ms"]
-    if age:
-        note = ("publish time on the bag clock minus header stamp" if report["mode"] ==
-                "realtime" else "as if every frame were processed on arrival")
-        lines.append(f"- Image age ({note}): p50 {format_ms(age['p50'])} ms, p99 "
-                     f"{format_ms(age['p99'])} ms, max {format_ms(age['max'])} ms")
+    if report["mode"] == "realtime":
+        lines.append(f"- Delivered: {_num(throughput['delivered_fps'])} frames/s published "
+                     f"(bag time, first image to last publish), output at "
+                     f"{_num(timing['output_hz'])} Hz")
+        if age:
+            lines.append(f"- Image age (publish time on the bag clock minus header stamp): "
+                         f"p50 {format_ms(age['p50'])} ms, p99 {format_ms(age['p99'])} ms, "
+                         f"max {format_ms(age['max'])} ms")
     lines.append("")
     if report["latency_ms"]:
         lines += ["Latency per stage (ms, processed frames):", "",
@@ -261,6 +307,7 @@ def render_markdown(report: dict) -> str:
             lines += [f"- {n} x {reason}" for reason, n in gt["rejection_reasons"].items()]
             lines.append("")
         lines += _confusion_lines(accuracy) + _worst_frame_lines(accuracy)
+    lines += _class_lines(report.get("classes")) + _confidence_lines(report.get("confidence"))
     outputs = report["outputs"]
     lines += ["## Outputs", ""]
     if outputs.get("bag"):
@@ -279,17 +326,23 @@ def render_markdown(report: dict) -> str:
 FIGURES = (("latency_png", "Latency histogram"),
            ("timeline_png", "Latency and frame mIoU over the bag's time"),
            ("confusion_png", "Confusion heat map"),
-           ("montage_png", "Sample and worst frames"))
+           ("montage_png", "Sample frames and the worst or most doubtful ones"),
+           ("overlay_video", "Overlay video"))
 
 
 def headline(report: dict) -> str:
-    """Processing rate and delivered rate side by side, with the drops, so that a fast
-    processing rate is not read as frames delivered to the robot."""
+    """What was measured in one line. Realtime mode: processing and delivered rates side
+    by side, with the drops, so that a fast processing rate is not read as frames
+    delivered to the robot. `all` mode: the processing rate only (no camera clock)."""
     throughput, frames, timing = report["throughput"], report["frames"], report["timing"]
-    text = (f"{_num(throughput['processing_fps'])} FPS processing, "
-            f"{_num(throughput.get('delivered_fps'))} FPS delivered (frames out per second of "
-            f"bag time, camera {_num(timing['input_hz'])} Hz), {frames['dropped']} of "
-            f"{frames['read']} frames dropped")
+    if report["mode"] == "realtime":
+        text = (f"{_num(throughput['processing_fps'])} FPS processing, "
+                f"{_num(throughput.get('delivered_fps'))} FPS delivered (camera "
+                f"{_num(timing['input_hz'])} Hz), {frames['dropped']} of {frames['read']} "
+                f"frames dropped")
+    else:
+        text = (f"{_num(throughput['processing_fps'])} FPS processing over "
+                f"{frames['processed']} frames (all mode: every frame, no camera clock)")
     latency = report["latency_ms"].get("processing")
     if latency:
         text += f", p95 latency {latency['p95']:.1f} ms"
@@ -323,6 +376,31 @@ def _worst_frame_lines(accuracy: dict) -> list[str]:
     return lines + [""]
 
 
+def _class_lines(classes: list[dict] | None) -> list[str]:
+    if not classes:
+        return []
+    lines = ["## Classes seen", "", "Share of the processed frames' pixels predicted as each "
+             "class:", "", "| class | % of pixels |", "|---|---:|"]
+    lines += [f"| {c['name']} | {100 * c['share']:.1f} |" for c in classes]
+    return lines + [""]
+
+
+def _confidence_lines(confidence: dict | None) -> list[str]:
+    if not confidence:
+        return []
+    spread = confidence["per_frame_mean"]
+    lines = ["## Confidence", "",
+             f"Mean winning-class probability per frame: p50 {_pct(spread['p50'])} %, "
+             f"lowest {_pct(spread['min'])} %."]
+    if confidence["doubtful_frames"]:
+        lines += ["", "Most doubtful frames (lowest mean confidence, at least a second "
+                  "apart; in the montage):", "", "| frame | time (s) | mean confidence % |",
+                  "|---:|---:|---:|"]
+        lines += [f"| {d['index']} | {d['time_s']:.2f} | {_pct(d['mean_confidence'])} |"
+                  for d in confidence["doubtful_frames"]]
+    return lines + [""]
+
+
 def _environment_lines(env: dict) -> list[str]:
     cpu, engine, checkpoint = env["cpu"], env["engine"], env.get("checkpoint")
     lines = [
@@ -333,14 +411,26 @@ def _environment_lines(env: dict) -> list[str]:
         f"- CPU {cpu['model']} ({cpu['logical_cores']} logical cores; "
         f"{', '.join(cpu['flags']) or 'no listed flags'}), GPU {env['gpu'] or 'none'}, "
         f"{env['threads']} torch threads",
-        "- Engine: " + ", ".join(f"{k} {v}" for k, v in engine.items() if k != "choices"),
     ]
-    for what, choice in (engine.get("choices") or {}).items():
-        picked = choice.get("picked") if isinstance(choice, dict) else choice
-        lines.append(f"  - {what}: {picked}")
     if checkpoint:
         lines.append(f"- Checkpoint {checkpoint['file']} (sha256 {checkpoint['sha256']})")
-    return lines + ["- Parameters: see `environment.parameters` in report.json", ""]
+    lines += ["- Parameters: see `environment.parameters` in report.json", "",
+              "Engine settings:", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {key} | {_cell(value)} |" for key, value in engine.items()
+              if key != "choices"]
+    for what, choice in (engine.get("choices") or {}).items():
+        picked = choice.get("picked") if isinstance(choice, dict) else choice
+        lines.append(f"| choice: {what} | {_cell(picked)} |")
+    return lines + [""]
+
+
+def _cell(value) -> str:
+    """A value for a markdown table cell: mappings as `key value` pairs, lists joined."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_cell(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_cell(v) for v in value) or "-"
+    return "-" if value is None else str(value).replace("|", "/")
 
 
 # ------------------------------------------------------------------------ figures
@@ -372,6 +462,7 @@ def write_latency_plot(path: Path, result: ReplayResult) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     latency = np.array([r.timings["processing"] for r in processed])
     ages = np.array([r.age_ms for r in processed if r.age_ms is not None])
@@ -384,7 +475,8 @@ def write_latency_plot(path: Path, result: ReplayResult) -> bool:
         ax.axvline(value, color="k", linestyle=style, linewidth=1, label=f"p{p} {value:.1f} ms")
     ax.set_xlabel("processing time per frame (ms)")
     ax.set_ylabel("frames")
-    ax.set_title(f"{latency.size} frames, {result.options.mode} mode")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"processing time of {latency.size} frames, {result.options.mode} mode")
     ax.legend(fontsize=8)
 
     ax = axes[1]
@@ -400,26 +492,38 @@ def write_latency_plot(path: Path, result: ReplayResult) -> bool:
         _histogram(ax, ages, "#cc6677")
         ax.set_xlabel("image age at publish (ms)")
         ax.set_ylabel("frames")
-        dropped = result.count("dropped")
-        ax.set_title(f"{dropped} of {len(result.records)} frames dropped")
-    fig.savefig(path, dpi=100)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"image age (header stamp to publish), {ages.size} frames")
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return True
 
 
 def write_montage(path: Path, samples: list[Sample], class_names=None, palette=None,
-                  worst: list[Sample] = ()) -> bool:
-    """Sample frames, then the worst frames by mIoU, in `swiftseg-eval`'s layout (input |
-    ground truth | prediction) with a class legend. False (nothing written) without frames."""
-    frames = [(sample_title(s), s.image, s.ground_truth, s.prediction) for s in samples]
-    frames += [(sample_title(s, worst=True), s.image, s.ground_truth, s.prediction)
-               for s in worst]
+                  worst: list[Sample] = (), doubtful: list[Sample] = ()) -> bool:
+    """Sample frames spread over the run, then the worst frames by mIoU (with ground
+    truth) or the most doubtful by mean confidence (without), in `swiftseg-eval`'s layout
+    (`frame_montage`). A sample frame within SPREAD_S of a worst or doubtful one is left
+    out (it would show the same picture). False (nothing written) without frames."""
+    chosen = [*worst, *doubtful]
+    shown = [s for s in samples
+             if all(abs(s.arrival - c.arrival) >= SPREAD_S for c in chosen)]
+    frames = [_montage_frame(s, "sample") for s in shown]
+    frames += [_montage_frame(s, "worst") for s in worst]
+    frames += [_montage_frame(s, "doubtful") for s in doubtful]
     if not frames:
         return False
     frame_montage(frames, path, class_names=class_names, palette=palette)
     return True
 
 
-def sample_title(sample: Sample, worst: bool = False) -> str:
-    text = f"{'worst: ' if worst else ''}frame {sample.index}"
-    return text if sample.miou is None else f"{text} (mIoU {100 * sample.miou:.1f} %)"
+def _montage_frame(sample: Sample, kind: str) -> MontageFrame:
+    return MontageFrame(sample_title(sample, kind), sample.image, sample.label,
+                        sample.ground_truth, sample.confidence)
+
+
+def sample_title(sample: Sample, kind: str = "sample") -> str:
+    text = f"{kind} frame {sample.index} at {sample.arrival:.1f} s"
+    if sample.miou is not None:
+        text += f", mIoU {100 * sample.miou:.1f} %"
+    return text

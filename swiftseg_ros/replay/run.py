@@ -41,9 +41,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from swiftseg_ros.engine.palette import colorize
 from swiftseg_ros.engine.timing import StageWindow
-from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.errors import ConfigError, Terminated
 from swiftseg_ros.metrics import ConfusionMatrix
 from swiftseg_ros.progress import progress as progress_display
 from swiftseg_ros.replay.bagio import (
@@ -66,6 +65,9 @@ from swiftseg_ros.ros.pipeline import REJECTED, SegmentationPipeline
 
 MODES = ("all", "realtime")
 DIAGNOSTICS_TOPIC = "/diagnostics"
+# Two frames kept for the pictures (worst, most doubtful) are at least this far apart on
+# the bag clock: neighbouring frames of a video look alike and would fill the montage.
+SPREAD_S = 1.0
 
 
 @dataclass
@@ -88,6 +90,10 @@ class ReplayOptions:
     # frames through the engine's pipelined path as the node's worker runs them; None:
     # the node's default (on CUDA only)
     pipelined: bool | None = None
+    # called with (record, input RGB, class ids, confidence or None) for every processed
+    # frame, outside its timed span (footage replay writes its overlay video with it)
+    frame_sink: Callable[[FrameRecord, np.ndarray, np.ndarray, np.ndarray | None], None] \
+        | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -125,6 +131,7 @@ class FrameRecord:
     finish: float | None = None
     timings: dict[str, float] | None = None  # ms per stage, with decode/messages/processing
     miou: float | None = None  # this frame's own mIoU, when it was scored against ground truth
+    confidence: float | None = None  # mean winning-class probability, when it was computed
 
     @property
     def age_ms(self) -> float | None:
@@ -141,15 +148,18 @@ DecodedImages = Iterator[tuple[FrameRecord, object]]
 
 @dataclass
 class Sample:
-    """A frame kept for the montage: input RGB, prediction colours, ground truth colours,
-    and the predicted class ids (an A/B comparison counts the pixels two runs disagree on)."""
+    """A frame kept for the pictures: input RGB, the predicted class ids, the ground-truth
+    ids and the confidence (uint8, 255 = certain) where there are, its arrival on the bag
+    clock (s), its own mIoU and mean confidence (0-1) where known."""
 
     index: int
     image: np.ndarray
-    prediction: np.ndarray
+    label: np.ndarray
     ground_truth: np.ndarray | None = None
-    label: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+    arrival: float = 0.0
     miou: float | None = None
+    mean_confidence: float | None = None
 
 
 @dataclass
@@ -177,10 +187,14 @@ class ReplayResult:
     output_counts: dict[str, int]
     class_names: list[str]
     palette: np.ndarray
-    # Ctrl-C stopped the run: the records are the frames finished before it
+    # Ctrl-C or SIGTERM stopped the run: the records are the frames finished before it
     interrupted: bool = False
+    interrupted_by: str | None = None  # "SIGINT" or "SIGTERM"
     expected_frames: int = 0    # image messages the bag holds (what a full run would read)
     worst: list[Sample] = field(default_factory=list)  # lowest per-frame mIoU first
+    doubtful: list[Sample] = field(default_factory=list)  # lowest mean confidence first
+    # pixels of each predicted class over the processed frames
+    class_pixels: np.ndarray | None = None
 
     def count(self, outcome: str) -> int:
         return sum(1 for r in self.records if r.outcome == outcome)
@@ -278,6 +292,8 @@ class Replay:
         self._waiting_labels: dict[int, np.ndarray] = {}
         self._settled_stamps: set[int] = set()  # images already processed or not
         self._worst: list[Sample] = []  # the lowest per-frame mIoU so far, at most worst_frames
+        self._doubtful: list[Sample] = []  # the lowest mean confidence so far, likewise
+        self._class_pixels = np.zeros(max(1, int(engine.num_classes)), dtype=np.int64)
         self._unbilled_s = 0.0  # pipelined: worker time not yet charged to a finished frame
 
     # ------------------------------------------------------------------ driver
@@ -297,6 +313,7 @@ class Replay:
             count = min(opts.montage_frames, total)
             self._sample_targets = sorted({int(i * total / count) for i in range(count)})
         interrupted = False
+        interrupted_by = None
         with progress_display(total=total, unit="frame", desc="replay",
                               enabled=opts.progress) as bar:
             self._bar = bar
@@ -307,8 +324,9 @@ class Replay:
                 else:
                     self._run_realtime(images)
                 self._drain(images)
-            except KeyboardInterrupt:
-                # Ctrl-C: what was finished is reported (marked incomplete); the frame in
+            except KeyboardInterrupt as exc:
+                interrupted_by = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+                # Ctrl-C or SIGTERM: what was finished is reported (marked incomplete); the frame in
                 # the engine when it came has no outcome and is left out (in realtime
                 # mode a pipelined one too: `all` mode has finished it already)
                 interrupted = True
@@ -332,8 +350,11 @@ class Replay:
             class_names=list(self.engine.class_names),
             palette=np.asarray(self.engine.palette, dtype=np.uint8),
             interrupted=interrupted,
+            interrupted_by=interrupted_by,
             expected_frames=total,
             worst=sorted(self._worst, key=lambda sample: sample.miou),
+            doubtful=sorted(self._doubtful, key=lambda sample: sample.mean_confidence),
+            class_pixels=self._class_pixels,
         )
 
     def _topics(self) -> list[str]:
@@ -525,7 +546,8 @@ class Replay:
         if self.output is not None:
             for name, out in messages.items():
                 self.output.write(self.options.output_topic(name), record.bag_ns, out)
-        self._prediction(record, segmented.result.label, msg, segmented.pixel_format)
+        self._prediction(record, segmented.result.label, msg, segmented.pixel_format,
+                         segmented.result.confidence)
 
     # ------------------------------------------------------------------ pipelined
 
@@ -594,26 +616,64 @@ class Replay:
             self._processed(record, msg, segmented, messages, timings)
         self._settle(record)
 
-    def _prediction(self, record: FrameRecord, label: np.ndarray, msg, pixel_format) -> None:
+    def _prediction(self, record: FrameRecord, label: np.ndarray, msg, pixel_format,
+                    confidence: np.ndarray | None = None) -> None:
         stamp = record.stamp_ns
+        counts = np.bincount(label.ravel(), minlength=len(self._class_pixels))
+        self._class_pixels += counts[:len(self._class_pixels)]
+        if confidence is not None:
+            record.confidence = float(confidence.mean()) / 255.0
+        if self.options.frame_sink is not None:
+            frame, _ = self._decode(msg)  # again, for display only
+            self.options.frame_sink(record, _as_rgb(frame, pixel_format), label, confidence)
         waiting = self._waiting_labels.pop(stamp, None)
         if waiting is not None:
             self._score(label, waiting, record.index, msg, pixel_format)
         elif self._index is not None and stamp in self._index.label_stamps:
             # the message too: should the frame score among the worst, the montage shows it
             self._waiting_predictions[stamp] = (label.copy(), record.index, msg, pixel_format)
+        elif confidence is not None and self.options.label_topic is None:
+            self._keep_lowest(self._doubtful, "mean_confidence", record.confidence,
+                              record.index, lambda: self._sample(record.index, label, msg,
+                                                                 pixel_format, None, confidence))
         targets = self._sample_targets
         if targets and record.index >= targets[0]:
             while targets and record.index >= targets[0]:
                 targets.pop(0)
-            self._samples.append(self._sample(record.index, label, msg, pixel_format, waiting))
+            self._samples.append(self._sample(record.index, label, msg, pixel_format, waiting,
+                                              confidence))
             self._samples[-1].miou = record.miou
 
     def _sample(self, index: int, label: np.ndarray, msg, pixel_format,
-                ground_truth: np.ndarray | None) -> Sample:
+                ground_truth: np.ndarray | None, confidence: np.ndarray | None = None
+                ) -> Sample:
         frame, _ = self._decode(msg)  # again, for display only
-        return Sample(index, _as_rgb(frame, pixel_format), colorize(label, self.engine.palette),
-                      ground_truth, label.copy())
+        record = self.records[index]
+        return Sample(index, _as_rgb(frame, pixel_format), label.copy(),
+                      None if ground_truth is None else ground_truth.copy(),
+                      None if confidence is None else confidence.copy(), record.arrival,
+                      record.miou, record.confidence)
+
+    def _keep_lowest(self, kept: list[Sample], key: str, score: float, index: int,
+                     make: Callable[[], Sample]) -> None:
+        """Keep frame `index` among the `worst_frames` of lowest `key` in `kept`, no two
+        within SPREAD_S of bag time: a lower frame replaces its near neighbours."""
+        limit = self.options.worst_frames
+        if limit <= 0:
+            return
+        arrival = self.records[index].arrival
+        near = [s for s in kept if abs(s.arrival - arrival) < SPREAD_S]
+        if any(getattr(s, key) <= score for s in near):
+            return
+        if len(kept) - len(near) >= limit:
+            highest = max(kept, key=lambda sample: getattr(sample, key))
+            if getattr(highest, key) <= score:
+                return
+            kept.remove(highest)
+        for sample in near:
+            if sample in kept:
+                kept.remove(sample)
+        kept.append(make())
 
     def _settle(self, record: FrameRecord) -> None:
         """The frame's fate is known: ground truth waiting for an unprocessed frame is done."""
@@ -678,22 +738,8 @@ class Replay:
         for sample in self._samples:
             if sample.index == index:
                 sample.miou = miou
-        self._keep_if_worst(index, miou, prediction, label, msg, pixel_format)
-
-    def _keep_if_worst(self, index: int, miou: float, prediction, label, msg,
-                       pixel_format) -> None:
-        keep = self.options.worst_frames
-        if keep <= 0:
-            return
-        if len(self._worst) >= keep:
-            best_kept = max(self._worst, key=lambda sample: sample.miou)
-            if miou >= best_kept.miou:
-                return
-            self._worst.remove(best_kept)
-        sample = self._sample(index, prediction, msg, pixel_format,
-                              colorize(label, self.engine.palette))
-        sample.miou = miou
-        self._worst.append(sample)
+        self._keep_lowest(self._worst, "miou", miou, index,
+                          lambda: self._sample(index, prediction, msg, pixel_format, label))
 
     def _attach_sample_ground_truth(self, stamp: int, label: np.ndarray) -> None:
         for sample in self._samples:
@@ -708,9 +754,6 @@ class Replay:
         self.gt.without_image += len(self._waiting_labels)
         self._waiting_labels.clear()
         self._waiting_predictions.clear()
-        for sample in self._samples:
-            if sample.ground_truth is not None:
-                sample.ground_truth = colorize(sample.ground_truth, self.engine.palette)
 
     # ------------------------------------------------------------------ diagnostics
 

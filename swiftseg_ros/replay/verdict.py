@@ -3,6 +3,8 @@
 Checks, each with the measured value, the limit and whether it holds:
 - latency: the p95 of the frame's processing time (the node worker's whole job: decode,
   engine, output messages) within `latency_budget_ms` (0 turns the check off);
+- image age: in realtime mode, the p99 of header stamp to publish (what the robot's
+  planner sees: waiting in the slot plus processing) within the same budget;
 - drops: in realtime mode, at most `max_drop_percent` of the camera's frames dropped;
 - mIoU: at least `min_miou` (0-1) when given;
 - the run itself: complete (not damaged, not interrupted) and no frame failed.
@@ -39,6 +41,13 @@ def judge(report: dict, thresholds: Thresholds) -> dict:
             "text": "no processed frame" if p95 is None else
             f"p95 latency {p95:.1f} ms {'within' if p95 <= budget else 'over'} the "
             f"{budget:g} ms budget"})
+    age = (report["timing"].get("image_age_ms") or {}).get("p99")
+    if budget > 0 and report["mode"] == "realtime" and age is not None:
+        checks.append({
+            "name": "image_age", "value": age, "limit": budget, "passed": age <= budget,
+            "text": f"image age p99 {age:.1f} ms {'within' if age <= budget else 'over'} the "
+                    f"{budget:g} ms budget ({abs(budget - age):.1f} ms "
+                    f"{'to spare' if age <= budget else 'over'})"})
     if report["mode"] == "realtime":
         frames = report["frames"]
         share = 100.0 * frames["dropped"] / frames["read"] if frames["read"] else 0.0

@@ -20,13 +20,12 @@ import functools
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import yaml
 
+from swiftseg_ros import files
 from swiftseg_ros.classes import GENERIC_CLASSES_FILE
-from swiftseg_ros.cli import ArgumentParser
-from swiftseg_ros.engine.config import parse_size
+from swiftseg_ros.cli import ArgumentParser, check_count, parse_size_flag
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.progress import progress as progress_display
 from swiftseg_ros.synthetic.scene import CLASS_NAMES, PALETTE, Canvas, World
@@ -34,13 +33,7 @@ from swiftseg_ros.synthetic.scene import CLASS_NAMES, PALETTE, Canvas, World
 MIN_SIZE = (32, 16)
 MAX_SIDE = 8192  # a frame's float buffers grow with its area; beyond 8K nobody trains
 MAX_SEED = 2**63 - 1
-
-
-def parse_frame_size(text: str) -> tuple[int, int]:
-    """'WxH' -> (width, height), from 32x16 up to 8192 a side."""
-    width, height = parse_size(text, "--size")
-    _check_size(width, height, f"--size: {text!r}")
-    return width, height
+MAX_FRAMES = 1_000_000  # a dataset of a million frames is far beyond any test or demo
 
 
 def _check_size(width: int, height: int, what: str) -> None:
@@ -101,17 +94,16 @@ def write_dataset(out: str | Path, frames: int, width: int, height: int, seed: i
     image_dir, label_dir = out / "images" / split, out / "labels" / split
     image_dir.mkdir(parents=True, exist_ok=True)
     label_dir.mkdir(parents=True, exist_ok=True)
-    (out / GENERIC_CLASSES_FILE).write_text(
+    files.write_text(
+        out / GENERIC_CLASSES_FILE,
         "# written by swiftseg-synth: class ids 0-8 in labels/, 255 would be ignored\n"
         + yaml.safe_dump(classes_yaml(), sort_keys=False, default_flow_style=None))
     for index in progress_display(range(start, start + frames), desc=f"synth {split}",
                                   unit="frame", enabled=progress):
         rgb, label = generate_frame(seed, index, width, height, sequence)
         name = f"frame_{index:06d}.png"
-        if not cv2.imwrite(str(image_dir / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"cannot write {image_dir / name}")
-        if not cv2.imwrite(str(label_dir / name), label):
-            raise OSError(f"cannot write {label_dir / name}")
+        files.write_image(image_dir / name, rgb)
+        files.write_image(label_dir / name, label)
     return out
 
 
@@ -135,7 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    width, height = parse_frame_size(args.size)
+    width, height = parse_size_flag(args.size, "--size")
+    check_count(args.frames, "--frames", 1, MAX_FRAMES)
+    check_count(args.seed, "--seed", 0, MAX_SEED)
+    check_count(args.start, "--start", 0, MAX_SEED - MAX_FRAMES)
+    files.check_output_folder(args.out, "--out")
+    if not args.split or "/" in args.split or args.split in (".", ".."):
+        raise ConfigError(f"--split {args.split!r}: a plain folder name such as train or val")
     began = time.perf_counter()
     out = write_dataset(args.out, args.frames, width, height, seed=args.seed,
                         sequence=args.sequence, split=args.split, start=args.start,

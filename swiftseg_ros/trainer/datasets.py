@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
+from swiftseg_ros import files
 from swiftseg_ros.classes import GENERIC_CLASSES_FILE, IGNORE_INDEX, ClassSet, load_class_set
 from swiftseg_ros.errors import DatasetError
 
@@ -67,7 +68,7 @@ def label_table(num_raw: int, mapping: dict[int, int] | None = None,
 
 def read_image(path: str) -> np.ndarray:
     """An image file as uint8 H x W x 3 RGB."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    image = files.read_image(path, cv2.IMREAD_COLOR)
     if image is None:
         raise DatasetError(f"{path}: cannot read the image (missing, unreadable, or not an "
                            f"image format OpenCV reads)")
@@ -76,7 +77,7 @@ def read_image(path: str) -> np.ndarray:
 
 def read_label(path: str) -> np.ndarray:
     """A label file as uint8 H x W raw values (single-channel 8-bit PNG expected)."""
-    label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    label = files.read_image(path, cv2.IMREAD_UNCHANGED)
     if label is None:
         raise DatasetError(f"{path}: cannot read the label image (missing, unreadable, or not "
                            f"an image format OpenCV reads)")

@@ -19,15 +19,23 @@ import logging
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
-from swiftseg_ros.engine import EngineConfig, SegmentationEngine, colorize
-from swiftseg_ros.engine.config import UPSAMPLE_MODES, parse_size
+from swiftseg_ros.cli import (
+    ArgumentParser,
+    add_common_flags,
+    check_count,
+    check_device,
+    check_network,
+    parse_size_flag,
+    write_json,
+)
+from swiftseg_ros.engine import EngineConfig, SegmentationEngine
+from swiftseg_ros.engine.config import UPSAMPLE_MODES
 from swiftseg_ros.errors import ConfigError, DatasetError
+from swiftseg_ros.files import check_output_file
 from swiftseg_ros.metrics import ConfusionMatrix
-from swiftseg_ros.montage import frame_montage
+from swiftseg_ros.montage import MontageFrame, frame_montage
 from swiftseg_ros.progress import progress as progress_display
 from swiftseg_ros.trainer.datasets import SegmentationDataset, dataset_from_path
 
@@ -74,18 +82,25 @@ def evaluate(engine: SegmentationEngine, dataset: SegmentationDataset, limit: in
     return matrix, kept, seconds
 
 
-def check_montage_path(path) -> None:
-    """Refuse a --montage path that cannot be written as an image, before evaluating."""
-    if path and (Path(path).is_dir() or not cv2.haveImageWriter(str(path))):
-        raise ConfigError(f"--montage {path}: expected an image file path such as "
-                          f"montage.png")
+def frame_miou(prediction: np.ndarray, truth: np.ndarray, num_classes: int,
+               ignore_index: int) -> float | None:
+    """One frame's own mIoU (None when it has no scored pixel)."""
+    matrix = ConfusionMatrix(num_classes, ignore_index)
+    matrix.update(prediction, truth)
+    miou = matrix.miou()
+    return None if np.isnan(miou) else float(miou)
 
 
-def write_montage(path, kept, palette: np.ndarray, class_names) -> None:
-    """The kept frames in the layout replay's montage uses (`frame_montage`)."""
-    frame_montage([(f"frame {index}", image, colorize(truth, palette),
-                    colorize(prediction, palette)) for index, image, truth, prediction in kept],
-                  path, class_names=class_names, palette=palette)
+def write_montage(path, kept, palette: np.ndarray, class_names, ignore_index: int) -> None:
+    """The kept frames in the layout replay's montage uses (`frame_montage`), each titled
+    with its own mIoU."""
+    frames = []
+    for index, image, truth, prediction in kept:
+        miou = frame_miou(prediction, truth, len(class_names), ignore_index)
+        score = "no scored pixel" if miou is None else f"mIoU {100 * miou:.1f} %"
+        frames.append(MontageFrame(f"frame {index} ({score})", image, prediction, truth))
+    frame_montage(frames, path, class_names=class_names, palette=palette,
+                  ignore_index=ignore_index)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per-class IoU, mIoU and pixel accuracy of a checkpoint on a labelled "
                     "dataset (Cityscapes, CamVid or the generic layout), run through the "
                     "same inference engine as the ROS node.")
-    add_common_flags(parser, backend="torch")
+    add_common_flags(parser, backend=True)
     parser.add_argument("--data", required=True, help="dataset folder")
     parser.add_argument("--split", default="val", help="split to evaluate (default val)")
     parser.add_argument("--size", help="network input size WxH (multiples of the network's "
@@ -116,16 +131,27 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if not args.weights:
         raise ConfigError("--weights is required: the checkpoint (.pt) to evaluate")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit {args.limit}: must be at least 1")
-    if args.samples < 1:
-        raise ConfigError(f"--samples {args.samples}: must be at least 1")
-    check_montage_path(args.montage)
-    size = parse_size(args.size, "--size") if args.size else None
+    if args.limit is not None:
+        check_count(args.limit, "--limit", 1, 10**9)
+    check_count(args.samples, "--samples", 1, 64)
+    if args.threads is not None:
+        check_count(args.threads, "--threads", 1, 1024)
+    check_network(args.network)
+    check_device(args.device)
+    if args.json:
+        check_output_file(args.json, "--json")
+    if args.montage:
+        check_output_file(args.montage, "--montage", suffixes=(".png", ".jpg", ".jpeg"))
+    size = parse_size_flag(args.size, "--size") if args.size else None
     dataset = dataset_from_path(args.data, args.split)
+    # an .onnx file runs on ONNX Runtime; a checkpoint on torch unless asked otherwise
+    backend = args.backend or ("onnxruntime" if str(args.weights).lower().endswith(".onnx")
+                               else "torch")
+    print(f"preparing {args.weights} on {args.device} ({backend}): building the network "
+          "and warming it up", flush=True)
     engine = SegmentationEngine(EngineConfig(
         weights=args.weights, network=args.network, device=args.device,
-        precision=args.precision, backend=args.backend, inference_size=size,
+        precision=args.precision, backend=backend, inference_size=size,
         outputs=("label",),
         upsample=args.upsample, output_size="input", threads=args.threads))
     try:
@@ -143,15 +169,15 @@ def main(argv=None) -> int:
     fps = results["frames"] / seconds if seconds > 0 else None
     net = "x".join(map(str, inference_size)) if inference_size else "n/a"
     print(f"{fps or 0:.1f} frames/s through the engine (network input {net}, {args.device}, "
-          f"{args.precision}, upsample {args.upsample})")
+          f"{backend}, {args.precision}, upsample {args.upsample})")
     results.update(
         weights=str(args.weights), network=engine.network, data=str(args.data),
-        split=args.split, layout=dataset.layout, device=args.device,
+        split=args.split, layout=dataset.layout, device=args.device, backend=backend,
         precision=args.precision, upsample=args.upsample,
         inference_size=list(inference_size) if inference_size else None,
         frames_per_second=fps)
     write_json(args.json, results)
     if args.montage:
-        write_montage(args.montage, kept, engine.palette, names)
+        write_montage(args.montage, kept, engine.palette, names, dataset.ignore_index)
         print(f"montage: {Path(args.montage)}")
     return 0

@@ -7,6 +7,8 @@ import csv
 import math
 from pathlib import Path
 
+from swiftseg_ros.files import save_figure
+
 COLUMNS = ("epoch", "step", "lr", "train_loss", "val_miou", "val_pixel_accuracy", "seconds",
            "images_per_second")
 CSV_NAME, PLOT_NAME, TENSORBOARD_DIR = "metrics.csv", "curves.png", "tensorboard"
@@ -94,9 +96,7 @@ def plot_curves(rows: list[dict], path: str | Path) -> None:
     miou_axes.set(xlabel="epoch", ylabel="mIoU (%)", title="validation mIoU")
     miou_axes.grid(alpha=0.3)
     figure.tight_layout()
-    tmp = Path(path).with_name(Path(path).name + ".tmp.png")
-    figure.savefig(tmp)
-    tmp.replace(path)
+    save_figure(figure, path)
 
 
 def _text(value) -> str:
