@@ -233,9 +233,10 @@ def test_sum_counters_adds_every_camera():
     assert total.balanced() and total.last_rejection == "x"
 
 
-def test_prepare_allocates_each_size_once(engine):
+def test_prepare_allocates_each_size_once_for_every_camera(engine):
     pipeline = make_pipeline(engine, [])
     assert pipeline.prepare(96, 64, "rgb8") is True
+    assert {(96, 64, batch) for batch in (1, 2, 3)} <= pipeline._prepared  # three cameras
     assert pipeline.prepare(96, 64, "rgb8") is False
 
 
@@ -245,3 +246,17 @@ def test_worker_threads_are_not_left_running(engine):
     assert pipeline.stop(5)
     assert not any(t.name == "swiftseg-cameras" and t.is_alive()
                    for t in threading.enumerate())
+
+
+def test_each_cameras_first_frame_prepares_the_batches_of_its_size(engine):
+    pipeline = make_pipeline(engine, [])
+    prepares = engine.stats()["plans"]["prepares"]
+    assert pipeline.prepare_camera("front", 128, 64, "rgb8") in (True, False)
+    assert pipeline.prepare_camera("rear", 128, 64, "rgb8") is True  # batch 2 of 128x64
+    assert pipeline.prepare_camera("rear", 128, 64, "rgb8") is False
+    assert (128, 64, 2) in pipeline._prepared
+    before = engine.stats()["plans"]["prepares"]
+    assert before >= prepares
+    pipeline.process_batch([("front", image_msg("front", 0)), ("rear", image_msg("rear", 1))],
+                           lambda *args: None)
+    assert engine.stats()["plans"]["prepares"] == before  # no plan made inside the batch

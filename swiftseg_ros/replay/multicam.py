@@ -354,8 +354,9 @@ class MultiReplay:
     # ---------------------------------------------------------------- one batch
 
     def _prepare_cameras(self, batch: list[tuple[CameraFrame, object]]) -> None:
-        """Prepare the engine for a camera's size at its first frame, outside the timed
-        span, as the node does from each camera's camera_info before its first image."""
+        """Prepare the engine for a camera's size (and the batches of the cameras of that
+        size) at its first frame, outside the timed span, as the node does from each
+        camera's camera_info before its first image."""
         for frame, msg in batch:
             if frame.camera in self._prepared_cameras:
                 continue
@@ -366,7 +367,8 @@ class MultiReplay:
             self._prepared_cameras.add(frame.camera)
             started = time.perf_counter()
             try:
-                self.pipeline.prepare(pixels.shape[1], pixels.shape[0], pixel_format)
+                self.pipeline.prepare_camera(frame.camera, pixels.shape[1], pixels.shape[0],
+                                             pixel_format)
             except (*REJECTED, ConfigError):
                 continue  # a size the engine refuses: the timed attempt rejects the frame
             self.prepare_ms += (time.perf_counter() - started) * 1000.0

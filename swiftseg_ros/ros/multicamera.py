@@ -178,7 +178,8 @@ class MultiCameraPipeline:
         self._engine_name = f"{node_name}: engine"
         self._streams: dict[str, tuple[int, int, str]] = {}
         self._streams_lock = threading.Lock()
-        self._prepared: set[tuple[int, int]] = set()
+        self._sizes: dict[str, tuple[int, int]] = {}  # camera -> (width, height) it sends
+        self._prepared: set[tuple[int, int, int]] = set()  # (width, height, batch size)
         self.batches = BatchStats()
         self._reporters = {camera: DiagnosticsReporter(name=f"{node_name}: camera {camera}",
                                                        hardware_id=hardware_id)
@@ -197,14 +198,36 @@ class MultiCameraPipeline:
     # ---------------------------------------------------------------- preparing
 
     def prepare(self, width: int, height: int, pixel_format: str) -> bool:
-        """Allocate and warm up for frames of this size unless done already (the node
-        calls it with `input_size` and with each camera's first camera_info); True if it
+        """Prepare for every camera sending frames of this size (the node's `input_size`):
+        `prepare_camera` for each; True if anything was prepared now."""
+        prepared = False
+        for camera in self.cameras:
+            prepared = self.prepare_camera(camera, width, height, pixel_format) or prepared
+        return prepared
+
+    def prepare_camera(self, camera: str, width: int, height: int, pixel_format: str) -> bool:
+        """Note that `camera` sends frames of this size, and allocate and warm up the
+        engine for it and for batches of every camera of that size, unless done already,
+        so that no batch of a new size stalls the worker later (the node calls it from each
+        camera's first camera_info, the worker from each camera's first frame). True if it
         prepared now."""
-        if (width, height) in self._prepared:
-            return False
-        self.frames.prepare(width, height, pixel_format)
-        self._prepared.add((width, height))
-        return True
+        size = (width, height)
+        with self._streams_lock:
+            self._sizes[camera] = size
+            count = sum(1 for seen in self._sizes.values() if seen == size)
+        prepared = False
+        for batch in range(1, count + 1):
+            if (width, height, batch) in self._prepared:
+                continue
+            if batch == 1:
+                self.frames.prepare(width, height, pixel_format)
+            else:  # through the batch's own plan, with blank frames
+                blank = np.zeros((height, width, 3 if pixel_format != "mono8" else 1),
+                                 np.uint8)
+                self.frames.segment_batch([(None, blank, pixel_format)] * batch)
+            self._prepared.add((width, height, batch))
+            prepared = True
+        return prepared
 
     # ----------------------------------------------------------------- batches
 
@@ -218,7 +241,8 @@ class MultiCameraPipeline:
         for index, (camera, msg) in enumerate(items):
             try:
                 frame, pixel_format = self.frames.decode(msg)
-                self._check_stream(camera, frame, pixel_format)
+                if self._check_stream(camera, frame, pixel_format):
+                    self.prepare_camera(camera, frame.shape[1], frame.shape[0], pixel_format)
             except REJECTED as exc:
                 outcomes[index] = exc
                 self._rejected(camera, exc)
@@ -244,10 +268,12 @@ class MultiCameraPipeline:
                     outcomes[index] = exc
         return outcomes
 
-    def _check_stream(self, camera: str, frame: np.ndarray, pixel_format: str) -> None:
+    def _check_stream(self, camera: str, frame: np.ndarray, pixel_format: str) -> bool:
+        """True at the camera's first frame; ImageRejected when it differs from that."""
         height, width = frame.shape[:2]
         seen = (width, height, pixel_format)
         with self._streams_lock:
+            new = camera not in self._streams
             first = self._streams.setdefault(camera, seen)
         if first != seen:
             raise ImageRejected(
@@ -255,6 +281,7 @@ class MultiCameraPipeline:
                 f"stream's {first[0]}x{first[1]} {first[2]}; a camera keeps the size and "
                 "encoding of its first frame until the node is deactivated and activated "
                 "again")
+        return new
 
     def _rejected(self, camera: str, exc: BaseException) -> None:
         if self._on_rejected is not None:

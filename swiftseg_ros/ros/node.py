@@ -588,8 +588,8 @@ class SegmentationNode(Node):
         if first and self._settings.input_size is None and msg.width and msg.height:
             # each camera's size before its first image (a size prepared already is kept)
             with self.interruptible():
-                prepared = self._pipeline.prepare(
-                    msg.width, msg.height, FIRST_GUESS_FORMAT[self._settings.transport])
+                prepared = self._pipeline.prepare_camera(
+                    camera, msg.width, msg.height, FIRST_GUESS_FORMAT[self._settings.transport])
             if prepared:
                 self.get_logger().info(f"camera {camera}: prepared for {msg.width}x"
                                        f"{msg.height} from camera_info, before its first image")

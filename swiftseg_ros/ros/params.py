@@ -719,6 +719,10 @@ def engine_config_from_params(params: SegParams, outputs: tuple[str, ...] | None
         max_input_size=tuple(params.max_input_size),
         overlay_alpha=params.overlay_alpha,
         palette=palette,
+        # a plan per batch size (1 to the number of cameras of one size) and one spare,
+        # so that batches never evict each other's plans
+        **({"plan_cache": max(EngineConfig.plan_cache, len(params.cameras) + 1)}
+           if params.cameras else {}),
     )
 
 
