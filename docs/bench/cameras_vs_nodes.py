@@ -82,6 +82,7 @@ def camera_frames(image_cls) -> dict[str, object]:
 
 def run_setup(setup: str, seconds: float, startup_s: float) -> dict:
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState
     from rclpy.executors import SingleThreadedExecutor
@@ -106,6 +107,13 @@ def run_setup(setup: str, seconds: float, startup_s: float) -> dict:
 
     for camera, topic in label_topics.items():
         peer.create_subscription(Image, topic, lambda m, c=camera: on_label(c, m), qos)
+    statuses = {}  # the last /diagnostics status of each name
+
+    def on_diagnostics(msg):
+        for status in msg.status:
+            statuses[status.name] = {kv.key: kv.value for kv in status.values}
+
+    peer.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, qos)
 
     def spin_for(seconds_left: float, until=None) -> None:
         deadline = time.monotonic() + seconds_left
@@ -166,7 +174,13 @@ def run_setup(setup: str, seconds: float, startup_s: float) -> dict:
     cameras = {}
     for camera, samples in received.items():
         latencies = [latency for _, latency in samples]
+        # the node's own counts since activate: per camera (one node) or its only camera
+        counts = statuses.get(f"swiftseg: camera {camera}") or statuses.get(
+            f"swiftseg_{camera}: segmentation") or {}
         cameras[camera] = {
+            "node_counts": {key: counts.get(f"frames {key}") for key in (
+                "received", "processed", "dropped", "rejected", "failed")}
+            | {"lost_before_node": counts.get("frames lost before the node (estimated)")},
             "labels": len(samples),
             "labels_per_s": len(samples) / elapsed,
             "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
