@@ -3,6 +3,7 @@
     ros2 launch swiftseg_ros seg.launch.py image_topic:=/camera/image_raw
     ros2 launch swiftseg_ros seg.launch.py weights:=fastscnn_synth.pt device:=cuda \
         transport:=compressed input_size:=1280x720
+    ros2 launch swiftseg_ros seg.launch.py cameras:=[front,down]   # one node, two cameras
     ros2 launch swiftseg_ros seg.launch.py --show-args      # every accepted argument
 
 The arguments come from `swiftseg_ros.ros.params.launch_arguments()`, the same definitions
@@ -114,7 +115,8 @@ def _launch_setup(context):
                 f"with: ros2 lifecycle set {full_name} activate"))])),
         RegisterEventHandler(OnStateTransition(
             target_lifecycle_node=node, start_state="activating", goal_state="active",
-            entities=[LogInfo(msg=f"{full_name}: active, segmenting {image_topic}")])),
+            entities=[LogInfo(msg=f"{full_name}: active, segmenting "
+                                  f"{argument('cameras') or image_topic}")])),
     ]
     autostart = argument("autostart").lower() in TRUE_WORDS
     if autostart:
