@@ -805,6 +805,16 @@ def render_parameters_doc() -> str:
         "1`) is read as that double; a value of another wrong type makes configure fail with "
         "one line naming the parameter, the type given and the type expected, until it is "
         "set right with `ros2 param set`.\n\n"
+        "Several cameras, one node: `cameras: [front, down]` reads camera C from `C/image` "
+        "and `C/camera_info` and publishes `~/C/label` etc.; remap per camera with one rule "
+        "per topic, e.g. `ros2 run swiftseg_ros swiftseg_node --ros-args -p \"cameras:=[front, "
+        "down]\" -r front/image:=/drone/cam_front/image_raw -r "
+        "front/camera_info:=/drone/cam_front/camera_info -r "
+        "down/image:=/drone/cam_down/image_raw -r down/camera_info:=/drone/cam_down/camera_info`, "
+        "or `ros2 launch swiftseg_ros seg.launch.py cameras:=[front,down]`. A parameter file "
+        "writes it as `cameras: [front, down]` (ROS 2 parameter files cannot hold an empty "
+        "list: leave `cameras` out for one camera). Everything else applies to every camera "
+        "alike (one model, one set of outputs); see docs/ros.md.\n\n"
         + render_parameter_table()
     )
 
