@@ -10,7 +10,8 @@ order drawn anew each iteration (as the main bench does), so that drift hits bot
 
 Memory: on CUDA the device memory each setup holds in steady state (allocated, after
 its warm-up). On the CPU the growth of this process's resident memory while each setup
-is built and warmed (the one engine first, then the N engines on top); N real nodes
+is built and warmed (the one engine first, then the N engines on top, after a
+throwaway engine has taken the process's one-time costs); N real nodes
 would each add a Python interpreter, PyTorch and rclpy on top of that (hundreds of MB
 each), which one process cannot measure: docs/benchmarks.md has the node comparison.
 """
@@ -56,6 +57,12 @@ def bench_batches(config: EngineConfig, frames: list[np.ndarray], batches: list[
     rows = []
     device = torch.device(config.device)
     sync = device_sync(device)
+    # a throwaway engine first takes the process's one-time costs (library start-up,
+    # allocator pools), which the first row's memory would otherwise count
+    throwaway = SegmentationEngine(config)
+    throwaway.infer_batch([(frame, "rgb8") for frame in frames[:2]])
+    throwaway.release()
+    del throwaway
     for count in batches:
         pairs = [(frame, "rgb8") for frame in frames[:count]]
         gc.collect()
