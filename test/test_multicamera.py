@@ -81,6 +81,9 @@ def test_engine_batch_gives_each_frame_the_labels_of_a_single_frame(engine):
 def test_batch_outputs_carry_each_cameras_own_header_at_its_own_size(engine):
     delivered = []
     pipeline = make_pipeline(engine, [])
+    for camera, (width, height) in SIZES.items():
+        pipeline.prepare_camera(camera, width, height, "rgb8")
+    pipeline._one_by_one[(128, 64, 2)] = False  # batched, whatever this CPU measured
     items = [(camera, image_msg(camera, seq)) for seq, camera in enumerate(SIZES)]
     outcomes = pipeline.process_batch(
         items, lambda index, camera, frame: delivered.append(
@@ -180,6 +183,9 @@ def test_a_camera_sending_garbage_does_not_slow_the_others(engine):
 
 def test_reports_have_one_status_per_camera_then_the_engines(engine):
     pipeline = make_pipeline(engine, [])
+    for camera, (width, height) in SIZES.items():
+        pipeline.prepare_camera(camera, width, height, "rgb8")
+    pipeline._one_by_one[(128, 64, 2)] = False  # batched, whatever this CPU measured
     pipeline.start()
     for seq in range(3):
         for camera in SIZES:
@@ -260,3 +266,21 @@ def test_each_cameras_first_frame_prepares_the_batches_of_its_size(engine):
     pipeline.process_batch([("front", image_msg("front", 0)), ("rear", image_msg("rear", 1))],
                            lambda *args: None)
     assert engine.stats()["plans"]["prepares"] == before  # no plan made inside the batch
+
+
+def test_batches_measured_slower_run_frame_by_frame_with_the_same_outputs(engine):
+    pipeline = make_pipeline(engine, [])
+    for camera, (width, height) in SIZES.items():
+        pipeline.prepare_camera(camera, width, height, "rgb8")
+    assert (128, 64, 2) in pipeline._one_by_one  # measured when prepared
+    assert "batching 2 x 128x64" in pipeline.batching_choices
+    items = [("front", image_msg("front", 0)), ("rear", image_msg("rear", 1))]
+    labels = {}
+    for one_by_one in (False, True):
+        pipeline._one_by_one[(128, 64, 2)] = one_by_one
+        pipeline.batches = BatchStats()
+        pipeline.process_batch(items, lambda index, camera, frame, mode=one_by_one:
+                               labels.setdefault((mode, camera), frame.result.label.copy()))
+        assert set(pipeline.batches.summary()) == ({1} if one_by_one else {2})
+    for camera in ("front", "rear"):
+        assert np.array_equal(labels[(False, camera)], labels[(True, camera)])

@@ -43,10 +43,12 @@ def resident_mb(pid: int) -> float | None:
     return None
 
 
-def start_nodes(setup: str) -> tuple[list[subprocess.Popen], dict[str, str]]:
+def start_nodes(setup: str, parameters: list[str]) -> tuple[list[subprocess.Popen],
+                                                           dict[str, str]]:
     """The node processes of a setup, and each camera's label topic."""
     base = [sys.executable, "-m", "swiftseg_ros.ros.node", "--ros-args", "-r",
-            f"__ns:={NAMESPACE}", "--log-level", "warn"]
+            f"__ns:={NAMESPACE}", "--log-level", "warn",
+            *(item for parameter in parameters for item in ("-p", parameter))]
     if setup == "one node":
         camera_list = ",".join(CAMERAS)
         processes = [subprocess.Popen([*base, "-p", f"cameras:=[{camera_list}]"],
@@ -80,7 +82,7 @@ def camera_frames(image_cls) -> dict[str, object]:
     return messages
 
 
-def run_setup(setup: str, seconds: float, startup_s: float) -> dict:
+def run_setup(setup: str, seconds: float, startup_s: float, parameters: list[str]) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from lifecycle_msgs.msg import Transition
@@ -89,7 +91,7 @@ def run_setup(setup: str, seconds: float, startup_s: float) -> dict:
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    processes, label_topics = start_nodes(setup)
+    processes, label_topics = start_nodes(setup, parameters)
     peer = rclpy.create_node("camera_bench_driver", namespace=NAMESPACE)
     executor = SingleThreadedExecutor()
     executor.add_node(peer)
@@ -197,6 +199,9 @@ def main(argv=None) -> int:
                         help="measured seconds per setup (default 30)")
     parser.add_argument("--startup", type=float, default=180.0,
                         help="seconds allowed for the nodes to come up (default 180)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="a node parameter for every node (default: none, the node "
+                        "defaults), e.g. reliability:=reliable")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
@@ -206,7 +211,7 @@ def main(argv=None) -> int:
 
     rclpy.init()
     try:
-        results = [run_setup(setup, args.seconds, args.startup)
+        results = [run_setup(setup, args.seconds, args.startup, args.param)
                    for setup in ("one node", "three nodes")]
     finally:
         rclpy.shutdown()

@@ -6,8 +6,9 @@ camera, round robin, batches) in front of the single-camera `SegmentationPipelin
 (`pipeline.py`: decoding, the engine and its lock, output and overlay requests, output
 messages). A batch the worker takes is decoded frame by frame (a malformed image is
 rejected for its camera only), grouped by image size, and each group goes through the
-network in one forward pass (`engine.infer_batch`); each frame's outputs keep its own
-camera's header. Replay calls `process_batch` itself, with a `deliver` of its own.
+network in one forward pass (`engine.infer_batch`), or frame by frame where that measured
+faster when the engine was prepared for that batch (on a GPU the batch wins; on a CPU it
+may not); each frame's outputs keep its own camera's header. Replay calls `process_batch` itself, with a `deliver` of its own.
 
 A camera's image size and encoding are fixed by its first frame after `start()`: a frame
 of another size or encoding is rejected for that camera (a new size would stall every
@@ -50,6 +51,8 @@ _LOG = logging.getLogger(__name__)
 # How many recent frames a camera's latency percentiles, and a batch size's times, cover.
 LATENCY_WINDOW = 500
 LATENCY_PERCENTILES = (50, 95, 99)
+# Timed runs of a batch and of one frame when choosing how to run batches of a size.
+BATCHING_REPEATS = 3
 
 # deliver(index in the batch, camera, segmented frame): called while the frame's arrays
 # are valid (before the next engine call)
@@ -180,6 +183,10 @@ class MultiCameraPipeline:
         self._streams_lock = threading.Lock()
         self._sizes: dict[str, tuple[int, int]] = {}  # camera -> (width, height) it sends
         self._prepared: set[tuple[int, int, int]] = set()  # (width, height, batch size)
+        # (width, height, batch size) -> whether such batches run one frame at a time,
+        # measured when the batch was prepared; the choices as diagnostics show them
+        self._one_by_one: dict[tuple[int, int, int], bool] = {}
+        self.batching_choices: dict[str, str] = {}
         self.batches = BatchStats()
         self._reporters = {camera: DiagnosticsReporter(name=f"{node_name}: camera {camera}",
                                                        hardware_id=hardware_id)
@@ -221,13 +228,37 @@ class MultiCameraPipeline:
                 continue
             if batch == 1:
                 self.frames.prepare(width, height, pixel_format)
-            else:  # through the batch's own plan, with blank frames
-                blank = np.zeros((height, width, 3 if pixel_format != "mono8" else 1),
-                                 np.uint8)
-                self.frames.segment_batch([(None, blank, pixel_format)] * batch)
+            else:
+                self._choose_batching(width, height, pixel_format, batch)
             self._prepared.add((width, height, batch))
             prepared = True
         return prepared
+
+    def _choose_batching(self, width: int, height: int, pixel_format: str, batch: int) -> None:
+        """Prepare the plan of `batch` frames of this size (with blank frames) and measure
+        it against as many frames one by one: whichever is faster on this machine runs
+        such batches (on a GPU one forward over the stack wins; on a CPU core it may not)."""
+        blank = np.zeros((height, width, 1 if pixel_format == "mono8" else 3), np.uint8)
+        frames = [(None, blank, pixel_format)] * batch
+        self.frames.segment_batch(frames)  # prepares and warms the batch's plan
+
+        def fastest_ms(run) -> float:
+            times = []
+            for _ in range(BATCHING_REPEATS):
+                started = time.perf_counter()
+                run()
+                times.append((time.perf_counter() - started) * 1000.0)
+            return min(times)
+
+        together = fastest_ms(lambda: self.frames.segment_batch(frames))
+        alone = fastest_ms(lambda: self.frames.segment_batch(frames[:1]))
+        one_by_one = together > batch * alone
+        self._one_by_one[(width, height, batch)] = one_by_one
+        choice = "one by one" if one_by_one else "batched"
+        self.batching_choices[f"batching {batch} x {width}x{height}"] = (
+            f"{choice} (a batch {together:.1f} ms, one by one {batch} x {alone:.1f} ms)")
+        _LOG.info("cameras at %dx%d: a batch of %d takes %.1f ms, one frame %.1f ms: %s",
+                  width, height, batch, together, alone, choice)
 
     # ----------------------------------------------------------------- batches
 
@@ -248,7 +279,14 @@ class MultiCameraPipeline:
                 self._rejected(camera, exc)
                 continue
             decoded.append((index, camera, msg.header, frame, pixel_format))
+        groups = []
         for group in group_by_size(decoded, lambda item: item[3].shape[:2]):
+            height, width = group[0][3].shape[:2]
+            if self._one_by_one.get((width, height, len(group))):
+                groups.extend([item] for item in group)
+            else:
+                groups.append(group)
+        for group in groups:
             started = time.perf_counter()
             try:
                 segmented = self.frames.segment_batch([item[2:] for item in group])
@@ -365,6 +403,7 @@ class MultiCameraPipeline:
             hardware_id=self._hardware_id)
         engine.values.append(("cameras", ", ".join(self.cameras)))
         engine.values.extend(self.batches.values())
+        engine.values.extend(self.batching_choices.items())
         resident = process_resident_mb()
         if resident is not None:
             engine.values.append(("process resident memory (MB)", f"{resident:.1f}"))
