@@ -51,8 +51,9 @@ _LOG = logging.getLogger(__name__)
 # How many recent frames a camera's latency percentiles, and a batch size's times, cover.
 LATENCY_WINDOW = 500
 LATENCY_PERCENTILES = (50, 95, 99)
-# Timed runs of a batch and of one frame when choosing how to run batches of a size.
-BATCHING_REPEATS = 3
+# Timed runs of a batch and of one frame (alternated, the fastest of each kept) when
+# choosing how to run batches of a size.
+BATCHING_REPEATS = 5
 
 # deliver(index in the batch, camera, segmented frame): called while the frame's arrays
 # are valid (before the next engine call)
@@ -242,16 +243,13 @@ class MultiCameraPipeline:
         frames = [(None, blank, pixel_format)] * batch
         self.frames.segment_batch(frames)  # prepares and warms the batch's plan
 
-        def fastest_ms(run) -> float:
-            times = []
-            for _ in range(BATCHING_REPEATS):
+        times: dict[int, list[float]] = {batch: [], 1: []}
+        for _ in range(BATCHING_REPEATS):  # alternated, so that drift hits both alike
+            for size in (batch, 1):
                 started = time.perf_counter()
-                run()
-                times.append((time.perf_counter() - started) * 1000.0)
-            return min(times)
-
-        together = fastest_ms(lambda: self.frames.segment_batch(frames))
-        alone = fastest_ms(lambda: self.frames.segment_batch(frames[:1]))
+                self.frames.segment_batch(frames[:size])
+                times[size].append((time.perf_counter() - started) * 1000.0)
+        together, alone = min(times[batch]), min(times[1])
         one_by_one = together > batch * alone
         self._one_by_one[(width, height, batch)] = one_by_one
         choice = "one by one" if one_by_one else "batched"
