@@ -43,6 +43,8 @@ from swiftseg_ros.ros.conversions import (
 from swiftseg_ros.ros.diagnostics import DiagnosticsReporter, DiagnosticStatusContent
 from swiftseg_ros.ros.frames import FrameCounters, LatestFrameWorker
 
+# How long report() waits for the engine before reporting its last statistics.
+STATS_WAIT_S = 0.05
 # A frame that is bad input (not a processing failure): counted as rejected.
 REJECTED = (ImageRejected, FrameError)
 
@@ -107,6 +109,7 @@ class SegmentationPipeline:
         self._requested_outputs: tuple[str, ...] | None = None
         self._requested_alpha: float | None = None
         self._last_format: str | None = None
+        self._last_stats: dict | None = None
         reporter_args = {"hardware_id": hardware_id}
         if diagnostics_name:
             reporter_args["name"] = diagnostics_name
@@ -210,9 +213,17 @@ class SegmentationPipeline:
 
     def report(self, *, latency_budget_ms: float = 0.0,
                min_output_hz: float = 0.0) -> DiagnosticStatusContent:
-        """The diagnostics status for the period since the previous report."""
-        with self._engine_lock:
-            stats = self.engine.stats()
+        """The diagnostics status for the period since the previous report. While the
+        engine is busy for longer than a frame (preparing a new input size: seconds), the
+        last statistics are reported rather than waiting: the caller is the node's
+        executor thread, which must keep serving ROS (and a Ctrl-C) meanwhile."""
+        if self._engine_lock.acquire(timeout=STATS_WAIT_S):
+            try:
+                stats = self._last_stats = self.engine.stats()
+            finally:
+                self._engine_lock.release()
+        else:
+            stats = self._last_stats
         return self.reporter.report(self._now_s(), self.worker.counters(), stats,
                                     latency_budget_ms=latency_budget_ms,
                                     min_output_hz=min_output_hz)

@@ -30,15 +30,6 @@ P99_DRIFT_BOUND = 0.20
 PENDING_S = 120.0
 
 
-def resident_mb() -> float:
-    """This process's resident set size (VmRSS), in MB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError("/proc/self/status has no VmRSS line")
-
-
 def cuda_mb() -> float | None:
     """Memory PyTorch holds on the current CUDA device (MB), None without CUDA in use."""
     import torch

@@ -14,6 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.ros.memory import resident_mb
 from swiftseg_ros.soak.camera import (
     COMPRESSED_CORRUPTIONS,
     RAW_CORRUPTIONS,
@@ -21,7 +23,7 @@ from swiftseg_ros.soak.camera import (
     SyntheticCamera,
 )
 from swiftseg_ros.soak.faults import FAULTS, Fault, disturbed, schedule
-from swiftseg_ros.soak.record import Recorder, cuda_mb, judge, resident_mb
+from swiftseg_ros.soak.record import Recorder, cuda_mb, judge
 from swiftseg_ros.soak.targets import make_target, stamp_key
 
 # Size faults rotate through the base size scaled by these (width, height) factors: five
@@ -66,6 +68,8 @@ class _LogLines(logging.Handler):
 
 def run_soak(options: SoakOptions, say=print) -> dict:
     """Run the soak; the result is what soak.json holds."""
+    if resident_mb() is None:
+        raise ConfigError("the soak reads its memory from /proc/self/status (Linux only)")
     total_s = options.minutes * 60.0
     recorder = Recorder(window_s=options.window_s)
     t0 = [time.monotonic()]
