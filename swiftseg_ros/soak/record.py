@@ -72,6 +72,14 @@ class Recorder:
         """`clock()`: seconds since the soak began (monotonic)."""
         self._clock = clock
 
+    def reset(self) -> None:
+        """Forget the outputs and latencies so far (those before the soak's start); the
+        frames sent stay counted (the node's counters have them too)."""
+        with self._lock:
+            self.outputs = 0
+            self._pending.clear()
+            self.latencies.clear()
+
     def frame_sent(self, key: tuple, t: float, disturbed: bool, corrupt: bool) -> None:
         with self._lock:
             self.sent += 1
