@@ -11,8 +11,9 @@ the node declares its parameters from and the docs tables are generated from. Ar
 that set a parameter are empty by default and then keep the parameter file's value (an
 empty string passed on would overwrite it); a given value is checked and converted to the
 parameter's type here, so `depth:=x` fails the launch with one line. Launch ignores
-arguments it does not declare, so a given argument that looks like a misspelling of one
-of these (`transprot:=compressed`) is reported as a warning.
+arguments it does not declare: a node parameter given as one (`threads:=2`) is passed to
+the node all the same (with a line saying so), and a given argument that looks like a
+misspelling of one of these (`transprot:=compressed`) is reported as a warning.
 
 With autostart:=true (the default) this file requests the configure transition once the
 node's lifecycle services are up and the activate transition when configure has
@@ -44,9 +45,11 @@ from lifecycle_msgs.msg import Transition
 
 from swiftseg_ros.ros.params import (
     TRUE_WORDS,
-    launch_argument_value,
     launch_arguments,
+    launch_parameter_overrides,
     misspelled_launch_arguments,
+    subscribed_image_topic,
+    transport_in_parameter_file,
 )
 
 PACKAGE = "swiftseg_ros"
@@ -70,13 +73,14 @@ def _launch_setup(context):
     def argument(name: str) -> str:
         return LaunchConfiguration(name).perform(context).strip()
 
-    warnings = [LogInfo(msg=f"WARNING: {line}")
-                for line in misspelled_launch_arguments(context.launch_configurations)]
+    given = {name: str(value) for name, value in context.launch_configurations.items()}
+    warnings = [LogInfo(msg=f"WARNING: {line}") for line in misspelled_launch_arguments(given)]
     # Python values of the parameter's type: launch_ros writes a str parameter as its YAML
     # dump (a quoted scalar where needed), so `weights:=2024` stays a string
-    # (normalize_parameters.py), and `depth:=3` becomes an integer here.
-    overrides = {a.name: launch_argument_value(a.name, argument(a.name))
-                 for a in launch_arguments() if a.parameter and argument(a.name)}
+    # (normalize_parameters.py), and `depth:=3` becomes an integer here. Node parameters
+    # that are not arguments of this file (threads:=2) are passed through, with a line.
+    overrides, passed_through = launch_parameter_overrides(given)
+    notes = [LogInfo(msg=line) for line in passed_through]
     parameters = [argument("params_file")]
     if overrides:
         parameters.append(overrides)
@@ -98,10 +102,15 @@ def _launch_setup(context):
             lifecycle_node_matcher=matches_action(node), transition_id=transition_id))
 
     name = argument("node_name")
+    transport = overrides.get("transport") or transport_in_parameter_file(
+        argument("params_file"), name) or "raw"
+    # what the node really subscribes: the compressed transport adds /compressed
+    subscribed = subscribed_image_topic(image_topic, transport)
     namespace = argument("namespace").strip("/")
     full_name = f"/{namespace}/{name}" if namespace else f"/{name}"
     actions = [
         *warnings,
+        *notes,
         # A failed configure goes configuring -> unconfigured; the node has logged why.
         RegisterEventHandler(OnStateTransition(
             target_lifecycle_node=node, start_state="configuring", goal_state="unconfigured",
@@ -116,7 +125,7 @@ def _launch_setup(context):
         RegisterEventHandler(OnStateTransition(
             target_lifecycle_node=node, start_state="activating", goal_state="active",
             entities=[LogInfo(msg=f"{full_name}: active, segmenting "
-                                  f"{argument('cameras') or image_topic}")])),
+                                  f"{argument('cameras') or subscribed}")])),
     ]
     autostart = argument("autostart").lower() in TRUE_WORDS
     if autostart:

@@ -18,11 +18,12 @@ DOMAINS = range(1, 101)
 
 
 def isolate_ros_domain() -> int:
-    """Set a random ROS_DOMAIN_ID and localhost-only discovery (Jazzy's
-    ROS_AUTOMATIC_DISCOVERY_RANGE; Humble reads ROS_LOCALHOST_ONLY, set too) for this process and
-    its children; returns the domain id."""
+    """Set a random ROS_DOMAIN_ID and localhost-only discovery (ROS_AUTOMATIC_DISCOVERY_RANGE
+    from Iron on; ROS_LOCALHOST_ONLY under Humble) for this process and its children;
+    returns the domain id."""
     domain = random.SystemRandom().choice(DOMAINS)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ["ROS_LOCALHOST_ONLY"] = "1"
+    if os.environ.get("ROS_DISTRO") == "humble":  # Jazzy warns that it is deprecated
+        os.environ["ROS_LOCALHOST_ONLY"] = "1"
     return domain

@@ -13,6 +13,7 @@ from swiftseg_ros.ros.diagnostics import (
     WARN,
     DiagnosticsReporter,
     DiagnosticStatusContent,
+    NewReasons,
     RateMeter,
     build_status,
     rosbags_diagnostic_array,
@@ -313,3 +314,15 @@ def test_stamp_to_publish_latency_is_reported_beside_the_engines():
     assert values["latency stamp to publish p95 (ms)"] == "38.00"
     assert "p95 total latency 9.0 ms in the engine, 38.0 ms from stamp to publish" \
         in status.message
+
+
+def test_each_kind_of_rejection_reason_is_new_once_whatever_its_numbers():
+    # with the node's 5 s log throttle, "truncated data" and "0x0" never reached the log
+    # behind a stream of bad encodings
+    reasons = NewReasons(limit=3)
+    assert reasons.first("encoding 'yuv422' is not supported")
+    assert not reasons.first("encoding 'yuv422' is not supported")
+    assert reasons.first("data has 8192 bytes, expected step 384 x 64 rows = 24576")
+    assert not reasons.first("data has 100 bytes, expected step 6 x 2 rows = 12")
+    assert reasons.first("image is empty (0x0 pixels)")
+    assert not reasons.first("a fourth kind, over the limit")

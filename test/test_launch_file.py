@@ -25,9 +25,12 @@ from swiftseg_ros.ros.params import (
     LAUNCH_TABLE_END,
     launch_argument_value,
     launch_arguments,
+    launch_parameter_overrides,
     marked_block,
     misspelled_launch_arguments,
     render_launch_table,
+    subscribed_image_topic,
+    transport_in_parameter_file,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,6 +132,49 @@ def test_a_misspelled_launch_argument_is_reported_with_the_right_name():
     assert misspelled_launch_arguments(given) == [
         "launch argument 'transprot' is not one of seg.launch.py's and is ignored: did you "
         "mean 'transport'? (ros2 launch swiftseg_ros seg.launch.py --show-args lists them)"]
+
+
+def test_node_parameters_given_as_launch_arguments_are_passed_through_with_a_line():
+    # a real ROS 2: `threads:=2 upsample:=labels` were ignored without a word
+    given = {"threads": "2", "upsample": "labels", "transport": "compressed", "depth": "",
+             "image_topic": "/cam", "use_sim_time": "true", "params_file": "/p.yaml"}
+    overrides, lines = launch_parameter_overrides(given)
+    assert overrides == {"threads": 2, "upsample": "labels", "transport": "compressed"}
+    assert lines == [
+        "launch argument threads:=2 is not one of seg.launch.py's own: passed to the node "
+        "as its parameter 'threads'",
+        "launch argument upsample:=labels is not one of seg.launch.py's own: passed to the "
+        "node as its parameter 'upsample'"]
+    assert misspelled_launch_arguments(given) == []
+
+
+def test_a_passed_through_parameter_with_a_bad_value_fails_the_launch_in_one_line():
+    with pytest.raises(ConfigError) as caught:
+        launch_parameter_overrides({"threads": "many"})
+    assert "threads:='many'" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_launch_file_takes_its_overrides_and_lines_from_the_definitions(tree):
+    assert _calls(tree, "launch_parameter_overrides")
+    assert _calls(tree, "subscribed_image_topic")
+
+
+@pytest.mark.parametrize("transport,topic", [("raw", "/camera/image_raw"),
+                                             ("compressed", "/camera/image_raw/compressed")])
+def test_the_active_line_names_the_topic_really_subscribed(transport, topic):
+    # a real ROS 2 logged "segmenting /camera/image_raw" while subscribing .../compressed
+    assert subscribed_image_topic("/camera/image_raw", transport) == topic
+
+
+def test_transport_is_read_from_the_parameter_file_for_this_node(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("/**:\n  ros__parameters:\n    transport: raw\n"
+                    "/robot/swiftseg:\n  ros__parameters:\n    transport: compressed\n"
+                    "other_node:\n  ros__parameters:\n    transport: raw\n")
+    assert transport_in_parameter_file(str(path), "swiftseg") == "compressed"
+    assert transport_in_parameter_file(str(tmp_path / "missing.yaml"), "swiftseg") == ""
+    shipped = ROOT / "config" / "seg.yaml"
+    assert transport_in_parameter_file(str(shipped), "swiftseg") == BY_NAME["transport"].default
 
 
 def test_ros_docs_launch_table_is_the_rendered_one():

@@ -64,6 +64,7 @@ look healthy); OK otherwise. The message says which of these, in words.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -289,6 +290,30 @@ def build_status(
         hardware_id=hardware_id or str(stats.get("device", "")),
         values=values,
     )
+
+
+class NewReasons:
+    """Which rejection or failure reasons are new, so that each kind reaches the log at
+    least once: the node logs frames throttled (one line per 5 s), and a camera sending
+    truncated and 0x0 frames among bad encodings would otherwise show one reason only.
+
+    A reason's kind is its text with the numbers taken out (sizes, byte counts); at most
+    `limit` kinds are remembered (a reason quoting arbitrary text cannot grow it without
+    bound), later ones count as seen."""
+
+    def __init__(self, limit: int = 64):
+        self._seen: set[str] = set()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def first(self, reason: str) -> bool:
+        """True the first time a reason of this kind comes."""
+        kind = re.sub(r"\d+(\.\d+)?", "#", reason)
+        with self._lock:
+            if kind in self._seen or len(self._seen) >= self._limit:
+                return False
+            self._seen.add(kind)
+            return True
 
 
 def describe_choice(choice: Mapping) -> str:

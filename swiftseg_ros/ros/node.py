@@ -88,8 +88,9 @@ except ImportError:
 from swiftseg_ros.engine import SegmentationEngine
 from swiftseg_ros.errors import ConfigError, SwiftsegError
 from swiftseg_ros.ros.cameras import camera_topics
-from swiftseg_ros.ros.diagnostics import to_diagnostic_array
+from swiftseg_ros.ros.diagnostics import NewReasons, to_diagnostic_array
 from swiftseg_ros.ros.frames import FrameCounters
+from swiftseg_ros.ros.memory import resident_mb, return_freed_memory
 from swiftseg_ros.ros.multicamera import LogLimiter, MultiCameraPipeline, sum_counters
 from swiftseg_ros.ros.params import (
     BY_NAME,
@@ -215,6 +216,7 @@ class SegmentationNode(Node):
         self._refused_at_startup: dict[str, str] = {}
         # set when a signal's close gave up on a busy worker: it must publish nothing more
         self._abandoned = False
+        self._new_reasons = NewReasons()
         # main() points this at its StopRequest's: a preparation on the executor thread
         # (configure with input_size, camera_info) is then cut short by a signal
         self.interruptible = contextlib.nullcontext
@@ -239,39 +241,19 @@ class SegmentationNode(Node):
                 raise ConfigError(next(iter(self._refused_at_startup.values())))
             params = validate_parameters(
                 {p.name: self.get_parameter(p.name).value for p in PARAMETERS})
-            self._engine = SegmentationEngine(engine_config_from_params(params))
-            if params.cameras:
-                self._pipeline = MultiCameraPipeline(
-                    self._engine, Image, params.cameras,
-                    compressed=params.transport == "compressed",
-                    publish=self._publish_camera_frame,
-                    now_s=self._now_s,
-                    on_rejected=self._log_camera_rejected,
-                    on_failed=self._log_camera_failed,
-                    node_name=self.get_name(),
-                    hardware_id=str(self._engine.device),
-                    batch_wait_s=params.batch_wait_ms / 1000.0,
-                )
-            else:
-                self._pipeline = SegmentationPipeline(
-                    self._engine, Image,
-                    compressed=params.transport == "compressed",
-                    publish=self._publish_frame,
-                    now_s=self._now_s,
-                    on_rejected=self._log_rejected,
-                    on_failed=self._log_failed,
-                    diagnostics_name=f"{self.get_name()}: segmentation",
-                    hardware_id=str(self._engine.device),
-                )
-            if params.input_size is not None:
-                with self.interruptible():
+            # building the engine and preparing it take seconds: a signal cuts them short
+            with self.interruptible():
+                self._engine = SegmentationEngine(engine_config_from_params(params))
+                self._pipeline = self._make_pipeline(params)
+                if params.input_size is not None:
                     self._pipeline.prepare(params.input_size.width, params.input_size.height,
                                            FIRST_GUESS_FORMAT[params.transport])
-            else:
+            if params.input_size is None:
                 self.get_logger().info(
                     "input_size is empty: the engine is prepared from the camera's camera_info "
-                    "if it comes first, else on the first image (a stall of up to a second); "
-                    "set input_size to the camera's WxH to prepare here")
+                    "if it comes first, else on the first image (the first frame waits: "
+                    "seconds on a CPU, docs/ros.md); set input_size to the camera's WxH to "
+                    "prepare here")
             self._create_publishers(params.cameras)
             self._publish_label_info()
         except Exception as exc:
@@ -288,6 +270,31 @@ class SegmentationNode(Node):
             f"{', '.join(params.outputs)}"
             + (f", cameras {', '.join(params.cameras)}" if params.cameras else ""))
         return SUCCESS
+
+    def _make_pipeline(self, params):
+        """One camera's pipeline, or with `cameras` the cameras' over the same engine."""
+        if params.cameras:
+            return MultiCameraPipeline(
+                self._engine, Image, params.cameras,
+                compressed=params.transport == "compressed",
+                publish=self._publish_camera_frame,
+                now_s=self._now_s,
+                on_rejected=self._log_camera_rejected,
+                on_failed=self._log_camera_failed,
+                node_name=self.get_name(),
+                hardware_id=str(self._engine.device),
+                batch_wait_s=params.batch_wait_ms / 1000.0,
+            )
+        return SegmentationPipeline(
+            self._engine, Image,
+            compressed=params.transport == "compressed",
+            publish=self._publish_frame,
+            now_s=self._now_s,
+            on_rejected=self._log_rejected,
+            on_failed=self._log_failed,
+            diagnostics_name=f"{self.get_name()}: segmentation",
+            hardware_id=str(self._engine.device),
+        )
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         try:
@@ -322,7 +329,9 @@ class SegmentationNode(Node):
             self._release()
         except Exception as exc:
             return self._failed("cleanup", exc)
-        self.get_logger().info("cleaned up: engine released")
+        resident = resident_mb()
+        self.get_logger().info("cleaned up: engine released" + (
+            f", {resident:.0f} MB resident" if resident is not None else ""))
         return SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
@@ -546,6 +555,8 @@ class SegmentationNode(Node):
         self._camera_infos = {}
         if self._engine is not None:
             self._engine.release()
+            self._engine = None
+            return_freed_memory()
         self._engine = None
         self._settings = None
 
@@ -633,12 +644,20 @@ class SegmentationNode(Node):
             to_diagnostic_array(status, header, DiagnosticArray, DiagnosticStatus, KeyValue))
 
     def _log_rejected(self, reason: str) -> None:
-        self.get_logger().warning(f"image rejected: {reason}",
-                                  throttle_duration_sec=FRAME_LOG_PERIOD_S)
+        # a new kind of reason always reaches the log; repeats at most every 5 s
+        if self._new_reasons.first(reason):
+            self.get_logger().warning(f"image rejected: {reason}")
+        else:
+            self.get_logger().warning(f"image rejected: {reason}",
+                                      throttle_duration_sec=FRAME_LOG_PERIOD_S)
 
     def _log_failed(self, exc: BaseException) -> None:
-        self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}",
-                                throttle_duration_sec=FRAME_LOG_PERIOD_S)
+        what = f"{type(exc).__name__}: {exc}"
+        if self._new_reasons.first(what):
+            self.get_logger().error(f"frame failed: {what}")
+        else:
+            self.get_logger().error(f"frame failed: {what}",
+                                    throttle_duration_sec=FRAME_LOG_PERIOD_S)
 
     # one line per camera per period: rclpy's throttle is per call site, so one camera's
     # stream of bad frames would hide every other camera's lines

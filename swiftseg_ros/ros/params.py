@@ -648,14 +648,62 @@ def launch_argument_value(name: str, text: str) -> Any:
                           + (f" ({exc})" if isinstance(exc, ConfigError) else "")) from None
 
 
+def launch_parameter_overrides(given: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """The node parameters a launch sets, from its resolved launch configurations, and a
+    line for each one passed through.
+
+    Set: the parameter arguments of seg.launch.py that are not empty, and any other node
+    parameter given as a launch argument (`threads:=2 upsample:=labels`), which launch on
+    its own would ignore without a word: it is passed to the node the same way (a line
+    says so). Values are converted and checked: ConfigError, one line, otherwise."""
+    declared = {argument.name for argument in launch_arguments()}
+    parameter_arguments = {argument.name for argument in launch_arguments()
+                           if argument.parameter}
+    overrides: dict[str, Any] = {}
+    lines = []
+    for name, text in sorted(given.items()):
+        text = str(text).strip()
+        if name in parameter_arguments and text:
+            overrides[name] = launch_argument_value(name, text)
+        elif name in BY_NAME and name not in declared:
+            overrides[name] = launch_argument_value(name, text)
+            lines.append(f"launch argument {name}:={text} is not one of seg.launch.py's own: "
+                         f"passed to the node as its parameter {name!r}")
+    return overrides, lines
+
+
+def subscribed_image_topic(image_topic: str, transport: str) -> str:
+    """The topic the node subscribes for `image_topic` (its input remapped there)."""
+    return f"{image_topic.rstrip('/')}/compressed" if transport == "compressed" \
+        else image_topic
+
+
+def transport_in_parameter_file(path: str, node_name: str) -> str:
+    """The `transport` a ROS 2 parameter file sets for the node named `node_name` (under
+    `/**`, its name or a namespaced name), "" if none or the file is unreadable."""
+    try:
+        content = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return ""
+    found = ""
+    for key, section in content.items() if isinstance(content, dict) else ():
+        last = str(key).rstrip("/").rsplit("/", 1)[-1]
+        values = section.get("ros__parameters") if isinstance(section, dict) else None
+        if last in ("**", node_name) and isinstance(values, dict) \
+                and isinstance(values.get("transport"), str):
+            found = values["transport"]
+    return found
+
+
 def misspelled_launch_arguments(given) -> list[str]:
     """A line for every given launch argument that is not one of seg.launch.py's but
     looks like a misspelling of one (launch itself ignores unknown arguments; names far
-    from ours may be a parent launch file's and are left alone)."""
+    from ours may be a parent launch file's and are left alone; node parameters are
+    passed through, `launch_parameter_overrides`)."""
     ours = [argument.name for argument in launch_arguments()]
     lines = []
     for name in sorted(given):
-        if name in ours:
+        if name in ours or name in BY_NAME:
             continue
         close = difflib.get_close_matches(name, ours, n=1, cutoff=0.75)
         if close:

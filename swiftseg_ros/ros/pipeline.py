@@ -43,6 +43,8 @@ from swiftseg_ros.ros.conversions import (
 from swiftseg_ros.ros.diagnostics import DiagnosticsReporter, DiagnosticStatusContent
 from swiftseg_ros.ros.frames import FrameCounters, LatestFrameWorker
 
+# How long report() waits for the engine before reporting its last statistics.
+STATS_WAIT_S = 0.05
 # A frame that is bad input (not a processing failure): counted as rejected.
 REJECTED = (ImageRejected, FrameError)
 
@@ -107,6 +109,7 @@ class SegmentationPipeline:
         self._requested_outputs: tuple[str, ...] | None = None
         self._requested_alpha: float | None = None
         self._last_format: str | None = None
+        self._last_stats: dict | None = None
         reporter_args = {"hardware_id": hardware_id}
         if diagnostics_name:
             reporter_args["name"] = diagnostics_name
@@ -227,15 +230,22 @@ class SegmentationPipeline:
         return self.worker.counters()
 
     def engine_stats(self) -> dict:
-        """`engine.stats()`, read under the engine lock (from any thread)."""
-        with self._engine_lock:
-            return self.engine.stats()
+        """`engine.stats()`, read under the engine lock. While the engine is busy for
+        longer than a frame (preparing a new input size: seconds), it returns the last
+        statistics rather than waiting: the caller is the node's executor thread, which must keep
+        serving ROS (and a Ctrl-C) meanwhile."""
+        if self._engine_lock.acquire(timeout=STATS_WAIT_S):
+            try:
+                self._last_stats = self.engine.stats()
+            finally:
+                self._engine_lock.release()
+        return self._last_stats
 
     def report(self, *, latency_budget_ms: float = 0.0,
                min_output_hz: float = 0.0) -> DiagnosticStatusContent:
-        """The diagnostics status for the period since the previous report."""
-        with self._engine_lock:
-            stats = self.engine.stats()
+        """The diagnostics status for the period since the previous report (the engine's
+        statistics as `engine_stats` reads them)."""
+        stats = self.engine_stats()
         return self.reporter.report(self._now_s(), self.worker.counters(), stats,
                                     latency_budget_ms=latency_budget_ms,
                                     min_output_hz=min_output_hz)

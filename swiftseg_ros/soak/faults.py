@@ -15,12 +15,14 @@ from dataclasses import dataclass
 FAULTS: dict[str, tuple[float, str]] = {
     "pause": (2.0, "the camera publishes nothing"),
     "restart": (1.0, "the camera's publisher destroyed, recreated after the pause"),
-    "size": (3.0, "frames at another size (sizes rotate: more than the plan cache holds)"),
-    "encoding": (2.0, "another encoding (raw: bgr8, mono8; compressed: png, mono)"),
-    "corrupt": (0.5, "broken frames (raw: wrong step, truncated data, 0x0; compressed: "
+    # before the kinds that make the engine prepare (a new size or pixel format takes
+    # seconds, and frames meanwhile are dropped unseen): broken frames must be judged
+    "corrupt": (1.0, "broken frames (raw: wrong step, truncated data, 0x0; compressed: "
                      "garbage bytes, a JPEG cut to a third, no data)"),
     "stamp_back": (0.5, "stamps 30 s in the past"),
     "stamp_ahead": (0.5, "stamps an hour ahead"),
+    "size": (3.0, "frames at another size (sizes rotate: more than the plan cache holds)"),
+    "encoding": (2.0, "another encoding (raw: bgr8, mono8; compressed: png, mono)"),
     "burst": (2.0, "three times the frame rate"),
     "outputs": (2.0, "publish_color and publish_overlay switched, then back"),
     "lifecycle": (1.0, "deactivate, then activate again"),

@@ -30,15 +30,6 @@ P99_DRIFT_BOUND = 0.20
 PENDING_S = 120.0
 
 
-def resident_mb() -> float:
-    """This process's resident set size (VmRSS), in MB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError("/proc/self/status has no VmRSS line")
-
-
 def cuda_mb() -> float | None:
     """Memory PyTorch holds on the current CUDA device (MB), None without CUDA in use."""
     import torch
@@ -80,6 +71,14 @@ class Recorder:
     def use_clock(self, clock) -> None:
         """`clock()`: seconds since the soak began (monotonic)."""
         self._clock = clock
+
+    def reset(self) -> None:
+        """Forget the outputs and latencies so far (those before the soak's start); the
+        frames sent stay counted (the node's counters have them too)."""
+        with self._lock:
+            self.outputs = 0
+            self._pending.clear()
+            self.latencies.clear()
 
     def frame_sent(self, key: tuple, t: float, disturbed: bool, corrupt: bool) -> None:
         with self._lock:

@@ -14,6 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.ros.memory import resident_mb
 from swiftseg_ros.soak.camera import (
     COMPRESSED_CORRUPTIONS,
     RAW_CORRUPTIONS,
@@ -21,8 +23,8 @@ from swiftseg_ros.soak.camera import (
     SyntheticCamera,
 )
 from swiftseg_ros.soak.faults import FAULTS, Fault, disturbed, schedule
-from swiftseg_ros.soak.record import Recorder, cuda_mb, judge, resident_mb
-from swiftseg_ros.soak.targets import make_target, stamp_key
+from swiftseg_ros.soak.record import Recorder, cuda_mb, judge
+from swiftseg_ros.soak.targets import SoakFailure, make_target, stamp_key
 
 # Size faults rotate through the base size scaled by these (width, height) factors: five
 # sizes besides the camera's own, more than the default plan cache (4) holds, so plans are
@@ -38,6 +40,8 @@ RECOVER_S = 90.0
 # "max" rate: the next frame goes when the previous one's output came, or after this.
 MAX_RATE_WAIT_S = 1.0
 MEMORY_EVERY_S = 1.0
+# How long the first frame may take to be published (the first preparation).
+FIRST_OUTPUT_WAIT_S = 300.0
 
 
 @dataclass
@@ -66,6 +70,8 @@ class _LogLines(logging.Handler):
 
 def run_soak(options: SoakOptions, say=print) -> dict:
     """Run the soak; the result is what soak.json holds."""
+    if resident_mb() is None:
+        raise ConfigError("the soak reads its memory from /proc/self/status (Linux only)")
     total_s = options.minutes * 60.0
     recorder = Recorder(window_s=options.window_s)
     t0 = [time.monotonic()]
@@ -91,6 +97,7 @@ def run_soak(options: SoakOptions, say=print) -> dict:
                                  compressed_cls=target.compressed_cls,
                                  header_factory=target.header)
         target.start()
+        _until_first_output(options, target, camera, recorder)
         t0[0] = time.monotonic()
         failures = _loop(options, target, camera, faults, recorder, clock, total_s)
         end_s = clock()
@@ -174,6 +181,25 @@ def _loop(options, target, camera, faults, recorder, clock, total_s) -> list[str
     if active is not None:
         _end_fault(active, target)
     return []
+
+
+def _until_first_output(options, target, camera, recorder) -> None:
+    """Clean frames at the soak's rate until one is published: the engine prepares for the
+    camera's size on the first (seconds, longer with an ONNX graph to export), which is
+    the node starting, not the soak. Not counted in the soak's figures."""
+    base = Shot(options.width, options.height,
+                encoding="bgr8" if target.compressed else "rgb8")
+    period = 1.0 / options.rate_hz if options.rate_hz else 0.1
+    deadline = time.monotonic() + FIRST_OUTPUT_WAIT_S
+    while recorder.outputs == 0:
+        if time.monotonic() > deadline:
+            raise SoakFailure(f"no frame published within {FIRST_OUTPUT_WAIT_S:g} s of "
+                              "activate: the node does not segment the camera's frames")
+        msg = camera.message(base, time.time())
+        recorder.frame_sent(stamp_key(msg.header.stamp), 0.0, disturbed=True, corrupt=False)
+        target.send(msg)
+        target.poll(period)
+    recorder.reset()
 
 
 def _shot(base: Shot, fault: Fault | None, index: int, compressed: bool) -> Shot | None:

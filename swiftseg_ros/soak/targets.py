@@ -112,6 +112,7 @@ class NodeTarget:
         from rclpy.lifecycle import TransitionCallbackReturn
         from rclpy.parameter import Parameter
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.signals import SignalHandlerOptions
         from sensor_msgs.msg import CompressedImage, Image
         from std_msgs.msg import Header
 
@@ -127,7 +128,9 @@ class NodeTarget:
         self.settings = validate_parameters(params)
         self.compressed = self.settings.transport == "compressed"
         namespace = f"/swiftseg_soak_{os.getpid()}"
-        rclpy.init(args=[])
+        # no rclpy signal handlers: Ctrl-C is a KeyboardInterrupt that closes the node in
+        # order (the CLI exits 130), not a context shut down under the loop
+        rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
         try:
             self.node = SegmentationNode(
                 namespace=namespace,
