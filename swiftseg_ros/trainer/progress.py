@@ -28,7 +28,8 @@ class TrainingLog:
         self.plot_path = self.out_dir / PLOT_NAME
         self.rows = [r for r in read_metrics(self.csv_path) if r["epoch"] <= keep_epochs] \
             if keep_epochs else []
-        self._write_csv()
+        if self.rows or self.csv_path.exists():  # a new run writes its first row, not a header
+            self._write_csv()
         self.writer = _tensorboard_writer(self.out_dir / TENSORBOARD_DIR) if tensorboard else None
 
     def add(self, row: dict) -> None:
