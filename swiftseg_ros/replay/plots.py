@@ -102,9 +102,10 @@ def write_timeline(path: Path, records: list[FrameRecord], *, camera_period_ms: 
             axes.plot([r.arrival for r in marked], [100 * r.miou for r in marked],
                       linestyle="none", marker="o", markersize=8, markerfacecolor="none",
                       color="#cc3311", label="worst frames (in the montage)")
-            for r in marked:
-                axes.annotate(f"{r.index}", (r.arrival, 100 * r.miou), fontsize=8,
-                              textcoords="offset points", xytext=(4, -10))
+            # labels of neighbouring marks at staggered heights, so that they never overlap
+            for order, r in enumerate(sorted(marked, key=lambda m: m.arrival)):
+                axes.annotate(f"frame {r.index}", (r.arrival, 100 * r.miou), fontsize=8,
+                              textcoords="offset points", xytext=(4, -12 - 11 * (order % 3)))
         axes.set_ylim(0, 100)
         axes.set_ylabel("mIoU of the frame (%)")
         axes.grid(alpha=0.3)

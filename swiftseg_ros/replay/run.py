@@ -33,6 +33,7 @@ the /diagnostics messages, which are written at the (simulated) publish times.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -312,26 +313,30 @@ class Replay:
         if total and opts.montage_frames > 0:
             count = min(opts.montage_frames, total)
             self._sample_targets = sorted({int(i * total / count) for i in range(count)})
-        interrupted = False
         interrupted_by = None
+        try:
+            self._prepare_first()
+        except KeyboardInterrupt as exc:  # during the warm-up: a report of no frame
+            interrupted_by = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
         with progress_display(total=total, unit="frame", desc="replay",
-                              enabled=opts.progress) as bar:
+                              enabled=opts.progress and interrupted_by is None) as bar:
             self._bar = bar
             images = self._decoded_images(self._stream())
             try:
-                if opts.mode == "all":
-                    self._run_all(images)
-                else:
-                    self._run_realtime(images)
-                self._drain(images)
+                if interrupted_by is None:
+                    if opts.mode == "all":
+                        self._run_all(images)
+                    else:
+                        self._run_realtime(images)
+                    self._drain(images)
             except KeyboardInterrupt as exc:
                 interrupted_by = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
-                # Ctrl-C or SIGTERM: what was finished is reported (marked incomplete); the frame in
-                # the engine when it came has no outcome and is left out (in realtime
-                # mode a pipelined one too: `all` mode has finished it already)
-                interrupted = True
+                # Ctrl-C or SIGTERM: what was finished is reported (marked incomplete); the
+                # frame in the engine when it came has no outcome and is left out (in
+                # realtime mode a pipelined one too: `all` mode has finished it already)
                 self.pipeline.flush()
                 self.records = [r for r in self.records if r.outcome != "pending"]
+        interrupted = interrupted_by is not None
         self._finish_ground_truth()
         self._write_diagnostics()
         wall_s = time.perf_counter() - started
@@ -492,6 +497,25 @@ class Replay:
             return record, None
         record.stamp_ns = _stamp_ns(msg)
         return record, msg
+
+    def _prepare_first(self) -> None:
+        """Prepare the engine for the first image before the progress display starts, with
+        a line saying so: the warm-up (seconds to a minute while the engine times its
+        candidates) is then not read as a slow first frame."""
+        try:
+            for message in self.bag.messages([self.options.image_topic]):
+                try:
+                    msg = deserialize(message)
+                except MalformedMessage:
+                    continue
+                if self.options.progress:
+                    size = f" {msg.width}x{msg.height}" if self.image_type == IMAGE_TYPE else ""
+                    print(f"replay: preparing the engine for the{size} images (buffers, and "
+                          "timing its candidates the first time)", file=sys.stderr, flush=True)
+                self._prepare_for(msg)
+                return
+        except BagDamaged:
+            return
 
     def _prepare_for(self, msg) -> None:
         """Prepare the engine for this frame's size if it is new, outside the timed span.

@@ -78,6 +78,7 @@ def plot_curves(rows: list[dict], path: str | Path) -> None:
     """Training loss and validation mIoU against the epoch, side by side, as a PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(10, 4), dpi=100)
     FigureCanvasAgg(figure)
@@ -95,6 +96,8 @@ def plot_curves(rows: list[dict], path: str | Path) -> None:
                            textcoords="offset points", xytext=(0, -14), ha="center",
                            fontsize=8)
     miou_axes.set(xlabel="epoch", ylabel="mIoU (%)", title="validation mIoU")
+    for axes in (loss_axes, miou_axes):  # epochs are whole numbers: no tick at 1.2, 1.4
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     miou_axes.grid(alpha=0.3)
     figure.tight_layout()
     save_figure(figure, path)
