@@ -175,16 +175,15 @@ NON_UTF8 = """
 import json, os, shutil, sys
 from pathlib import Path
 from swiftseg_ros import cli
-w, data, bag, root = sys.argv[1:5]
+w, bag, root = sys.argv[1:4]
 odd = root + "/x\\udcff"  # the bytes b'x\\xff': not UTF-8
 os.mkdir(odd)
 shutil.copytree(bag, odd + "/bag")
 results = {
     "synth": cli.synth(["--out", odd + "/s", "--frames", "1", "--size", "64x32", "--quiet"]),
-    "eval": cli.evaluate(["--weights", w, "--data", data, "--split", "train", "--quiet",
+    # the dataset synth just wrote, read from the odd path too
+    "eval": cli.evaluate(["--weights", w, "--data", odd + "/s", "--split", "train", "--quiet",
                           "--montage", odd + "/m.png", "--json", odd + "/e.json"]),
-    "eval_data": cli.evaluate(["--weights", w, "--data", odd + "/s", "--split", "train",
-                               "--quiet"]),
     "replay": cli.replay([odd + "/bag", "--image-topic", "/camera/image_raw", "--out", odd + "/r",
                           "--quiet", "--backend", "torch"]),
     "export": cli.export(["--weights", w, "--onnx", odd + "/m.onnx", "--size", "64x32",
@@ -197,13 +196,13 @@ print(json.dumps(results))
 
 def test_paths_that_are_not_utf8_work(inputs, tmp_path):
     """One process for every case: OpenCV is given encoded buffers, never these paths."""
-    done = subprocess.run([sys.executable, "-c", NON_UTF8, inputs["w"], inputs["data"],
-                           inputs["bag"], str(tmp_path)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", NON_UTF8, inputs["w"], inputs["bag"],
+                           str(tmp_path)], capture_output=True, text=True,
                           errors="backslashreplace", timeout=300, env=ONE_THREAD)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
     files = set(results.pop("files"))
-    assert results == {"synth": 0, "eval": 0, "eval_data": 0, "replay": 0, "export": 0}, \
+    assert results == {"synth": 0, "eval": 0, "replay": 0, "export": 0}, \
         done.stderr[-2000:]
     assert {"frame_000000.png", "m.png", "e.json", "report.md", "montage.png",
             "m.onnx"} <= files
@@ -218,7 +217,7 @@ SIGTERM_REPLAY = textwrap.dedent("""
 
 
 def test_sigterm_stops_a_replay_like_ctrl_c_with_a_marked_partial_report(inputs, tmp_path):
-    bag = write_camera_bag(tmp_path / "long", CameraBagSpec(frames=600, width=64, height=32),
+    bag = write_camera_bag(tmp_path / "long", CameraBagSpec(frames=300, width=64, height=32),
                            progress=False)
     out = tmp_path / "out"
     process = subprocess.Popen(
