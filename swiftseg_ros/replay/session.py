@@ -235,7 +235,8 @@ def write_figures(out: Path, report: dict, result: ReplayResult) -> None:
         "timeline_png": write_timeline(
             out / "timeline.png", result.records, mode=result.options.mode,
             camera_period_ms=1000.0 / input_hz if input_hz else None,
-            latency_budget_ms=budget, worst=[s.index for s in result.worst]),
+            latency_budget_ms=budget, worst=[s.index for s in result.worst],
+            doubtful=[s.index for s in result.doubtful]),
         "confusion_png": bool(report["accuracy"]) and write_confusion_heatmap(
             out / "confusion.png", report["accuracy"]["confusion"]),
         "montage_png": write_montage(out / "montage.png", result.samples, result.class_names,
