@@ -120,7 +120,6 @@ def main(argv=None) -> int:
     networks = [check_network(n, "--networks")
                 for n in args.networks.replace(" ", "").split(",") if n]
     sizes = [parse_size_flag(s, "--sizes") for s in args.sizes.replace(" ", "").split(",") if s]
-    check_device(args.device)
     check_count(args.iters, "--iters", 1, 100_000)
     check_count(args.warmup, "--warmup", 0, 100_000)
     if args.json:
@@ -142,6 +141,7 @@ def main(argv=None) -> int:
         _check_backend("onnxruntime", precisions[0], args.device)  # says fp32 only
     for precision, backend in args.runs:
         _check_backend(backend, precision, args.device)
+    check_device(args.device)  # after the backends: their message says more
     if args.pipelined and args.pipelined < 2:
         raise ConfigError(f"--pipelined {args.pipelined}, expected 0 (off) or a burst >= 2")
     if args.iters < 1 or args.warmup < 0:
