@@ -53,10 +53,12 @@ test: setup
 demo: setup
 	$(BIN)/swiftseg-demo
 
-# On a GPU machine whose python3 has torch with CUDA (no venv, no registry needed):
-# `make gpu-check OUT=folder` (docs/benchmarks.md). Wheels in gpu-wheels/ (from
-# `make gpu-wheels` on a machine with a registry) are installed offline first.
-GPU_PYTHON ?= python3
+# On a GPU machine: `make gpu-check OUT=folder` (docs/benchmarks.md), with the project's
+# .venv when there is one (a CUDA build of torch: make setup TORCH_VARIANT=cu130), else the
+# machine's python3 (which must have torch with CUDA; no venv, no registry needed). Wheels
+# in gpu-wheels/ (from `make gpu-wheels` on a machine with a registry) are installed
+# offline first.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 OUT ?= gpu-check-out
 GPU_SITE ?= /tmp/swiftseg-gpu-site
 # Packages the GPU machine's Python lacks; none today (it has torch, numpy, OpenCV,

@@ -22,7 +22,6 @@ import threading
 import traceback
 from pathlib import Path
 
-from swiftseg_ros import files
 from swiftseg_ros.errors import ConfigError, SwiftsegError, Terminated
 
 EXIT_USAGE = 2
@@ -69,6 +68,8 @@ def add_common_flags(parser: argparse.ArgumentParser, *, weights=True, network=T
 
 def write_json(path: str | Path | None, data) -> None:
     """`data` as JSON in `path` (nothing when it is None), written atomically."""
+    from swiftseg_ros import files  # OpenCV and NumPy: not for every importer of this module
+
     files.write_json(path, data)
 
 

@@ -281,8 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def missing_packages() -> list[str]:
+    """The packages the check needs that this Python cannot import."""
+    return [name for name in NEEDED if importlib.util.find_spec(name) is None]
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    missing = missing_packages()
+    if missing:
+        print(f"gpu-check: error: {sys.executable} has no {', '.join(missing)}; run "
+              "`make setup` (the check then uses .venv) or name a Python that has them: "
+              "make gpu-check GPU_PYTHON=/path/to/python", file=sys.stderr)
+        return 2
     import torch
 
     started = time.monotonic()
@@ -333,6 +344,9 @@ def main(argv=None) -> int:
     _write(report, folder)
     print((folder / "gpu_check.md").read_text(), flush=True)
     return 0
+
+
+NEEDED = ("torch", "numpy", "cv2", "yaml")
 
 
 def _write(report: dict, folder: Path) -> None:

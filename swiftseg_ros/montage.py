@@ -25,9 +25,10 @@ GAP = 4
 TITLE_HEIGHT = 22
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 OVERLAY_ALPHA = 0.5  # the node's overlay_alpha default
-# On the greyed input of an error map only these two colours appear; magenta is in
-# neither shipped palette (config/palettes/, the synthetic scenes).
-WRONG_COLOUR = (255, 0, 255)
+# On the greyed input of an error map only these two colours appear. Cyan is far (147 in
+# RGB distance) from every colour of the shipped palettes (config/palettes/, the synthetic
+# scenes) and from the grey; magenta, the first choice, was the sidewalk's.
+WRONG_COLOUR = (40, 255, 255)
 IGNORED_COLOUR = (0, 0, 0)
 CONFIDENCE_MAP = cv2.COLORMAP_VIRIDIS  # dark blue: unsure, yellow: certain
 

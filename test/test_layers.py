@@ -31,6 +31,7 @@ def imports_below(folder: str) -> dict[str, set[str]]:
 @pytest.mark.parametrize("folder, forbidden", [
     ("replay", ("swiftseg_ros.trainer",)),
     ("synthetic", ("swiftseg_ros.trainer", "swiftseg_ros.replay")),
+    ("engine", ("swiftseg_ros.trainer", "swiftseg_ros.replay", "swiftseg_ros.synthetic")),
 ])
 def test_a_lower_layer_imports_nothing_from_the_layers_that_use_it(folder, forbidden):
     wrong = {module: sorted(i for i in imported if i.startswith(forbidden))

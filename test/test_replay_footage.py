@@ -135,3 +135,40 @@ def test_every_frame_rejected_exits_1_with_the_reason(footage, tmp_path, capsys)
     assert "no frame was processed (all 8 rejected" in err and len(err.splitlines()) == 1
     assert np.isclose(json.loads((tmp_path / "o" / "report.json").read_text())
                       ["frames"]["rejected"], 8)
+
+
+def test_a_video_at_a_path_opencv_cannot_take_is_one_line(footage, tmp_path, capsys):
+    odd = tmp_path / "drive\udcff.mp4"  # the bytes b'drive\xff.mp4': not UTF-8
+    odd.write_bytes((footage / "drive.mp4").read_bytes())
+    status, _, err = run(capsys, odd, "--out", tmp_path / "o", "--weights", footage / "w.pt")
+    assert status == 2
+    assert_one_line_error(err)
+    assert "not UTF-8" in err and not (tmp_path / "o").exists()
+
+
+def test_onnx_weights_are_checked_against_ground_truth_by_their_own_classes(tmp_path):
+    """An exported file carries its classes in its metadata: the class check reads them
+    there instead of refusing the file as "not a PyTorch file"."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from swiftseg_ros.engine.onnx_file import METADATA_FORMAT
+    from swiftseg_ros.replay.classcheck import check_class_set, configuration_classes
+    from swiftseg_ros.replay.session import node_parameters
+    from swiftseg_ros.synthetic.scene import CLASS_NAMES, PALETTE
+
+    tensor = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["logits"])], "g",
+                              [tensor("image", TensorProto.FLOAT, [1, 3, 32, 64])],
+                              [tensor("logits", TensorProto.FLOAT, [1, 3, 32, 64])])
+    model = helper.make_model(graph)
+    meta = {"format": METADATA_FORMAT, "network": "fastscnn", "num_classes": 9,
+            "class_names": list(CLASS_NAMES), "palette": [list(c) for c in PALETTE],
+            "mean": [0, 0, 0], "std": [1, 1, 1], "size_divisor": 32, "output_stride": 8,
+            "input": {"dtype": "float32"}, "export_size": [64, 32], "dynamic_size": False}
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=json.dumps(value))
+    onnx.save_model(model, str(tmp_path / "w.onnx"))
+    names, source = configuration_classes(node_parameters(None, weights=str(tmp_path / "w.onnx")))
+    assert names == list(CLASS_NAMES) and "ONNX file w.onnx" in source
+    check_class_set(names, source, {0, 3, 8}, None, "/camera/labels")  # no error

@@ -48,12 +48,21 @@ from swiftseg_ros.bench.runners import (
     steady_memory,
     timed,
 )
-from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
+from swiftseg_ros.cli import (
+    ArgumentParser,
+    add_common_flags,
+    check_count,
+    check_device,
+    check_network,
+    parse_size_flag,
+    write_json,
+)
 from swiftseg_ros.engine import cpu_caps
-from swiftseg_ros.engine.config import BACKENDS, OUTPUTS, PRECISIONS, EngineConfig, parse_size
+from swiftseg_ros.engine.config import BACKENDS, OUTPUTS, PRECISIONS, EngineConfig
 from swiftseg_ros.engine.engine import SegmentationEngine
 from swiftseg_ros.engine.timing import PERCENTILES, STAGES
 from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.files import check_output_file
 from swiftseg_ros.paths import resolve_weights
 from swiftseg_ros.progress import progress as progress_display
 
@@ -112,8 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    networks = [n for n in args.networks.replace(" ", "").split(",") if n]
-    sizes = [parse_size(s, "--sizes") for s in args.sizes.replace(" ", "").split(",") if s]
+    networks = [check_network(n, "--networks")
+                for n in args.networks.replace(" ", "").split(",") if n]
+    sizes = [parse_size_flag(s, "--sizes") for s in args.sizes.replace(" ", "").split(",") if s]
+    check_count(args.iters, "--iters", 1, 100_000)
+    check_count(args.warmup, "--warmup", 0, 100_000)
+    if args.json:
+        check_output_file(args.json, "--json")
     precisions = [p for p in args.precision.replace(" ", "").split(",") if p]
     for precision in precisions:
         if precision not in PRECISIONS:
@@ -131,6 +145,7 @@ def main(argv=None) -> int:
         _check_backend("onnxruntime", precisions[0], args.device)  # says fp32 only
     for precision, backend in args.runs:
         _check_backend(backend, precision, args.device)
+    check_device(args.device)  # after the backends: their message says more
     if args.pipelined and args.pipelined < 2:
         raise ConfigError(f"--pipelined {args.pipelined}, expected 0 (off) or a burst >= 2")
     if args.iters < 1 or args.warmup < 0:

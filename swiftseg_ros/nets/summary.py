@@ -14,8 +14,9 @@ import time
 
 import torch
 
-from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
+from swiftseg_ros.cli import ArgumentParser, add_common_flags, parse_size_flag, write_json
 from swiftseg_ros.errors import ConfigError
+from swiftseg_ros.files import check_output_file
 from swiftseg_ros.nets.complexity import count_macs, count_parameters
 from swiftseg_ros.nets.fusion import fuse_conv_bn
 from swiftseg_ros.nets.registry import NETWORKS, build_model, check_num_classes
@@ -23,17 +24,6 @@ from swiftseg_ros.progress import progress as progress_display
 
 PAPER_SIZE = (2048, 1024)  # width, height of the papers' figures
 WARMUP_ITERS = 3
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'WxH' -> (width, height)."""
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--size must be WIDTHxHEIGHT like 1024x512, got {text!r}") from None
-    if width <= 0 or height <= 0:
-        raise ConfigError(f"--size must be positive, got {text!r}")
-    return width, height
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +107,9 @@ def format_table(rows: list[dict], width: int, height: int) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    width, height = parse_size(args.size)
+    width, height = parse_size_flag(args.size, "--size")
+    if args.json:
+        check_output_file(args.json, "--json")
     names = args.network or list(NETWORKS)
     check_num_classes(args.num_classes)
     if args.iters < 1:

@@ -44,11 +44,12 @@ from swiftseg_ros.replay.verdict import EXIT_VERDICT_FAILED, verdict_line
 KEYS = ("a", "b")
 LATENCY_STAGES = ("decode", "preprocess", "forward", "postprocess", "total", "processing")
 PERCENTILES = ("p50", "p95", "p99")
-# On the greyed input; none of these is a colour of a shipped palette.
-DISAGREE_COLOUR = (255, 220, 0)
-A_RIGHT_COLOUR = (0, 200, 255)
-B_RIGHT_COLOUR = (255, 140, 0)
-BOTH_WRONG_COLOUR = (255, 0, 255)
+# On the greyed input; each at least 85 (RGB distance) from every colour of the shipped
+# palettes and from the grey, so none reads as a class.
+DISAGREE_COLOUR = (40, 255, 255)
+A_RIGHT_COLOUR = (0, 255, 90)
+B_RIGHT_COLOUR = (255, 90, 0)
+BOTH_WRONG_COLOUR = (160, 0, 255)
 PROG = "swiftseg-replay"
 
 

@@ -136,6 +136,8 @@ def main(argv=None) -> int:
     print(f"play it: ros2 bag play {bag_folder}"
           + (f"; open {storage_files[0]} in Foxglove" if storage_files else ""))
     print(f"demo finished in {time.perf_counter() - began:.0f} s")
+    print("your own footage (a video, an image folder or a rosbag): swiftseg-replay INPUT "
+          "--out DIR [--weights CKPT] (docs/replay.md)")
     return exit_status(report, "swiftseg-demo")
 
 

@@ -63,14 +63,24 @@ def write_confusion_heatmap(path: Path, confusion: dict) -> bool:
 
 
 def write_timeline(path: Path, records: list[FrameRecord], *, camera_period_ms: float | None,
-                   latency_budget_ms: float, mode: str, worst: list[int] = ()) -> bool:
+                   latency_budget_ms: float, mode: str, worst: list[int] = (),
+                   doubtful: list[int] = ()) -> bool:
     """Per-frame processing latency against the bag's time, with the camera period and the
     latency budget as lines and dropped frames marked; below it, per-frame mIoU with the
-    worst frames marked, when there was ground truth. False without processed frames."""
+    worst frames marked when there was ground truth, else the per-frame mean confidence
+    with the most doubtful frames marked when it was computed. False without processed
+    frames."""
     processed = [r for r in records if r.outcome == "processed" and r.timings]
     if not processed:
         return False
     scored = [r for r in processed if r.miou is not None]
+    if scored:
+        lower = ("miou", "mIoU of the frame (%)", "frame mIoU", worst,
+                 "worst frames (in the montage)")
+    else:
+        scored = [r for r in processed if r.confidence is not None]
+        lower = ("confidence", "mean confidence of the frame (%)", "frame mean confidence",
+                 doubtful, "most doubtful frames (in the montage)")
     figure = _figure(11, 6.2 if scored else 3.8)
     panels = figure.subplots(2 if scored else 1, 1, sharex=True, squeeze=False)[:, 0]
     axes = panels[0]
@@ -94,19 +104,22 @@ def write_timeline(path: Path, records: list[FrameRecord], *, camera_period_ms: 
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if scored:
+        field, ylabel, line_label, chosen, marks_label = lower
         axes = panels[1]
-        axes.plot([r.arrival for r in scored], [100 * r.miou for r in scored], marker=".",
-                  markersize=4, linewidth=0.8, color="#009988", label="frame mIoU")
-        marked = [r for r in scored if r.index in set(worst)]
+        axes.plot([r.arrival for r in scored], [100 * getattr(r, field) for r in scored],
+                  marker=".", markersize=4, linewidth=0.8, color="#009988", label=line_label)
+        marked = [r for r in scored if r.index in set(chosen)]
         if marked:
-            axes.plot([r.arrival for r in marked], [100 * r.miou for r in marked],
+            axes.plot([r.arrival for r in marked], [100 * getattr(r, field) for r in marked],
                       linestyle="none", marker="o", markersize=8, markerfacecolor="none",
-                      color="#cc3311", label="worst frames (in the montage)")
-            for r in marked:
-                axes.annotate(f"{r.index}", (r.arrival, 100 * r.miou), fontsize=8,
-                              textcoords="offset points", xytext=(4, -10))
+                      color="#cc3311", label=marks_label)
+            # labels of neighbouring marks at staggered heights, so that they never overlap
+            for order, r in enumerate(sorted(marked, key=lambda m: m.arrival)):
+                axes.annotate(f"frame {r.index}", (r.arrival, 100 * getattr(r, field)),
+                              fontsize=8, textcoords="offset points",
+                              xytext=(4, -12 - 11 * (order % 3)))
         axes.set_ylim(0, 100)
-        axes.set_ylabel("mIoU of the frame (%)")
+        axes.set_ylabel(ylabel)
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     panels[-1].set_xlabel("bag time (s from the first image)")

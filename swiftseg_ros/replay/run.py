@@ -33,6 +33,7 @@ the /diagnostics messages, which are written at the (simulated) publish times.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -68,6 +69,9 @@ DIAGNOSTICS_TOPIC = "/diagnostics"
 # Two frames kept for the pictures (worst, most doubtful) are at least this far apart on
 # the bag clock: neighbouring frames of a video look alike and would fill the montage.
 SPREAD_S = 1.0
+# candidates kept per frame shown (worst, doubtful): the lowest frame of each of this many
+# times `worst_frames` spans of SPREAD_S, so that a low stretch cannot crowd out the rest
+POOL = 4
 
 
 @dataclass
@@ -291,8 +295,9 @@ class Replay:
         # stamps whose image will come -> ground truth waiting for it
         self._waiting_labels: dict[int, np.ndarray] = {}
         self._settled_stamps: set[int] = set()  # images already processed or not
-        self._worst: list[Sample] = []  # the lowest per-frame mIoU so far, at most worst_frames
-        self._doubtful: list[Sample] = []  # the lowest mean confidence so far, likewise
+        # candidates of lowest per-frame mIoU and of lowest mean confidence, by time span
+        self._worst: dict[int, Sample] = {}
+        self._doubtful: dict[int, Sample] = {}
         self._class_pixels = np.zeros(max(1, int(engine.num_classes)), dtype=np.int64)
         self._unbilled_s = 0.0  # pipelined: worker time not yet charged to a finished frame
 
@@ -312,26 +317,30 @@ class Replay:
         if total and opts.montage_frames > 0:
             count = min(opts.montage_frames, total)
             self._sample_targets = sorted({int(i * total / count) for i in range(count)})
-        interrupted = False
         interrupted_by = None
+        try:
+            self._prepare_first()
+        except KeyboardInterrupt as exc:  # during the warm-up: a report of no frame
+            interrupted_by = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
         with progress_display(total=total, unit="frame", desc="replay",
-                              enabled=opts.progress) as bar:
+                              enabled=opts.progress and interrupted_by is None) as bar:
             self._bar = bar
             images = self._decoded_images(self._stream())
             try:
-                if opts.mode == "all":
-                    self._run_all(images)
-                else:
-                    self._run_realtime(images)
-                self._drain(images)
+                if interrupted_by is None:
+                    if opts.mode == "all":
+                        self._run_all(images)
+                    else:
+                        self._run_realtime(images)
+                    self._drain(images)
             except KeyboardInterrupt as exc:
                 interrupted_by = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
-                # Ctrl-C or SIGTERM: what was finished is reported (marked incomplete); the frame in
-                # the engine when it came has no outcome and is left out (in realtime
-                # mode a pipelined one too: `all` mode has finished it already)
-                interrupted = True
+                # Ctrl-C or SIGTERM: what was finished is reported (marked incomplete); the
+                # frame in the engine when it came has no outcome and is left out (in
+                # realtime mode a pipelined one too: `all` mode has finished it already)
                 self.pipeline.flush()
                 self.records = [r for r in self.records if r.outcome != "pending"]
+        interrupted = interrupted_by is not None
         self._finish_ground_truth()
         self._write_diagnostics()
         wall_s = time.perf_counter() - started
@@ -352,8 +361,8 @@ class Replay:
             interrupted=interrupted,
             interrupted_by=interrupted_by,
             expected_frames=total,
-            worst=sorted(self._worst, key=lambda sample: sample.miou),
-            doubtful=sorted(self._doubtful, key=lambda sample: sample.mean_confidence),
+            worst=self._spread_lowest(self._worst, "miou"),
+            doubtful=self._spread_lowest(self._doubtful, "mean_confidence"),
             class_pixels=self._class_pixels,
         )
 
@@ -492,6 +501,25 @@ class Replay:
             return record, None
         record.stamp_ns = _stamp_ns(msg)
         return record, msg
+
+    def _prepare_first(self) -> None:
+        """Prepare the engine for the first image before the progress display starts, with
+        a line saying so: the warm-up (seconds to a minute while the engine times its
+        candidates) is then not read as a slow first frame."""
+        try:
+            for message in self.bag.messages([self.options.image_topic]):
+                try:
+                    msg = deserialize(message)
+                except MalformedMessage:
+                    continue
+                if self.options.progress:
+                    size = f" {msg.width}x{msg.height}" if self.image_type == IMAGE_TYPE else ""
+                    print(f"replay: preparing the engine for the{size} images (buffers, and "
+                          "timing its candidates the first time)", file=sys.stderr, flush=True)
+                self._prepare_for(msg)
+                return
+        except BagDamaged:
+            return
 
     def _prepare_for(self, msg) -> None:
         """Prepare the engine for this frame's size if it is new, outside the timed span.
@@ -654,26 +682,34 @@ class Replay:
                       None if confidence is None else confidence.copy(), record.arrival,
                       record.miou, record.confidence)
 
-    def _keep_lowest(self, kept: list[Sample], key: str, score: float, index: int,
+    def _keep_lowest(self, kept: dict[int, Sample], key: str, score: float, index: int,
                      make: Callable[[], Sample]) -> None:
-        """Keep frame `index` among the `worst_frames` of lowest `key` in `kept`, no two
-        within SPREAD_S of bag time: a lower frame replaces its near neighbours."""
+        """Keep frame `index` as a candidate of lowest `key`: the lowest frame of each
+        SPREAD_S span of bag time, in at most POOL x `worst_frames` spans (the highest
+        candidate goes first). `_spread_lowest` picks the frames shown from them."""
         limit = self.options.worst_frames
         if limit <= 0:
             return
-        arrival = self.records[index].arrival
-        near = [s for s in kept if abs(s.arrival - arrival) < SPREAD_S]
-        if any(getattr(s, key) <= score for s in near):
+        span = int(self.records[index].arrival // SPREAD_S)
+        current = kept.get(span)
+        if current is not None and getattr(current, key) <= score:
             return
-        if len(kept) - len(near) >= limit:
-            highest = max(kept, key=lambda sample: getattr(sample, key))
-            if getattr(highest, key) <= score:
+        if current is None and len(kept) >= POOL * limit:
+            highest = max(kept, key=lambda s: getattr(kept[s], key))
+            if getattr(kept[highest], key) <= score:
                 return
-            kept.remove(highest)
-        for sample in near:
-            if sample in kept:
-                kept.remove(sample)
-        kept.append(make())
+            del kept[highest]
+        kept[span] = make()
+
+    def _spread_lowest(self, kept: dict[int, Sample], key: str) -> list[Sample]:
+        """The `worst_frames` candidates of lowest `key`, lowest first, no two within
+        SPREAD_S of bag time."""
+        chosen: list[Sample] = []
+        for sample in sorted(kept.values(), key=lambda s: getattr(s, key)):
+            if len(chosen) < self.options.worst_frames and all(
+                    abs(sample.arrival - c.arrival) >= SPREAD_S for c in chosen):
+                chosen.append(sample)
+        return chosen
 
     def _settle(self, record: FrameRecord) -> None:
         """The frame's fate is known: ground truth waiting for an unprocessed frame is done."""

@@ -174,9 +174,10 @@ def replay_bag(bag_path, out: Path, options: ReplayOptions, params, *, force: bo
             if options.label_topic is not None:
                 check_ground_truth(bag, bag_path, options.label_topic, [params], classes)
         if options.progress:
+            from swiftseg_ros.ros.params import resolve_device
+
             print(f"preparing {params.weights or 'random ' + params.network} on "
-                  f"{params.device}: building the network and timing its backends (a few "
-                  "seconds to a minute)", flush=True)
+                  f"{resolve_device(params.device)}: building the network", flush=True)
         # the engine first: a configuration it refuses leaves no output folder behind
         engine = SegmentationEngine(engine_config_from_params(params))
         video = None
@@ -234,7 +235,8 @@ def write_figures(out: Path, report: dict, result: ReplayResult) -> None:
         "timeline_png": write_timeline(
             out / "timeline.png", result.records, mode=result.options.mode,
             camera_period_ms=1000.0 / input_hz if input_hz else None,
-            latency_budget_ms=budget, worst=[s.index for s in result.worst]),
+            latency_budget_ms=budget, worst=[s.index for s in result.worst],
+            doubtful=[s.index for s in result.doubtful]),
         "confusion_png": bool(report["accuracy"]) and write_confusion_heatmap(
             out / "confusion.png", report["accuracy"]["confusion"]),
         "montage_png": write_montage(out / "montage.png", result.samples, result.class_names,

@@ -147,8 +147,9 @@ def main(argv=None) -> int:
     # an .onnx file runs on ONNX Runtime; a checkpoint on torch unless asked otherwise
     backend = args.backend or ("onnxruntime" if str(args.weights).lower().endswith(".onnx")
                                else "torch")
-    print(f"preparing {args.weights} on {args.device} ({backend}): building the network "
-          "and warming it up", flush=True)
+    if not args.quiet:
+        print(f"preparing {args.weights} on {args.device} ({backend}): building the network "
+              "and timing its candidates (a few seconds to a minute)", flush=True)
     engine = SegmentationEngine(EngineConfig(
         weights=args.weights, network=args.network, device=args.device,
         precision=args.precision, backend=backend, inference_size=size,

@@ -34,10 +34,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from swiftseg_ros import files
 from swiftseg_ros.checkpoint import load_checkpoint, load_model
-from swiftseg_ros.cli import ArgumentParser, add_common_flags, write_json
+from swiftseg_ros.cli import (
+    ArgumentParser,
+    add_common_flags,
+    check_count,
+    parse_size_flag,
+    write_json,
+)
 from swiftseg_ros.engine.config import parse_size
 from swiftseg_ros.errors import CheckpointError, ConfigError
+from swiftseg_ros.files import check_output_file
 from swiftseg_ros.nets.base import round_up_to_multiple
 from swiftseg_ros.onnx_graph import (
     INPUT_NAME,
@@ -224,8 +232,7 @@ def export_onnx(weights, onnx_path, *, size=DEFAULT_SIZE, dynamic: bool = False,
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
     onnx_path = Path(onnx_path)
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(proto, str(onnx_path))
+    data = proto.SerializeToString()
     info = {
         "onnx": str(onnx_path),
         "weights": str(weights),
@@ -236,15 +243,16 @@ def export_onnx(weights, onnx_path, *, size=DEFAULT_SIZE, dynamic: bool = False,
         "output": {"name": OUTPUT_NAME, "shape": shape_of(proto.graph.output[0])},
         "fp16": fp16,
         "dynamic": dynamic,
-        "bytes": onnx_path.stat().st_size,
+        "bytes": len(data),
     }
-    if verify:
+    if verify:  # before the file is written: a graph that disagrees leaves no file
         sizes = [(width, height)]
         if dynamic:
             sizes.append((width + divisor, height + divisor))
-        check = verify_onnx(onnx_path, weights, sizes=sizes, frames=frames, seed=seed)
+        check = verify_onnx(data, weights, sizes=sizes, frames=frames, seed=seed)
         info["verification"] = {**asdict(check), "summary": check.summary()}
         require_agreement(check, onnx_path, fp16=fp16)
+    files.write_bytes(onnx_path, data)
     return info
 
 
@@ -289,7 +297,8 @@ def adaptive_pooling_grids(module: nn.Module, example: torch.Tensor) -> list[tup
 
 def verify_onnx(onnx_path, weights, *, sizes=(DEFAULT_SIZE,), frames: int = 3,
                 seed: int = 0) -> Verification:
-    """Run the ONNX file with ONNX Runtime (CPU) on synthetic scenes and compare with PyTorch.
+    """Run the ONNX file (a path, or the serialized model as bytes) with ONNX Runtime (CPU)
+    on synthetic scenes and compare with PyTorch.
 
     Labels are compared with those of the PyTorch engine (`SegmentationEngine`, fp32 on
     the CPU, bilinear logits upsampling: the node's own path), logits with the eager
@@ -301,7 +310,8 @@ def verify_onnx(onnx_path, weights, *, sizes=(DEFAULT_SIZE,), frames: int = 3,
     ort = _require_onnxruntime()
     weights = resolve_weights(weights)
     model, meta = load_inference_model(weights)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(onnx_path if isinstance(onnx_path, bytes)
+                                   else str(onnx_path), providers=["CPUExecutionProvider"])
     feed = session.get_inputs()[0]
     uint8_input = feed.type == "tensor(uint8)"
     mean = np.asarray(meta["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
@@ -380,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Jetson, ...) and check the file against PyTorch with ONNX Runtime.")
     add_common_flags(parser, network=False, device=False, precision=False)
     parser.add_argument("--onnx", required=True, metavar="FILE", help="ONNX file to write")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing --onnx file")
     parser.add_argument("--size", default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}",
                         metavar="WxH", help="input width x height, multiples of the network's "
                         "size divisor (default %(default)s); with --dynamic the size traced "
@@ -407,9 +419,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if not args.weights:
         raise CheckpointError("--weights: give the checkpoint (.pt) to export")
-    if args.frames < 1:
-        raise ConfigError(f"--frames {args.frames}: expected at least 1")
-    info = export_onnx(args.weights, args.onnx, size=parse_size(args.size, "--size"),
+    check_count(args.frames, "--frames", 1, 1000)
+    size = parse_size_flag(args.size, "--size")
+    check_output_file(args.onnx, "--onnx", force=args.force, suffixes=(".onnx",))
+    if args.json:
+        check_output_file(args.json, "--json")
+    info = export_onnx(args.weights, args.onnx, size=size,
                        dynamic=args.dynamic, opset=args.opset, fp16=args.fp16,
                        include_preprocess=args.include_preprocess, verify=args.verify,
                        frames=args.frames)

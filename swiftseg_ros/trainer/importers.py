@@ -32,8 +32,9 @@ import torch
 
 from swiftseg_ros.checkpoint import load_state_strict, make_meta, save_checkpoint
 from swiftseg_ros.classes import class_set_for_weights, default_palette, load_class_set
-from swiftseg_ros.cli import ArgumentParser, write_json
+from swiftseg_ros.cli import ArgumentParser, check_network, write_json
 from swiftseg_ros.errors import CheckpointError, ConfigError
+from swiftseg_ros.files import check_output_file
 from swiftseg_ros.nets import NETWORKS, build_model, load_imagenet_encoder
 from swiftseg_ros.nets.pretrained import read_state_dict
 from swiftseg_ros.statedict import fit_problems
@@ -234,18 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_out_free(out: str, force: bool) -> None:
-    """Refuse to overwrite a checkpoint unasked (replay and train do the same)."""
-    path = Path(out)
-    if path.is_dir():
-        raise ConfigError(f"--out {out} is a folder; give the checkpoint file to write")
-    if path.exists() and not force:
-        raise ConfigError(f"--out {out} already exists; add --force to replace it, or choose "
-                          "another file")
+    """Refuse, before any work, a checkpoint path that cannot be written or would overwrite
+    one unasked (replay and train do the same)."""
+    check_output_file(out, "--out", force=force)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     check_out_free(args.out, args.force)
+    check_network(args.network)
+    if args.json:
+        check_output_file(args.json, "--json")
     if args.source == "swiftnet-official":
         if args.num_classes is not None:
             raise ConfigError("--num-classes: the authors' file fixes the class count; "

@@ -28,7 +28,8 @@ class TrainingLog:
         self.plot_path = self.out_dir / PLOT_NAME
         self.rows = [r for r in read_metrics(self.csv_path) if r["epoch"] <= keep_epochs] \
             if keep_epochs else []
-        self._write_csv()
+        if self.rows or self.csv_path.exists():  # a new run writes its first row, not a header
+            self._write_csv()
         self.writer = _tensorboard_writer(self.out_dir / TENSORBOARD_DIR) if tensorboard else None
 
     def add(self, row: dict) -> None:
@@ -77,6 +78,7 @@ def plot_curves(rows: list[dict], path: str | Path) -> None:
     """Training loss and validation mIoU against the epoch, side by side, as a PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(10, 4), dpi=100)
     FigureCanvasAgg(figure)
@@ -94,6 +96,8 @@ def plot_curves(rows: list[dict], path: str | Path) -> None:
                            textcoords="offset points", xytext=(0, -14), ha="center",
                            fontsize=8)
     miou_axes.set(xlabel="epoch", ylabel="mIoU (%)", title="validation mIoU")
+    for axes in (loss_axes, miou_axes):  # epochs are whole numbers: no tick at 1.2, 1.4
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     miou_axes.grid(alpha=0.3)
     figure.tight_layout()
     save_figure(figure, path)

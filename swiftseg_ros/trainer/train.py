@@ -18,8 +18,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from swiftseg_ros.cli import ArgumentParser
+from swiftseg_ros.cli import ArgumentParser, check_count, check_device
 from swiftseg_ros.errors import CheckpointError, ConfigError
+from swiftseg_ros.files import check_output_folder
 from swiftseg_ros.trainer import config as recipes
 from swiftseg_ros.trainer.loop import FINAL, LAST, train
 
@@ -88,6 +89,14 @@ def _yaml_string(text: str) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    check_output_folder(args.out, "--out")
+    if args.config is not None and Path(args.config).is_dir():
+        raise ConfigError(f"--config {args.config} is a folder; give the recipe file, e.g. "
+                          "config/train/fastscnn_cityscapes.yaml")
+    if args.device is not None:
+        check_device(args.device, allow_auto=True)
+    if args.epochs is not None:
+        check_count(args.epochs, "--epochs", 1, 100_000)
     config = resolve_config(args)
     command = shlex.join(["swiftseg-train", *(sys.argv[1:] if argv is None else argv)])
     result = train(config, args.out, resume=args.resume, command=command,
