@@ -145,6 +145,7 @@ class SegmentationEngine:
         self.align_corners = loaded.align_corners
         self.output_stride = loaded.output_stride
         self._onnx_file = loaded.onnx_file
+        self.network_options = loaded.options
         if config.inference_size is not None:
             width, height = config.inference_size
             if width % self.size_divisor or height % self.size_divisor:
@@ -373,6 +374,7 @@ class SegmentationEngine:
             memory_format=None if plan is None else plan.device_pass.memory_format,
             choices={} if plan is None else {what: choice.as_dict() for what, choice
                                              in plan.choices.items()},
+            choices_source=None if plan is None else plan.choices_source,
             cpu=self.cpu.as_dict(),
             plans=self._plans.stats(),
             memory=None if self._released else self._launcher.memory(),

@@ -42,9 +42,11 @@ def load_network(config: EngineConfig) -> LoadedNetwork:
     """The network for this config, checked against its inference size's needs."""
     file = _onnx_file_of(config)
     if file is not None:
+        stat = file.path.stat()
         return LoadedNetwork(None, file, file.meta, int(file.size_divisor),
                              int(file.output_stride), False,
-                             {"onnx_file": str(file.path), "export_size": file.export_size})
+                             {"onnx_file": str(file.path.resolve()), "bytes": stat.st_size,
+                              "modified": stat.st_mtime, "export_size": file.export_size})
     from swiftseg_ros.nets import fuse_conv_bn
 
     model, meta, options = _load_model(config)

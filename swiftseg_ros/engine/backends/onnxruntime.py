@@ -174,6 +174,17 @@ class OnnxRuntimeBackend(Backend):
             return {}, {ONNXRUNTIME: f"runs fp32 only here, precision is {spec.precision}"}
         return {ONNXRUNTIME: functools.partial(self._pass, spec)}, {}
 
+    def state(self, spec: PassSpec) -> dict:
+        """The Winograd graph's choice at this size, when it was made."""
+        choice = self._conv_3x3_choices.get(tuple(spec.net_hw))
+        return {} if choice is None else {"conv_3x3": choice.as_dict()}
+
+    def restore(self, spec: PassSpec, state: dict) -> None:
+        choice = state.get("conv_3x3")
+        if choice is not None:
+            self._conv_3x3_choices.setdefault(tuple(spec.net_hw),
+                                              Choice("conv_3x3", **choice))
+
     def release(self) -> None:
         self.winograd_filters.clear()
         self._conv_3x3_choices.clear()
