@@ -99,7 +99,7 @@ def build_parser(prog: str = "swiftseg-replay") -> argparse.ArgumentParser:
 
 
 def node_parameters(params_file: str | None, *, weights=None, network=None, device=None,
-                    precision=None, backend=None, threads=None):
+                    precision=None, backend=None, threads=None, retune=False):
     """The validated node parameters: the file's (or the defaults), then the flags.
 
     --weights without --network lets the checkpoint decide the network (the parameter
@@ -121,6 +121,8 @@ def node_parameters(params_file: str | None, *, weights=None, network=None, devi
         values["backend"] = backend
     if threads is not None:
         values["threads"] = threads
+    if retune:
+        values["retune"] = True
     return validate_parameters(values)
 
 
@@ -374,7 +376,7 @@ def main(argv=None) -> int:
         return main_compare(args, bag_path)
     params = node_parameters(args.params, weights=args.weights, network=args.network,
                              device=args.device, precision=args.precision,
-                             backend=args.backend)
+                             backend=args.backend, retune=args.retune)
     thresholds = thresholds_from(args, params)
     image_topic = require_image_topic(args, bag_path)
     options = replay_options(args, params, image_topic)
