@@ -158,9 +158,8 @@ class SegmentationEngine:
         context = BackendContext(config, self.device, self.cpu, self.network, loaded.model,
                                  loaded.onnx_file, self.mean, self.std)
         self._backends = {name: backend_class(name)(context) for name in asked}
+        self._model = None  # the current plan's torch network (see `model`)
         with torch.inference_mode():
-            self.model = next((m for m in (b.default_model() for b in self._backends.values())
-                               if m is not None), None)
             self.palette_device = palette_tensor(self.palette, self.device)
         self._launcher = CudaLauncher(config, self.device) if self.on_cuda \
             else CpuLauncher(config)
@@ -183,6 +182,18 @@ class SegmentationEngine:
     @property
     def outputs(self) -> tuple[str, ...]:
         return self._outputs
+
+    @property
+    def model(self):
+        """The torch network the current plan runs; before the first plan, the one a torch
+        backend would start from (made on first use: a start whose cached winner is not
+        that one never builds it); None without a torch network."""
+        if self._model is None and not self._released:
+            with torch.inference_mode():
+                self._model = next((m for m in (b.default_model() for b in
+                                                 self._backends.values()) if m is not None),
+                                   None)
+        return self._model
 
     @property
     def precision(self) -> str:
@@ -389,7 +400,7 @@ class SegmentationEngine:
         self._drop_in_flight()
         self._plans.clear()
         self._current = None
-        self.model = None
+        self._model = None
         for backend in self._backends.values():
             backend.release()
         self._backends = {}
@@ -436,7 +447,7 @@ class SegmentationEngine:
         net_w, net_h = self.inference_size_for(key.width, key.height)
         plan = self._planner.make(key, (net_h, net_w), self._device_pass)
         if plan.device_pass.model is not None:
-            self.model = plan.device_pass.model
+            self._model = plan.device_pass.model
         log.info("engine: prepared %dx%d -> network %dx%d, outputs %s%s, %s (%.0f ms; "
                  "%d plan(s) cached)", key.width, key.height, net_w, net_h,
                  ",".join(key.outputs), f", pipeline slot {key.slot}" if key.slot else "",

@@ -37,7 +37,7 @@ from swiftseg_ros.engine.kernels.winograd import (
 )
 from swiftseg_ros.engine.onnx_file import RawInput
 from swiftseg_ros.errors import ConfigError
-from swiftseg_ros.onnx_graph import require_onnx
+from swiftseg_ros.onnx_graph import why_no_onnx
 
 MIN_VERSION = (1, 18)
 OPSET = 18
@@ -69,10 +69,9 @@ def why_unusable(config) -> str | None:
     try:
         ort = require_onnxruntime()
         providers_for(torch.device(config.device), ort.get_available_providers())
-        require_onnx()
     except ConfigError as exc:
         return str(exc).removeprefix("backend: onnxruntime ")
-    return None
+    return why_no_onnx()
 
 
 def _version(text: str) -> tuple[int, ...]:

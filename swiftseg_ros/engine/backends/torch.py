@@ -76,7 +76,7 @@ class TorchBackend(Backend):
         """The compiled-Winograd layers measured faster at this size, by module name,
         with their band rows per input size (or the note why there are none)."""
         layers = self._compiled_layers.get(tuple(spec.net_hw))
-        if layers is None:
+        if layers is None or spec.precision != "fp32":  # compiled Winograd runs fp32 only
             return {}
         if isinstance(layers, str):
             return {"compiled": layers}
@@ -92,7 +92,8 @@ class TorchBackend(Backend):
 
     def restore(self, spec: PassSpec, state: dict) -> None:
         compiled = state.get("compiled")
-        if compiled is None or tuple(spec.net_hw) in self._compiled_layers:
+        if compiled is None or spec.precision != "fp32" \
+                or tuple(spec.net_hw) in self._compiled_layers:
             return
         if isinstance(compiled, str):
             self._compiled_layers[tuple(spec.net_hw)] = compiled
