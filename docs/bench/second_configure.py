@@ -2,9 +2,11 @@
 
 Each configure runs in a fresh Python process (a node restarted by its launch file):
 `SegmentationEngine(config)` then `prepare(height, width, "rgb8")`, timed together, with
-the node's parameters (precision auto, backend auto, ...) for a random-weight network,
-1 thread, and the choices cache in CACHE (empty at the first start). Prints one JSON line
-per start: the network, which start, where the choices came from, the seconds.
+the node's parameters (precision auto, backend auto, ...) for a checkpoint of seeded
+random weights (written into CACHE first: a node loads the same weights at every start,
+so its exported graph is cached too), 1 thread, and the choices cache in CACHE (empty at
+the first start). Prints one JSON line per start: the network, which start, where the
+choices came from, the seconds.
 
     python docs/bench/second_configure.py swiftnet_rn18 1024x512 CACHE
 """
@@ -12,6 +14,7 @@ per start: the network, which start, where the choices came from, the seconds.
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 CHILD = r"""
 import json, sys, time
@@ -21,8 +24,8 @@ from swiftseg_ros.engine import SegmentationEngine
 from swiftseg_ros.ros.params import engine_config_from_params, validate_parameters
 imported = time.perf_counter()
 network, width, height, cache = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-params = validate_parameters({"network": network, "weights": "", "device": "cpu",
-                              "threads": 1})
+params = validate_parameters({"network": network, "weights": f"{cache}/{network}.pt",
+                              "device": "cpu", "threads": 1})
 config = engine_config_from_params(params).replace(cache_dir=cache)
 began = time.perf_counter()
 engine = SegmentationEngine(config)
@@ -38,9 +41,24 @@ print(json.dumps({"network": network, "size": f"{width}x{height}",
 """
 
 
+def write_checkpoint(network: str, folder: Path) -> None:
+    import torch
+
+    from swiftseg_ros.checkpoint import make_meta, save_checkpoint
+    from swiftseg_ros.nets import NETWORKS, build_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    options = NETWORKS[network].inference_options
+    model = build_model(network, 19, **options).eval()
+    save_checkpoint(folder / f"{network}.pt", model, make_meta(network, 19,
+                                                               network_options=options))
+
+
 def main() -> int:
     network, size, cache = sys.argv[1], sys.argv[2], sys.argv[3]
     width, height = size.split("x")
+    write_checkpoint(network, Path(cache))
     for start in ("first", "second"):
         out = subprocess.run([sys.executable, "-c", CHILD, network, width, height, cache],
                              check=True, capture_output=True, text=True).stdout

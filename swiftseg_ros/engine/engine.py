@@ -9,12 +9,13 @@ synchronization. What one input needs (buffers, the chosen pass, on CUDA its cap
 graph) is a plan (plans.py), kept in a small cache; launchers.py runs a plan eagerly on
 the CPU or as a CUDA graph on the engine's own stream.
 
-This module is the core: plans, buffers, pre- and post-processing, pipelining, timing
-and stats. The forward pass comes from the backends (backends/: torch, ONNX Runtime),
-each offering candidate passes for a plan; the core times all of them and keeps the
-fastest (choices.py), knowing no backend's internals. `infer_pipelined` overlaps one
-frame's host work with the previous frame's device work by alternating two plans of the
-same input.
+This module is the core: plans, buffers, pre- and post-processing, pipelining, batches,
+timing and stats. The forward pass comes from the backends (backends/: torch, ONNX
+Runtime, OpenVINO), each offering candidate passes for a plan; the planner (planner.py)
+times all of them and keeps the fastest (choices.py), or builds the winner stored for
+this setup (choice_cache.py), knowing no backend's internals. `infer_pipelined` overlaps
+one frame's host work with the previous frame's device work by alternating two plans of
+the same input; `infer_batch` runs several frames of one size in one forward pass.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from swiftseg_ros.engine.config import EngineConfig, check_outputs
 from swiftseg_ros.engine.cuda_support import bf16_refusal
 from swiftseg_ros.engine.frames import channels_of, frame_as_hwc
 from swiftseg_ros.engine.launchers import CpuLauncher, CudaLauncher
-from swiftseg_ros.engine.network import load_network
+from swiftseg_ros.engine.network import check_inference_size, load_network, round_to_multiple
 from swiftseg_ros.engine.palette import palette_table, palette_tensor
 from swiftseg_ros.engine.planner import Planner
 from swiftseg_ros.engine.plans import Plan, PlanCache, PlanKey
@@ -83,11 +84,6 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"device: {name}, but only {torch.cuda.device_count()} CUDA "
                           f"device(s) are visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return torch.device("cuda", index)
-
-
-def round_to_multiple(value: int, divisor: int) -> int:
-    """The nearest multiple of divisor (halves up), at least divisor."""
-    return max(divisor, (value + divisor // 2) // divisor * divisor)
 
 
 @dataclass
@@ -146,14 +142,7 @@ class SegmentationEngine:
         self.output_stride = loaded.output_stride
         self._onnx_file = loaded.onnx_file
         self.network_options = loaded.options
-        if config.inference_size is not None:
-            width, height = config.inference_size
-            if width % self.size_divisor or height % self.size_divisor:
-                raise ConfigError(
-                    f"inference_size: {width}x{height} is not a multiple of {self.size_divisor} "
-                    f"as {self.network} needs; use e.g. "
-                    f"{round_to_multiple(width, self.size_divisor)}x"
-                    f"{round_to_multiple(height, self.size_divisor)}")
+        check_inference_size(config.inference_size, self.network, self.size_divisor)
 
         context = BackendContext(config, self.device, self.cpu, self.network, loaded.model,
                                  loaded.onnx_file, self.mean, self.std)

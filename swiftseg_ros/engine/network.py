@@ -56,6 +56,23 @@ def load_network(config: EngineConfig) -> LoadedNetwork:
                          bool(getattr(model, "align_corners", False)), options)
 
 
+def round_to_multiple(value: int, divisor: int) -> int:
+    """The nearest multiple of divisor (halves up), at least divisor."""
+    return max(divisor, (value + divisor // 2) // divisor * divisor)
+
+
+def check_inference_size(size, network: str, divisor: int) -> None:
+    """ConfigError unless the (width, height) asked for (or None) suits the network."""
+    if size is None:
+        return
+    width, height = size
+    if width % divisor or height % divisor:
+        raise ConfigError(
+            f"inference_size: {width}x{height} is not a multiple of {divisor} as {network} "
+            f"needs; use e.g. {round_to_multiple(width, divisor)}x"
+            f"{round_to_multiple(height, divisor)}")
+
+
 def _onnx_file_of(config: EngineConfig):
     """The checked `.onnx` weights file, or None for a checkpoint or a random build."""
     if not is_onnx_file(config.weights):
