@@ -23,6 +23,10 @@ ROS_REQUIRES = [requirement + ROS_WHEELS_MARKER for requirement in (
     "ros-jazzy-diagnostic-msgs==5.3.6",
     "ros-jazzy-rmw-fastrtps-cpp==8.4.3",
 )]
+# the OpenVINO backend, where OpenVINO publishes wheels (Linux x86_64 and aarch64; it is
+# optional elsewhere: backend auto leaves it out with a note)
+OPENVINO_REQUIRES = ["openvino>=2024.0; platform_system == 'Linux' and "
+                     "(platform_machine == 'x86_64' or platform_machine == 'aarch64')"]
 
 
 def share_files(folder: str, patterns=("*",)):
@@ -55,11 +59,12 @@ setup(
     # these. The bounds keep a ROS Python working: OpenCV 5 needs NumPy 2, which breaks
     # cv_bridge and every other extension built for the distribution's NumPy 1.x
     # (Humble: 1.21, Jazzy: 1.26). The Makefile pins torch and installs it first.
-    # onnxruntime (with onnx and onnxscript, which export the graph it runs) is the
-    # engine's second backend.
+    # onnxruntime (with onnx and onnxscript, which export the graph it runs) and OpenVINO
+    # are the engine's other backends.
     install_requires=[
         "torch>=2.1",
         *ONNX_REQUIRES,
+        *OPENVINO_REQUIRES,
         "numpy>=1.21",
         "PyYAML>=5.4",
         "opencv-python-headless>=4.5,<5",

@@ -176,7 +176,7 @@ def main(argv=None) -> int:
         return main_compare(args, bag_path)
     params = node_parameters(args.params, weights=args.weights, network=args.network,
                              device=args.device, precision=args.precision,
-                             backend=args.backend)
+                             backend=args.backend, retune=args.retune)
     thresholds = thresholds_from(args, params)
     image_topic = require_image_topic(args, bag_path)
     options = replay_options(args, params, image_topic)
@@ -217,7 +217,7 @@ def main_cameras(args, bag_path: Path, kind: str) -> int:
     labels = [] if args.no_accuracy else list(args.label_topic or ())
     params = node_parameters(args.params, weights=args.weights, network=args.network,
                              device=args.device, precision=args.precision,
-                             backend=args.backend)
+                             backend=args.backend, retune=args.retune)
     if args.cameras is not None:
         names = [name.strip() for name in args.cameras.split(",") if name.strip()]
         with open_bag(bag_path) as bag:
