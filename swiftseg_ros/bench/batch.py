@@ -29,7 +29,7 @@ from swiftseg_ros.bench.runners import device_sync
 from swiftseg_ros.engine.config import EngineConfig
 from swiftseg_ros.engine.engine import SegmentationEngine
 from swiftseg_ros.errors import ConfigError
-from swiftseg_ros.ros.multicamera import process_resident_mb
+from swiftseg_ros.ros.memory import resident_mb
 
 
 def parse_batches(text: str) -> list[int]:
@@ -47,7 +47,7 @@ def _memory_mb(device: torch.device) -> float | None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         return torch.cuda.memory_allocated(device) / (1024.0 * 1024.0)
-    return process_resident_mb()
+    return resident_mb()
 
 
 def bench_batches(config: EngineConfig, frames: list[np.ndarray], batches: list[int], *,

@@ -24,7 +24,6 @@ sizes seen and the time per batch of each size, memory).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -43,6 +42,7 @@ from swiftseg_ros.ros.diagnostics import (
     build_status,
 )
 from swiftseg_ros.ros.frames import FrameCounters
+from swiftseg_ros.ros.memory import resident_mb
 from swiftseg_ros.ros.pipeline import REJECTED, SegmentationPipeline, SegmentedFrame
 from swiftseg_ros.ros.scheduler import MultiCameraWorker, group_by_size
 
@@ -133,16 +133,6 @@ class LogLimiter:
             self._last[key] = now
             held = self._held.pop(key, 0)
         return text + (f" ({held} more since the last line)" if held else "")
-
-
-def process_resident_mb() -> float | None:
-    """This process's resident memory (MB) now, from /proc (None where there is none)."""
-    try:
-        with open("/proc/self/statm") as statm:
-            pages = int(statm.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE") / (1024.0 * 1024.0)
 
 
 class MultiCameraPipeline:
@@ -402,7 +392,7 @@ class MultiCameraPipeline:
         engine.values.append(("cameras", ", ".join(self.cameras)))
         engine.values.extend(self.batches.values())
         engine.values.extend(self.batching_choices.items())
-        resident = process_resident_mb()
+        resident = resident_mb()
         if resident is not None:
             engine.values.append(("process resident memory (MB)", f"{resident:.1f}"))
         statuses.append(engine)
