@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from swiftseg_ros.engine import SegmentationEngine
+from swiftseg_ros.engine.frames import channels_of
 from swiftseg_ros.ros.conversions import ImageRejected
 from swiftseg_ros.ros.diagnostics import (
     WARN,
@@ -229,7 +230,7 @@ class MultiCameraPipeline:
         """Prepare the plan of `batch` frames of this size (with blank frames) and measure
         it against as many frames one by one: whichever is faster on this machine runs
         such batches (on a GPU one forward over the stack wins; on a CPU core it may not)."""
-        blank = np.zeros((height, width, 1 if pixel_format == "mono8" else 3), np.uint8)
+        blank = np.zeros((height, width, channels_of(pixel_format)), np.uint8)
         frames = [(None, blank, pixel_format)] * batch
         self.frames.segment_batch(frames)  # prepares and warms the batch's plan
 
