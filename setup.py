@@ -9,6 +9,10 @@ HERE = Path(__file__).parent
 TEST_REQUIRES = ["pytest>=6.2", "hypothesis>=6.36"]
 TOOLS_REQUIRES = ["rosbags>=0.11", "matplotlib>=3.5", "tqdm>=4.60"]
 ONNX_REQUIRES = ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"]
+# the OpenVINO backend, where OpenVINO publishes wheels (Linux x86_64 and aarch64; it is
+# optional elsewhere: backend auto leaves it out with a note)
+OPENVINO_REQUIRES = ["openvino>=2024.0; platform_system == 'Linux' and "
+                     "(platform_machine == 'x86_64' or platform_machine == 'aarch64')"]
 
 
 def share_files(folder: str, patterns=("*",)):
@@ -41,11 +45,12 @@ setup(
     # these. The bounds keep a ROS Python working: OpenCV 5 needs NumPy 2, which breaks
     # cv_bridge and every other extension built for the distribution's NumPy 1.x
     # (Humble: 1.21, Jazzy: 1.26). The Makefile pins torch and installs it first.
-    # onnxruntime (with onnx and onnxscript, which export the graph it runs) is the
-    # engine's second backend.
+    # onnxruntime (with onnx and onnxscript, which export the graph it runs) and OpenVINO
+    # are the engine's other backends.
     install_requires=[
         "torch>=2.1",
         *ONNX_REQUIRES,
+        *OPENVINO_REQUIRES,
         "numpy>=1.21",
         "PyYAML>=5.4",
         "opencv-python-headless>=4.5,<5",

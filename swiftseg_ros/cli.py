@@ -53,15 +53,20 @@ def add_common_flags(parser: argparse.ArgumentParser, *, weights=True, network=T
     if device:
         parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     if precision:
-        parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
-                            help="inference precision (default fp32)")
+        parser.add_argument("--precision", default="fp32",
+                            choices=["fp32", "fp16", "bf16", "auto"],
+                            help="inference precision; auto times fp32 and the device's "
+                                 "native low precision and keeps the faster (default fp32)")
     if backend:
-        parser.add_argument("--backend", choices=["auto", "torch", "onnxruntime"],
+        parser.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino"],
                             default=None if backend is True else backend,
-                            help="what runs the network; auto times both at warm-up and "
-                                 "keeps the faster (default: "
+                            help="what runs the network; auto times every installed one at "
+                                 "warm-up and keeps the fastest (default: "
                                  + ("the parameter file's, auto" if backend is True
                                     else backend) + ")")
+        parser.add_argument("--retune", action="store_true",
+                            help="measure the engine's choices afresh instead of taking "
+                                 "those cached for this setup")
     if json_out:
         parser.add_argument("--json", metavar="FILE", help="write machine-readable results here")
 

@@ -12,6 +12,7 @@ divide the feature map, which SwiftNet's SPP and Fast-SCNN's pyramid pooling nee
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import warnings
 
@@ -27,6 +28,18 @@ OUTPUT_NAME = "logits"
 
 class ExportError(SwiftsegError, RuntimeError):
     """The network could not be written to ONNX as asked, or the written file is wrong."""
+
+
+def why_no_onnx() -> str | None:
+    """What `require_onnx` would refuse, found without importing onnx and onnxscript (a
+    few seconds together): the engine asks at every start, and exports only on a miss of
+    its graph cache."""
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return (f"ONNX export needs the optional packages onnx and onnxscript ({' and '.join(missing)} "
+            f"missing); install them with `pip install onnx onnxscript` (or `pip install "
+            f".[onnx]`)")
 
 
 def require_onnx():

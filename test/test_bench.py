@@ -1,5 +1,6 @@
 """swiftseg-bench smoke test: a tiny interleaved run writes the documented JSON rows."""
 
+import importlib.util
 import json
 
 import pytest
@@ -27,7 +28,7 @@ def test_bench_writes_a_json_row_per_backend_with_the_machine_and_choices(tmp_pa
     out = tmp_path / "bench.json"
     status = run_bench(["--networks", "fastscnn", "--sizes", "64x32", "--iters", "2",
                         "--warmup", "1", "--backend", "torch,onnxruntime", "--threads", "1",
-                        "--json", str(out)])
+                        "--precision", "fp32", "--json", str(out)])
     assert status == 0
     rows = json.loads(out.read_text())
     assert [(r["network"], r["size"], r["backend"]) for r in rows] == [
@@ -51,8 +52,8 @@ def test_bench_writes_a_json_row_per_backend_with_the_machine_and_choices(tmp_pa
 @pytest.mark.skipif(not cpu_caps.detect().native_bf16,
                     reason=f"no native bf16: this CPU {cpu_caps.detect().bf16_reason}")
 def test_bench_times_bf16_beside_fp32_with_label_agreement(tmp_path):
-    """The node's default backend (auto) at bf16 is torch alone; ONNX Runtime has fp32
-    rows only."""
+    """The node's default backend (auto) at bf16 is torch's (and OpenVINO's where it is
+    installed); ONNX Runtime has fp32 rows only."""
     out = tmp_path / "bench.json"
     assert run_bench(["--networks", "fastscnn", "--sizes", "64x32", "--iters", "2",
                       "--warmup", "1", "--precision", "fp32,bf16",
@@ -60,7 +61,7 @@ def test_bench_times_bf16_beside_fp32_with_label_agreement(tmp_path):
     rows = json.loads(out.read_text())
     assert [(r["precision"], r["backend_asked"]) for r in rows] == [
         ("fp32", "auto"), ("fp32", "onnxruntime"), ("bf16", "auto")]
-    assert rows[2]["backend"] == "torch" and 0 <= rows[2]["label_agreement"] <= 1
+    assert rows[2]["backend"] in ("torch", "openvino") and 0 <= rows[2]["label_agreement"] <= 1
 
 
 def test_each_precision_gets_the_backends_that_run_it():
@@ -115,7 +116,7 @@ def test_bench_times_the_pipelined_runner_and_reports_it(tmp_path):
     try:
         assert cli.bench(["--networks", "fastscnn", "--sizes", "64x32", "--iters", "2",
                           "--warmup", "1", "--pipelined", "3", "--no-naive", "--threads", "1",
-                          "--json", str(out)]) == 0
+                          "--precision", "fp32", "--json", str(out)]) == 0
     finally:
         torch.set_num_threads(threads)
     (row,) = json.loads(out.read_text())
@@ -140,3 +141,20 @@ def test_runners_are_timed_from_outside_including_the_sync():
     ms, timings = run()
     assert calls == ["step", "sync"] and timings is None
     assert abs(ms - 2.0) < 1e-9  # 4 ms over a burst of 2 frames
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="needs openvino")
+def test_bench_times_the_by_hand_openvino_reference_beside_the_engine(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert run_bench(["--networks", "fastscnn", "--sizes", "64x32", "--iters", "2",
+                      "--warmup", "1", "--threads", "1", "--no-naive",
+                      "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["precision"] == "auto" and row["precision_picked"] in ("fp32", "bf16")
+    expected = {"fp32", "bf16"} if cpu_caps.detect().native_bf16 else {"fp32"}
+    assert set(row["openvino_ms"]) <= expected and "fp32" in row["openvino_ms"]
+    for precision, ms in row["openvino_ms"].items():
+        assert ms > 0
+        assert row["engine_over_openvino"][precision] == row["engine_ms"] / ms
+    assert row["openvino"] and row["choices_source"] in ("measured", "cache")
+    assert "eng/ov" in capsys.readouterr().out

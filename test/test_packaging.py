@@ -41,6 +41,7 @@ def test_node_requirements_keep_a_ros_python_on_opencv_4():
     node_needs = {r.split(">")[0].split("<")[0] for r in kwargs["install_requires"]}
     assert node_needs == {"torch", "numpy", "PyYAML", "opencv-python-headless", "onnxruntime",
                           "onnx", "onnxscript",  # the ONNX Runtime backend and its export
+                          "openvino",  # the OpenVINO backend (Linux x86_64/aarch64 only)
                           "numba"}  # the compiled edge selection
     assert {"rosbags", "matplotlib"} <= {r.split(">")[0] for r in kwargs["extras_require"]["tools"]}
     assert set(kwargs["extras_require"]["tools"]) <= set(kwargs["extras_require"]["dev"])

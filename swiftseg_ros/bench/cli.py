@@ -1,15 +1,16 @@
 """swiftseg-bench: end-to-end timing of the engine against "bare" and "naive" baselines.
 
 The SwiftNet paper's method (its Figure 5): batch 1, from the image in host memory to
-the predictions back in host memory, after warm-up. Three runners share each
+the predictions back in host memory, after warm-up. The runners share each
 iteration, in a random order drawn anew each iteration, so that machine drift (other
 processes, clocks, heat) and each runner's after-effects (cold caches) hit all alike
 and their ratios stay meaningful on a busy machine:
 
 - engine: `SegmentationEngine.infer` on a host uint8 frame, per stage, once per
   precision and backend asked for (`--backend torch,onnxruntime` side by side; auto
-  times both at prepare and keeps the faster; ONNX Runtime runs fp32 only, so at
-  fp16/bf16 auto is torch alone and onnxruntime has no row);
+  times every installed backend at prepare and keeps the fastest; ONNX Runtime runs
+  fp32 only and OpenVINO fp32 or bf16, so neither has a row at another precision;
+  precision auto times fp32 and the device's native low precision);
 - bare: the engine's own chosen forward (the fused torch model with the chosen conv
   route and memory format, or the ONNX Runtime session alone) + `max(1)` on the
   engine's already pre-processed input on the device, eager; on CUDA also `bare_graph`,
@@ -19,15 +20,20 @@ and their ratios stay meaningful on a busy machine:
 - naive: the paper's Figure 5 loop as a user writes it: per frame
   `torch.from_numpy(frame).to(device)`, float conversion and normalization, the
   plain (unfused, fp32, contiguous) eager `model(x)` with its full-size logits,
-  `logits.max(1)`, `.byte().cpu()`.
+  `logits.max(1)`, `.byte().cpu()`;
+- openvino (CPU, where the package is installed; `--no-openvino` skips it): the
+  by-hand OpenVINO reference (openvino_reference.py), the network with normalization,
+  upsampling and argmax converted with `openvino.convert_model` and compiled with the
+  f32 hint, and another runner with the bf16 hint where the CPU has native bf16.
 
 Every runner is timed from outside by the same host clock and device synchronization
 (bench/runners.py). Device memory is measured per engine in steady state, before the
 timed run (`peak_mem_mb`, `reserved_mem_mb`).
 
 The defaults are the node's: outputs label and color, bilinear logits upsampling,
-backend auto. Each row records the CPU (model, flags, native bf16), the torch and
-onnxruntime versions, the threads and the choices the engine made.
+backend auto, precision auto. Each row records the CPU (model, flags, native bf16), the
+torch, onnxruntime and openvino versions, the threads, the choices the engine made and
+whether they were measured or taken from the choices cache (`--retune` measures).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from swiftseg_ros.bench.openvino_reference import OpenVinoReference, openvino_precisions
 from swiftseg_ros.bench.runners import (
     BareRunner,
     device_sync,
@@ -81,12 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", default="1024x512",
                         help="comma-separated input sizes WIDTHxHEIGHT (default 1024x512)")
     add_common_flags(parser, network=False, precision=False)
-    parser.add_argument("--precision", default="fp32",
-                        help="fp32, fp16 (CUDA), bf16, or a comma-separated list timed in "
-                             "the same interleaved run (default fp32)")
+    parser.add_argument("--precision", default="auto",
+                        help="auto, fp32, fp16 (CUDA), bf16, or a comma-separated list timed "
+                             "in the same interleaved run (default auto, as the node)")
     parser.add_argument("--backend", default="auto",
-                        help="auto, torch, onnxruntime, or a comma-separated list timed in "
-                             "the same interleaved run (default auto, as the node)")
+                        help="auto, torch, onnxruntime, openvino, or a comma-separated list "
+                             "timed in the same interleaved run (default auto, as the node)")
+    parser.add_argument("--retune", action="store_true",
+                        help="measure the engines' choices afresh instead of taking those "
+                             "cached for this setup")
     parser.add_argument("--outputs", default="label,color",
                         help=f"engine outputs, comma-separated from {','.join(OUTPUTS)} "
                              f"(default label,color, as the node)")
@@ -106,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-winograd", action="store_true",
                         help="CPU: do not time Winograd 3x3 convolutions against direct ones")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive runner")
+    parser.add_argument("--no-openvino", action="store_true",
+                        help="CPU: skip the by-hand OpenVINO reference runners (fp32, and "
+                             "bf16 where native)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     parser.add_argument("--tf32", action="store_true",
                         help="CUDA fp32: let cuDNN/cuBLAS round to TF32 (default: true fp32)")
@@ -138,7 +151,7 @@ def main(argv=None) -> int:
         cpu_caps.detect().require_bf16()
     args.runs = _engine_runs(precisions, backends)
     if not args.runs:
-        _check_backend("onnxruntime", precisions[0], args.device)  # says fp32 only
+        _check_backend(backends[0], precisions[0], args.device)  # says what it runs
     for precision, backend in args.runs:
         _check_backend(backend, precision, args.device)
     check_device(args.device)  # after the backends: their message says more
@@ -168,29 +181,31 @@ def main(argv=None) -> int:
                 rows.extend(_bench_one(args, network, weights, width, height, progress))
     print(format_table(rows))
     print(f"CPU: {cpu_caps.detect().flags_line()}; torch {torch.__version__}, onnxruntime "
-          f"{_onnxruntime_version() or 'not installed'}, {torch.get_num_threads()} thread(s)")
+          f"{_onnxruntime_version() or 'not installed'}, openvino "
+          f"{_openvino_version() or 'not installed'}, {torch.get_num_threads()} thread(s)")
     write_json(args.json, rows)
     return 0
 
 
 def _engine_runs(precisions: list[str], backends: list[str]) -> list[tuple[str, str]]:
-    """The (precision, backend) engines to time. ONNX Runtime runs fp32 only, so it has
-    no row at another precision, where `auto` is torch alone (and no row of its own when
-    torch is asked too)."""
+    """The (precision, backend) engines to time. ONNX Runtime runs fp32 only and OpenVINO
+    fp32 or bf16, so they have no row at another precision, where `auto` is torch's (and
+    OpenVINO's at bf16), with no row of its own when torch is asked too."""
     return [(precision, backend) for precision in precisions for backend in backends
-            if precision == "fp32" or backend == "torch"
+            if precision in ("fp32", "auto") or backend == "torch"
+            or (backend == "openvino" and precision == "bf16")
             or (backend == "auto" and "torch" not in backends)]
 
 
 def _check_backend(backend: str, precision: str, device: str) -> None:
     """ConfigError now, before any output, when this backend cannot run as asked."""
-    from swiftseg_ros.engine.backends.onnxruntime import why_unusable
+    from swiftseg_ros.engine.backends import backend_module
 
-    if backend == "onnxruntime":
-        why = why_unusable(EngineConfig(network="fastscnn", backend=backend,
-                                                    precision=precision, device=device))
+    if backend != "auto":
+        why = backend_module(backend).why_unusable(EngineConfig(
+            network="fastscnn", backend=backend, precision=precision, device=device))
         if why:
-            raise ConfigError(f"--backend onnxruntime {why}")
+            raise ConfigError(f"--backend {backend} {why}")
 
 
 def _checkpoint_network(weights, networks, flag_text) -> str:
@@ -275,7 +290,7 @@ def _bench_one(args, network, weights, width, height, progress) -> list[dict]:
                               channels_last=not args.no_channels_last,
                               onednn_convs=not args.no_onednn,
                               winograd=not args.no_winograd, tf32=args.tf32,
-                              warmup_iters=max(1, args.warmup))
+                              warmup_iters=max(1, args.warmup), retune=args.retune)
         baseline = memory_baseline(torch.device(config.device))
         engine = SegmentationEngine(config)
         engine.infer(frame, "rgb8")
@@ -297,9 +312,15 @@ def _bench_one(args, network, weights, width, height, progress) -> list[dict]:
         if args.pipelined:
             runners[("pipelined", key)] = pipelined_runner(engine, frame, args.pipelined)
     naive = None
-    if not args.no_naive and (inference_w, inference_h) == (width, height):
+    same_size = (inference_w, inference_h) == (width, height)
+    if not args.no_naive and same_size:
         naive = _NaiveRunner(weights, device, frame)
         runners[("naive", None)] = timed(naive, device_sync(device))
+    openvino = [] if args.no_openvino or device.type != "cpu" or not same_size \
+        else openvino_precisions()
+    for precision in openvino:
+        runners[("openvino", precision)] = timed(
+            OpenVinoReference(weights, frame, precision, args.threads), device_sync(device))
 
     order = list(runners)
     times = {key: [] for key in order}
@@ -329,6 +350,7 @@ def _bench_one(args, network, weights, width, height, progress) -> list[dict]:
     agreement = _label_agreement(engines, frame)
     rows = []
     naive_ms = _p50(times[("naive", None)]) if naive is not None else None
+    openvino_ms = {precision: _p50(times[("openvino", precision)]) for precision in openvino}
     for (precision, asked), engine in engines.items():
         key = (precision, asked)
         engine_ms = _p50(times[("engine", key)])
@@ -346,6 +368,7 @@ def _bench_one(args, network, weights, width, height, progress) -> list[dict]:
             "inference_size": f"{inference_w}x{inference_h}",
             "device": str(device),
             "precision": precision,
+            "precision_picked": stats["precision"],
             "math_mode": engine.math_mode,
             "backend": stats["backend"],
             "backend_asked": asked,
@@ -358,6 +381,9 @@ def _bench_one(args, network, weights, width, height, progress) -> list[dict]:
             "engine_over_bare": engine_ms / floor_ms,
             "bare_runner": "graph" if bare_graph_ms is not None else "eager",
             "speedup_over_naive": naive_ms / engine_ms if naive_ms else None,
+            # the by-hand OpenVINO reference per precision, and the engine against it
+            "openvino_ms": openvino_ms,
+            "engine_over_openvino": {p: engine_ms / ms for p, ms in openvino_ms.items()},
             "fps": 1000.0 / engine_ms,
             "pipelined_ms": pipelined_ms,
             "pipelined_fps": 1000.0 / pipelined_ms if pipelined_ms else None,
@@ -380,12 +406,14 @@ def _bench_one(args, network, weights, width, height, progress) -> list[dict]:
             cuda_graph_note=stats["cuda_graph_note"],
             prepare_ms=stats["plans"]["last_prepare_ms"],
             choices=stats["choices"],
+            choices_source=stats["choices_source"],
             cpu=stats["cpu"],
             threads=torch.get_num_threads() if device.type == "cpu" else None,
             iters=args.iters,
             warmup=args.warmup,
             torch=torch.__version__,
             onnxruntime=_onnxruntime_version(),
+            openvino=_openvino_version(),
         )
         rows.append(row)
     runners.clear()  # the closures hold the engines and their models
@@ -403,6 +431,14 @@ def _onnxruntime_version() -> str | None:
     except ImportError:
         return None
     return onnxruntime.__version__
+
+
+def _openvino_version() -> str | None:
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.__version__
 
 
 def _plain_model(weights):
@@ -453,21 +489,26 @@ def _percentiles(values) -> dict:
 
 def format_table(rows: list[dict]) -> str:
     """A plain-text table of the rows: p50 ms, ratios, throughput and model size."""
-    header = ("network", "size", "prec", "backend", "outputs", "engine", "bare", "naive", "eng/bare",
-              "naive/eng", "fps", "pre", "fwd", "post", "params", "GMACs", "agree", "peakMB",
-              "pipelined")
+    header = ("network", "size", "prec", "backend", "outputs", "engine", "bare", "naive",
+              "eng/bare", "naive/eng", "openvino", "eng/ov", "fps", "pre", "fwd", "post",
+              "params", "GMACs", "agree", "peakMB", "pipelined")
     lines = []
     for r in rows:
         def ms(value):
             return "-" if value is None else f"{value:.1f}"
 
+        openvino = r.get("openvino_ms") or {}
+        fastest = min(openvino, key=openvino.get) if openvino else None
         lines.append((
-            r["network"], r["size"], r["precision"],
+            r["network"], r["size"],
+            r["precision"] + ("" if r["precision"] != "auto" else f" ({r['precision_picked']})"),
             r["backend"] + ("" if r["backend_asked"] != "auto" else " (auto)"),
             ",".join(r["outputs"]),
             ms(r["engine_ms"]), ms(r["bare_ms"]), ms(r["naive_ms"]),
             f"{r['engine_over_bare']:.3f}",
             "-" if r["speedup_over_naive"] is None else f"{r['speedup_over_naive']:.2f}x",
+            "-" if fastest is None else f"{openvino[fastest]:.1f} {fastest}",
+            "-" if fastest is None else f"{r['engine_over_openvino'][fastest]:.2f}",
             f"{r['fps']:.1f}", ms(r["preprocess_ms"]), ms(r["forward_ms"]),
             ms(r["postprocess_ms"]), f"{r['params'] / 1e6:.2f}M", f"{r['gmacs']:.1f}",
             "-" if r["label_agreement"] is None else f"{100 * r['label_agreement']:.2f}%",
@@ -480,6 +521,8 @@ def format_table(rows: list[dict]) -> str:
     text += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
     text.append("ms are medians (p50) per frame; engine = host frame to host outputs; bare = "
                 "chosen forward + max(1) on device input (eng/bare: against the graphed bare "
-                "network when the engine runs a graph); naive = paper Fig. 5 loop; agree = labels "
-                "equal to torch fp32's; pipelined = serial ms / pipelined ms per frame")
+                "network when the engine runs a graph); naive = paper Fig. 5 loop; openvino = by-hand "
+                "OpenVINO (convert_model, the row's fastest precision; eng/ov = engine ms / "
+                "its ms); agree = labels equal to torch fp32's; pipelined = serial ms / "
+                "pipelined ms per frame")
     return "\n".join(text)

@@ -101,7 +101,8 @@ def precision_name(name: str, precision: str) -> str:
     return name if precision == "fp32" else f"{name}@{precision}"
 
 
-def _split_precision(name: str) -> tuple[str, str]:
+def split_precision(name: str) -> tuple[str, str]:
+    """(a candidate's own name, its precision) from its name in a mixed timing."""
     base, _, precision = name.partition("@")
     return base, precision or "fp32"
 
@@ -109,10 +110,10 @@ def _split_precision(name: str) -> tuple[str, str]:
 def _at_precision(overall: Choice, built: dict[str, DevicePass], precision: str):
     """The device pass choice and candidates at one precision, under their own names."""
     def keep(items):
-        return {_split_precision(n)[0]: v for n, v in items
-                if _split_precision(n)[1] == precision}
+        return {split_precision(n)[0]: v for n, v in items
+                if split_precision(n)[1] == precision}
 
-    choice = Choice(overall.what, _split_precision(overall.picked)[0],
+    choice = Choice(overall.what, split_precision(overall.picked)[0],
                     keep(overall.times_ms.items()), keep(overall.notes.items()))
     return choice, keep(built.items())
 

@@ -9,12 +9,13 @@ synchronization. What one input needs (buffers, the chosen pass, on CUDA its cap
 graph) is a plan (plans.py), kept in a small cache; launchers.py runs a plan eagerly on
 the CPU or as a CUDA graph on the engine's own stream.
 
-This module is the core: plans, buffers, pre- and post-processing, pipelining, timing
-and stats. The forward pass comes from the backends (backends/: torch, ONNX Runtime),
-each offering candidate passes for a plan; the core times all of them and keeps the
-fastest (choices.py), knowing no backend's internals. `infer_pipelined` overlaps one
-frame's host work with the previous frame's device work by alternating two plans of the
-same input.
+This module is the core: plans, buffers, pre- and post-processing, pipelining, batches,
+timing and stats. The forward pass comes from the backends (backends/: torch, ONNX
+Runtime, OpenVINO), each offering candidate passes for a plan; the planner (planner.py)
+times all of them and keeps the fastest (choices.py), or builds the winner stored for
+this setup (choice_cache.py), knowing no backend's internals. `infer_pipelined` overlaps
+one frame's host work with the previous frame's device work by alternating two plans of
+the same input; `infer_batch` runs several frames of one size in one forward pass.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from swiftseg_ros.engine.config import EngineConfig, check_outputs
 from swiftseg_ros.engine.cuda_support import bf16_refusal
 from swiftseg_ros.engine.frames import channels_of, frame_as_hwc
 from swiftseg_ros.engine.launchers import CpuLauncher, CudaLauncher
-from swiftseg_ros.engine.network import load_network
+from swiftseg_ros.engine.network import check_inference_size, load_network, round_to_multiple
 from swiftseg_ros.engine.palette import palette_table, palette_tensor
 from swiftseg_ros.engine.planner import Planner
 from swiftseg_ros.engine.plans import Plan, PlanCache, PlanKey
@@ -83,11 +84,6 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"device: {name}, but only {torch.cuda.device_count()} CUDA "
                           f"device(s) are visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return torch.device("cuda", index)
-
-
-def round_to_multiple(value: int, divisor: int) -> int:
-    """The nearest multiple of divisor (halves up), at least divisor."""
-    return max(divisor, (value + divisor // 2) // divisor * divisor)
 
 
 @dataclass
@@ -145,21 +141,14 @@ class SegmentationEngine:
         self.align_corners = loaded.align_corners
         self.output_stride = loaded.output_stride
         self._onnx_file = loaded.onnx_file
-        if config.inference_size is not None:
-            width, height = config.inference_size
-            if width % self.size_divisor or height % self.size_divisor:
-                raise ConfigError(
-                    f"inference_size: {width}x{height} is not a multiple of {self.size_divisor} "
-                    f"as {self.network} needs; use e.g. "
-                    f"{round_to_multiple(width, self.size_divisor)}x"
-                    f"{round_to_multiple(height, self.size_divisor)}")
+        self.network_options = loaded.options
+        check_inference_size(config.inference_size, self.network, self.size_divisor)
 
         context = BackendContext(config, self.device, self.cpu, self.network, loaded.model,
                                  loaded.onnx_file, self.mean, self.std)
         self._backends = {name: backend_class(name)(context) for name in asked}
+        self._model = None  # the current plan's torch network (see `model`)
         with torch.inference_mode():
-            self.model = next((m for m in (b.default_model() for b in self._backends.values())
-                               if m is not None), None)
             self.palette_device = palette_tensor(self.palette, self.device)
         self._launcher = CudaLauncher(config, self.device) if self.on_cuda \
             else CpuLauncher(config)
@@ -182,6 +171,18 @@ class SegmentationEngine:
     @property
     def outputs(self) -> tuple[str, ...]:
         return self._outputs
+
+    @property
+    def model(self):
+        """The torch network the current plan runs; before the first plan, the one a torch
+        backend would start from (made on first use: a start whose cached winner is not
+        that one never builds it); None without a torch network."""
+        if self._model is None and not self._released:
+            with torch.inference_mode():
+                self._model = next((m for m in (b.default_model() for b in
+                                                 self._backends.values()) if m is not None),
+                                   None)
+        return self._model
 
     @property
     def precision(self) -> str:
@@ -373,6 +374,7 @@ class SegmentationEngine:
             memory_format=None if plan is None else plan.device_pass.memory_format,
             choices={} if plan is None else {what: choice.as_dict() for what, choice
                                              in plan.choices.items()},
+            choices_source=None if plan is None else plan.choices_source,
             cpu=self.cpu.as_dict(),
             plans=self._plans.stats(),
             memory=None if self._released else self._launcher.memory(),
@@ -387,7 +389,7 @@ class SegmentationEngine:
         self._drop_in_flight()
         self._plans.clear()
         self._current = None
-        self.model = None
+        self._model = None
         for backend in self._backends.values():
             backend.release()
         self._backends = {}
@@ -434,7 +436,7 @@ class SegmentationEngine:
         net_w, net_h = self.inference_size_for(key.width, key.height)
         plan = self._planner.make(key, (net_h, net_w), self._device_pass)
         if plan.device_pass.model is not None:
-            self.model = plan.device_pass.model
+            self._model = plan.device_pass.model
         log.info("engine: prepared %dx%d -> network %dx%d, outputs %s%s, %s (%.0f ms; "
                  "%d plan(s) cached)", key.width, key.height, net_w, net_h,
                  ",".join(key.outputs), f", pipeline slot {key.slot}" if key.slot else "",

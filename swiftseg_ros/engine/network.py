@@ -42,9 +42,11 @@ def load_network(config: EngineConfig) -> LoadedNetwork:
     """The network for this config, checked against its inference size's needs."""
     file = _onnx_file_of(config)
     if file is not None:
+        stat = file.path.stat()
         return LoadedNetwork(None, file, file.meta, int(file.size_divisor),
                              int(file.output_stride), False,
-                             {"onnx_file": str(file.path), "export_size": file.export_size})
+                             {"onnx_file": str(file.path.resolve()), "bytes": stat.st_size,
+                              "modified": stat.st_mtime, "export_size": file.export_size})
     from swiftseg_ros.nets import fuse_conv_bn
 
     model, meta, options = _load_model(config)
@@ -52,6 +54,23 @@ def load_network(config: EngineConfig) -> LoadedNetwork:
     model.requires_grad_(False)
     return LoadedNetwork(model, None, meta, int(model.size_divisor), int(model.output_stride),
                          bool(getattr(model, "align_corners", False)), options)
+
+
+def round_to_multiple(value: int, divisor: int) -> int:
+    """The nearest multiple of divisor (halves up), at least divisor."""
+    return max(divisor, (value + divisor // 2) // divisor * divisor)
+
+
+def check_inference_size(size, network: str, divisor: int) -> None:
+    """ConfigError unless the (width, height) asked for (or None) suits the network."""
+    if size is None:
+        return
+    width, height = size
+    if width % divisor or height % divisor:
+        raise ConfigError(
+            f"inference_size: {width}x{height} is not a multiple of {divisor} as {network} "
+            f"needs; use e.g. {round_to_multiple(width, divisor)}x"
+            f"{round_to_multiple(height, divisor)}")
 
 
 def _onnx_file_of(config: EngineConfig):

@@ -4,8 +4,9 @@ For a plan the planner asks every backend in use for its candidate passes (at ea
 precision that is a candidate), times them together (choices.pick_pass: the fastest
 working one is kept, the others freed), lets the winner's backend refine it, picks the
 faster class selection along edges on the winner's own logits, then warms the plan up
-and finishes it (CUDA: captures its graph) with the engine's launcher. It knows the
-backends only through their interface (backends/base.py).
+and finishes it (CUDA: captures its graph) with the engine's launcher. What it measured
+is stored (choice_cache.py): with the same setup a later prepare builds only the stored
+winner. It knows the backends only through their interface (backends/base.py).
 """
 
 from __future__ import annotations
@@ -16,12 +17,20 @@ import time
 
 import torch
 
-from swiftseg_ros.engine.autotune import choose
+from swiftseg_ros.engine.autotune import Choice, choose, failure_note
 from swiftseg_ros.engine.backends import BACKENDS
 from swiftseg_ros.engine.backends.base import PassSpec
 from swiftseg_ros.engine.buffers import BatchIO, FrameIO
-from swiftseg_ros.engine.choices import TIMING_REPEATS, DevicePass, pick_pass, precision_name
+from swiftseg_ros.engine.choice_cache import ChoiceCache, choice_key
+from swiftseg_ros.engine.choices import (
+    TIMING_REPEATS,
+    DevicePass,
+    pick_pass,
+    precision_name,
+    split_precision,
+)
 from swiftseg_ros.engine.cuda_support import math_mode
+from swiftseg_ros.engine.graph_cache import cache_folder
 from swiftseg_ros.engine.plans import Plan, PlanKey
 from swiftseg_ros.engine.postprocess import BatchPostprocessor, Postprocessor
 from swiftseg_ros.engine.preprocess import BatchPreprocessor, Preprocessor
@@ -38,6 +47,7 @@ class Planner:
         self.backends = backends
         self.backend_notes = backend_notes
         self.launcher = launcher
+        self.cache = ChoiceCache(cache_folder(engine.config.cache_dir))
 
     def make(self, key: PlanKey, net_hw: tuple[int, int], device_pass) -> Plan:
         """A ready plan for `key`: built, chosen, warmed up and (CUDA) captured;
@@ -70,6 +80,37 @@ class Planner:
                                      functools.partial(self._finish, rgbs, key, output_hw,
                                                        precision))
                  for precision in engine.precisions}
+        cache_key = choice_key(engine, key, net_hw)
+        record = None if engine.config.retune else self.cache.load(cache_key)
+        found = None if record is None else self._cached_pass(record, specs)
+        if found is not None:
+            chosen, choices = found
+            source = "cache"
+        else:
+            chosen, choices = self._measured_pass(specs)
+            source = "retune" if engine.config.retune else "measured"
+        chosen.first_logits = None  # only the choices above needed them
+        log.info("engine: %dx%d: %s%s", net_w, net_h,
+                 "(from the choices cache) " if source == "cache" else "",
+                 "; ".join(choice.describe() for choice in choices.values()))
+        if source != "cache":
+            backend = self.backends[chosen.backend]
+            self.cache.store(cache_key, {
+                # the candidate's own name, as its backend offers it (before refine)
+                "winner": {"backend": chosen.backend, "precision": chosen.precision,
+                           "name": split_precision(choices["device_pass"].picked)[0]},
+                "choices": {what: choice.as_dict() for what, choice in choices.items()},
+                "state": backend.state(specs[chosen.precision])})
+        if key.batch == 1:
+            io.set_outputs({name: chosen.post.outputs[name] for name in key.outputs})
+        else:
+            io.set_outputs([{name: outputs[name] for name in key.outputs}
+                            for outputs in chosen.post.outputs])
+        return Plan(key, io, chosen.pre, chosen.post, self.launcher.clock(),
+                    device_pass=chosen, choices=choices, choices_source=source)
+
+    def _measured_pass(self, specs: dict[str, PassSpec]):
+        """(the fastest pass of every backend's candidates, the choices that say so)."""
         candidates, notes = {}, {}
         for name in BACKENDS:
             if name not in self.backends:
@@ -93,16 +134,31 @@ class Planner:
         chosen = self.backends[chosen.backend].refine(chosen, choices,
                                                       specs[chosen.precision])
         _choose_edge_kernel(chosen, choices)
-        chosen.first_logits = None  # only the choices above needed them
-        log.info("engine: %dx%d: %s", net_w, net_h,
-                 "; ".join(choice.describe() for choice in choices.values()))
-        if key.batch == 1:
-            io.set_outputs({name: chosen.post.outputs[name] for name in key.outputs})
-        else:
-            io.set_outputs([{name: outputs[name] for name in key.outputs}
-                            for outputs in chosen.post.outputs])
-        return Plan(key, io, chosen.pre, chosen.post, self.launcher.clock(),
-                    device_pass=chosen, choices=choices)
+        return chosen, choices
+
+    def _cached_pass(self, record: dict, specs: dict[str, PassSpec]):
+        """(the stored winner, built alone, the stored choices), or None with a warning
+        when it cannot be built here any more (then the caller measures)."""
+        winner = record["winner"]
+        backend = self.backends.get(winner.get("backend"))
+        spec = specs.get(winner.get("precision"))
+        try:
+            choices = {what: Choice(what, **choice) for what, choice
+                       in record["choices"].items()}
+            if backend is None or spec is None:
+                raise LookupError(f"{winner} is not a candidate of this engine")
+            backend.restore(spec, record.get("state") or {})
+            offered, _ = backend.candidates(spec)
+            if winner.get("name") not in offered:
+                raise LookupError(f"{winner.get('name')} is not offered here any more")
+            chosen = self.launcher.pick(lambda sync: offered[winner["name"]]())
+            chosen = backend.refine(chosen, choices, spec)
+        except Exception as exc:  # anything: measuring again is always possible
+            log.warning("engine: the cached choice cannot be used (%s); measuring again",
+                        failure_note(exc).removeprefix("failed: "))
+            return None
+        _choose_edge_kernel(chosen, choices, cached=choices.get("edge_labels"))
+        return chosen, choices
 
     def _preprocessor(self, rgbs, net_hw, dtype, channels_last: bool):
         """The pre-processing of a plan's frame(s) into a new network input."""
@@ -131,13 +187,17 @@ class Planner:
                           precision=precision, **extra)
 
 
-def _choose_edge_kernel(chosen: DevicePass, choices: dict) -> None:
+def _choose_edge_kernel(chosen: DevicePass, choices: dict, cached: Choice | None = None
+                        ) -> None:
     """The faster implementation of the post-processing's edge selection (torch's or the
     compiled one, kernels/edge_labels.edge_kernels), timed on this pass's own logits: the
     choice "edge_labels". Plans without edge selection (CUDA, labels mode, confidence)
     have none."""
     post = chosen.post
     if not post.edge_kernels:
+        return
+    if cached is not None and cached.picked in post.edge_kernels:
+        post.use_edge_kernel(cached.picked)
         return
     logits = chosen.first_logits
 

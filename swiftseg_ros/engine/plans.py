@@ -52,6 +52,8 @@ class Plan:
     done: Any = None  # CUDA: an event recorded after each launch (pipelined mode)
     note: str = ""
     prepare_ms: float = 0.0
+    # where the choices came from: "measured", "retune" (measured, asked) or "cache"
+    choices_source: str = "measured"
 
     def release(self) -> None:
         """Drop the graph (its share of the pool) and every buffer reference."""

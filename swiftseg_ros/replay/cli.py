@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         return main_compare(args, bag_path)
     params = node_parameters(args.params, weights=args.weights, network=args.network,
                              device=args.device, precision=args.precision,
-                             backend=args.backend)
+                             backend=args.backend, retune=args.retune)
     thresholds = thresholds_from(args, params)
     image_topic = require_image_topic(args, bag_path)
     options = replay_options(args, params, image_topic)

@@ -71,7 +71,7 @@ def configurations(args) -> list[tuple[str, object]]:
     for key, weights_file, params_file in zip(KEYS, weights, files, strict=True):
         params = node_parameters(params_file, weights=weights_file, network=args.network,
                                  device=args.device, precision=args.precision,
-                                 backend=args.backend)
+                                 backend=args.backend, retune=args.retune)
         parts = [Path(params.weights).name if params.weights else f"random {params.network}"]
         if args.compare_params:
             parts.append(Path(params_file).name)

@@ -82,9 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     # cores it does not stall whenever anything else runs on the machine.
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU inference threads (default 1; 0 for PyTorch's default)")
-    parser.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
-                        help="what runs the network; auto times both at warm-up and keeps "
-                             "the faster (default auto, as the node)")
+    parser.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino"],
+                        default="auto", help="what runs the network; auto times every "
+                        "installed one at warm-up and keeps the fastest (default auto, as "
+                        "the node)")
+    parser.add_argument("--retune", action="store_true",
+                        help="measure the engine's choices afresh instead of taking those "
+                             "cached for this setup")
     parser.add_argument("--mode", choices=MODES, default="realtime",
                         help="replay mode (default realtime: drops and image ages as on a "
                         "robot)")
@@ -103,7 +107,8 @@ def main(argv=None) -> int:
     weights = resolve_weights(args.weights)
     load_checkpoint(weights)  # a file that is not a checkpoint is refused before the bag
     params = node_parameters(None, weights=str(weights), device=args.device,
-                             backend=args.backend, threads=args.threads)
+                             backend=args.backend, threads=args.threads,
+                             retune=args.retune)
     began = time.perf_counter()
     folder = Path(args.out)
     spec = CameraBagSpec(frames=args.frames, width=width, height=height)

@@ -39,7 +39,7 @@ REPORT_FILES = ("report.json", "report.md", "latency.png", "timeline.png", "conf
 
 
 def node_parameters(params_file: str | None, *, weights=None, network=None, device=None,
-                    precision=None, backend=None, threads=None):
+                    precision=None, backend=None, threads=None, retune=False):
     """The validated node parameters: the file's (or the defaults), then the flags.
 
     --weights without --network lets the checkpoint decide the network (the parameter
@@ -61,6 +61,8 @@ def node_parameters(params_file: str | None, *, weights=None, network=None, devi
         values["backend"] = backend
     if threads is not None:
         values["threads"] = threads
+    if retune:
+        values["retune"] = True
     return validate_parameters(values)
 
 

@@ -128,17 +128,29 @@ PARAMETERS: tuple[ParamDef, ...] = (
         "warning). cuda or cuda:N fails configure when there is no such GPU.",
         kind="device"),
     ParamDef(
-        "precision", str, "fp32",
-        "Inference precision: fp16 is the fast choice on CUDA; bf16 on CPUs with "
-        "AVX512-BF16 or AMX; fp32 is exact everywhere.",
-        choices=("fp32", "fp16", "bf16")),
+        "precision", str, "auto",
+        "Inference precision. auto: fp32 and the precision the device runs natively "
+        "(fp16 on CUDA, bf16 on CPUs with AVX512-BF16, AMX or AVX-NE-CONVERT, aarch64 BF16) "
+        "are both timed and the faster kept (logged and in /diagnostics); fp32 is exact "
+        "everywhere; fp16 (CUDA) and bf16 (native only) force that precision.",
+        choices=("fp32", "fp16", "bf16", "auto")),
     ParamDef(
         "backend", str, "auto",
-        "What runs the network: torch, onnxruntime (fp32; the ONNX graph is exported at "
-        "configure and cached in ~/.cache/swiftseg_ros/onnx or $SWIFTSEG_CACHE_DIR), or "
-        "auto: both are timed during warm-up and the faster is kept (logged and in "
-        "/diagnostics).",
-        choices=("auto", "torch", "onnxruntime")),
+        "What runs the network: torch, onnxruntime (fp32), openvino (fp32 or bf16; CPU, "
+        "see openvino_device) or auto: every installed one is timed during warm-up and "
+        "the fastest kept (logged and in /diagnostics). The ONNX graph the last two run is "
+        "exported at configure and cached in ~/.cache/swiftseg_ros/onnx or "
+        "$SWIFTSEG_CACHE_DIR, with the measured choices, so a restart takes seconds.",
+        choices=("auto", "torch", "onnxruntime", "openvino")),
+    ParamDef(
+        "openvino_device", str, "CPU",
+        "OpenVINO device of backend openvino (and of auto's OpenVINO candidate): CPU, or "
+        "GPU / NPU where OpenVINO reports them (untested here).",
+        allowed_text="an OpenVINO device name (CPU, GPU, NPU)"),
+    ParamDef(
+        "retune", bool, False,
+        "Measure the choices (backend, precision, kernels) afresh at configure instead of "
+        "taking those cached for this exact setup; the new answer is cached."),
     ParamDef(
         "cuda_graphs", bool, True,
         "Replay each frame's device work as one captured CUDA graph (less CPU overhead; "
@@ -244,6 +256,8 @@ class SegParams:
     device: str
     precision: str
     backend: str
+    openvino_device: str
+    retune: bool
     cuda_graphs: bool
     tf32: bool
     inference_size: Size | None
@@ -669,6 +683,8 @@ def engine_config_from_params(params: SegParams, outputs: tuple[str, ...] | None
         device=resolve_device(params.device),
         precision=params.precision,
         backend=params.backend,
+        openvino_device=params.openvino_device,
+        retune=params.retune,
         inference_size=tuple(params.inference_size) if params.inference_size else None,
         outputs=tuple(outputs) if outputs is not None else params.outputs,
         upsample=params.upsample,

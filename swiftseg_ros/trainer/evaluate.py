@@ -154,7 +154,8 @@ def main(argv=None) -> int:
         weights=args.weights, network=args.network, device=args.device,
         precision=args.precision, backend=backend, inference_size=size,
         outputs=("label",),
-        upsample=args.upsample, output_size="input", threads=args.threads))
+        upsample=args.upsample, output_size="input", threads=args.threads,
+        retune=args.retune))
     try:
         check_classes(dataset, engine, args.weights)
         matrix, kept, seconds = evaluate(engine, dataset, args.limit,

@@ -7,7 +7,9 @@ the choice among candidates. A backend owns how its forward pass is built: for a
 built only when called, and notes on those it cannot offer. The core times every
 backend's candidates together and keeps the fastest (choices.pick_pass); it never looks
 inside a backend. `refine` lets a backend ask a second question of its own winner (the
-ONNX Runtime backend: the same graph with Winograd convolutions).
+ONNX Runtime backend: the same graph with Winograd convolutions); `state` and `restore`
+carry what a backend measured besides (which layers are faster compiled) to the choices
+cache and back.
 """
 
 from __future__ import annotations
@@ -83,6 +85,14 @@ class Backend:
     def refine(self, chosen: DevicePass, choices: dict, spec: PassSpec) -> DevicePass:
         """The pass to keep when this backend's candidate won (default: as it is)."""
         return chosen
+
+    def state(self, spec: PassSpec) -> dict:
+        """What this backend measured for the plan beyond the choices (JSON data), kept
+        with them on disk (choice_cache.py) so that `restore` skips measuring it again."""
+        return {}
+
+    def restore(self, spec: PassSpec, state: dict) -> None:
+        """Take back what `state` returned in an earlier process."""
 
     def default_model(self) -> nn.Module | None:
         """The torch network this backend runs before any plan (tools read it), or None."""

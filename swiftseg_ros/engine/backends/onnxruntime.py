@@ -37,7 +37,7 @@ from swiftseg_ros.engine.kernels.winograd import (
 )
 from swiftseg_ros.engine.onnx_file import RawInput
 from swiftseg_ros.errors import ConfigError
-from swiftseg_ros.onnx_graph import require_onnx
+from swiftseg_ros.onnx_graph import why_no_onnx
 
 MIN_VERSION = (1, 18)
 OPSET = 18
@@ -69,10 +69,9 @@ def why_unusable(config) -> str | None:
     try:
         ort = require_onnxruntime()
         providers_for(torch.device(config.device), ort.get_available_providers())
-        require_onnx()
     except ConfigError as exc:
         return str(exc).removeprefix("backend: onnxruntime ")
-    return None
+    return why_no_onnx()
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -173,6 +172,17 @@ class OnnxRuntimeBackend(Backend):
         if spec.precision != "fp32":
             return {}, {ONNXRUNTIME: f"runs fp32 only here, precision is {spec.precision}"}
         return {ONNXRUNTIME: functools.partial(self._pass, spec)}, {}
+
+    def state(self, spec: PassSpec) -> dict:
+        """The Winograd graph's choice at this size, when it was made."""
+        choice = self._conv_3x3_choices.get(tuple(spec.net_hw))
+        return {} if choice is None else {"conv_3x3": choice.as_dict()}
+
+    def restore(self, spec: PassSpec, state: dict) -> None:
+        choice = state.get("conv_3x3")
+        if choice is not None:
+            self._conv_3x3_choices.setdefault(tuple(spec.net_hw),
+                                              Choice("conv_3x3", **choice))
 
     def release(self) -> None:
         self.winograd_filters.clear()

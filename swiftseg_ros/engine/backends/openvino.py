@@ -57,29 +57,32 @@ def why_unusable(config) -> str | None:
     if config.device != "cpu":
         return (f"runs with device cpu only (its input and output are host memory), "
                 f"device is {config.device}; for a GPU of OpenVINO's use openvino_device")
+    from swiftseg_ros.onnx_graph import why_no_onnx
+
+    device = config.openvino_device
     try:
         ov = require_openvino()
-        from swiftseg_ros.onnx_graph import require_onnx
-
-        require_onnx()
-        available = ov.Core().available_devices
+        # the CPU plugin is part of every OpenVINO wheel: only other devices are looked up
+        # (starting OpenVINO's device discovery costs a start time)
+        if device != "CPU" or config.precision == "bf16":
+            core = ov.Core()
+            available = core.available_devices
     except ConfigError as exc:
         return str(exc).removeprefix("backend: openvino ")
     except Exception as exc:  # OpenVINO's runtime raises its own types when it cannot start
-        return f"cannot start ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-    device = config.openvino_device
-    if device.split(".")[0] not in {d.split(".")[0] for d in available} \
+        return f"cannot start ({_first_line(exc)})"
+    if device != "CPU" and device.split(".")[0] not in {d.split(".")[0] for d in available} \
             and device.split(":")[0] not in ("AUTO", "MULTI", "HETERO"):
         return (f"openvino_device: {device} is not there; OpenVINO reports "
                 f"{', '.join(available) or 'no device'}")
-    if config.precision == "bf16" and device == "CPU" and "BF16" not in _capabilities(ov, device):
-        return "precision: bf16 is not native on this CPU for OpenVINO; use fp32 or auto"
-    return None
+    if config.precision == "bf16" and "BF16" not in _capabilities(core, device):
+        return f"precision: bf16 is not native on {device} for OpenVINO; use fp32 or auto"
+    return why_no_onnx()
 
 
-def _capabilities(ov, device: str) -> list[str]:
+def _capabilities(core, device: str) -> list[str]:
     try:
-        return list(ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES"))
+        return list(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
     except Exception:  # a device that does not report them: assume nothing
         return []
 
@@ -98,9 +101,13 @@ class OpenVinoBackend(Backend):
     def __init__(self, context):
         super().__init__(context)
         self.graphs = GraphCache(context)
-        self._ov = require_openvino()
-        self._core = self._ov.Core()
-        self._capabilities = _capabilities(self._ov, context.config.openvino_device)
+        self._core = None  # started on the first candidate: a cached torch winner needs none
+
+    @property
+    def core(self):
+        if self._core is None:
+            self._core = require_openvino().Core()
+        return self._core
 
     def candidates(self, spec: PassSpec):
         why = self._why_not(spec.precision)
@@ -110,7 +117,7 @@ class OpenVinoBackend(Backend):
 
     def _why_not(self, precision: str) -> str | None:
         device = self.context.config.openvino_device
-        if precision == "bf16" and "BF16" not in self._capabilities:
+        if precision == "bf16" and "BF16" not in _capabilities(self.core, device):
             return f"{device} has no native bf16 for OpenVINO"
         if precision == "fp16" and device == "CPU":
             return "fp16 does not run on the CPU"
@@ -120,7 +127,7 @@ class OpenVinoBackend(Backend):
 
     def _pass(self, spec: PassSpec) -> DevicePass:
         pre = spec.preprocess(torch.float32, False)
-        forward = OpenVinoForward(self._core, self.graphs.path(spec.net_hw, spec.batch),
+        forward = OpenVinoForward(self.core, self.graphs.path(spec.net_hw, spec.batch),
                                   pre.network_input, self.context.config, spec.precision)
         file = self.context.onnx_file
         # a file's logits are at the input size already: nothing left to interpolate

@@ -72,6 +72,46 @@ class TorchBackend(Backend):
                 self._make_variants(precision)
         return self._variants[precision], self._variant_notes[precision]
 
+    def state(self, spec: PassSpec) -> dict:
+        """The compiled-Winograd layers measured faster at this size, by module name,
+        with their band rows per input size (or the note why there are none)."""
+        layers = self._compiled_layers.get(tuple(spec.net_hw))
+        if layers is None or spec.precision != "fp32":  # compiled Winograd runs fp32 only
+            return {}
+        if isinstance(layers, str):
+            return {"compiled": layers}
+        model = next(m for (_, fmt), m in self._variants["fp32"].items()
+                     if fmt == "channels_last")
+        faster = {}
+        for name, module in model.named_modules():
+            weight = getattr(module, "weight", None)
+            if weight is not None and id(weight) in layers:
+                bands = self._compiled_filters(module).band_rows
+                faster[name] = [[h, w, rows] for (h, w), rows in bands.items()]
+        return {"compiled": faster}
+
+    def restore(self, spec: PassSpec, state: dict) -> None:
+        compiled = state.get("compiled")
+        if compiled is None or spec.precision != "fp32" \
+                or tuple(spec.net_hw) in self._compiled_layers:
+            return
+        if isinstance(compiled, str):
+            self._compiled_layers[tuple(spec.net_hw)] = compiled
+            return
+        from swiftseg_ros.engine.kernels import winograd_kernel
+
+        if self._compiled_filters is None:
+            self._compiled_filters = winograd_kernel.compiled_filters()
+        variants, _ = self.variants("fp32")
+        model = next(m for (_, fmt), m in variants.items() if fmt == "channels_last")
+        layers = set()
+        for name, bands in compiled.items():
+            module = model.get_submodule(name)
+            layers.add(id(module.weight))
+            self._compiled_filters(module).band_rows.update(
+                {(h, w): rows for h, w, rows in bands})
+        self._compiled_layers[tuple(spec.net_hw)] = layers
+
     def release(self) -> None:
         self._variants.clear()
         self._compiled_filters = None
