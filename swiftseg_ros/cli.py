@@ -101,7 +101,9 @@ def _prog() -> str:
 
 def fail(message: str) -> int:
     """Print one line on stderr and return the error exit status."""
-    print(f"{_prog()}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    # a path's undecodable bytes (surrogate escapes) shown as \xNN, as the shell shows them
+    text = " ".join(str(message).split()).encode("utf-8", "surrogateescape")
+    print(f"{_prog()}: error: {text.decode('utf-8', 'backslashreplace')}", file=sys.stderr)
     return EXIT_USAGE
 
 

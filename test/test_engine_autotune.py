@@ -73,3 +73,37 @@ def test_sync_runs_inside_the_timed_span():
 def test_choice_describe_lists_notes_of_left_out_candidates():
     choice = Choice("precision", "fp32", {}, {"bf16": "no native bf16 on this CPU"})
     assert choice.describe() == "precision=fp32 (bf16: no native bf16 on this CPU)"
+
+
+def test_a_close_call_is_timed_again_and_each_keeps_its_fastest_run():
+    clock = FakeClock()
+    # "a" is the faster one (1 ms), but a burst of other work hits its first 3 runs
+    a_costs = iter([0.0013, 0.0013, 0.0013, 0.001, 0.001, 0.001])
+    calls = {"a": 0, "b": 0, "c": 0}
+
+    def counted(name, run):
+        def call():
+            calls[name] += 1
+            run()
+        return call
+
+    def a():
+        clock.now += next(a_costs)
+
+    choice = choose("device_pass", {"a": counted("a", a),
+                                    "b": counted("b", clock.spend(0.0012)),
+                                    "c": counted("c", clock.spend(0.003))},
+                    repeats=3, warmup=0, clock=clock)
+    assert choice.picked == "a"
+    assert choice.times_ms == pytest.approx({"a": 1.0, "b": 1.2, "c": 3.0})
+    # "c" (2.5x the fastest) is no contender: only "a" and "b" ran again
+    assert calls == {"a": 6, "b": 6, "c": 3}
+
+
+def test_candidates_far_apart_are_timed_once():
+    clock = FakeClock()
+    calls = []
+    choice = choose("cpu_convs", {"fast": clock.spend(0.001),
+                                  "slow": lambda: (calls.append(1), clock.spend(0.002)())},
+                    repeats=3, warmup=0, clock=clock)
+    assert choice.picked == "fast" and len(calls) == 3

@@ -1,14 +1,19 @@
 """The measured choices cached on disk: a second prepare of the same setup builds only the
 stored winner; bad entries and folders cost a measurement and a warning, never the engine."""
 
+import importlib.util
 import json
 import logging
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 import torch
 
 from swiftseg_ros.engine import EngineConfig, SegmentationEngine
 from swiftseg_ros.engine import planner as planner_module
+from swiftseg_ros.engine.kernels import edge_labels as edge_labels_module
 
 WIDTH, HEIGHT = 128, 64
 FRAME = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
@@ -112,4 +117,79 @@ def test_an_unwritable_cache_folder_is_a_warning_not_an_error(tmp_path, log_reco
         seg = prepared(blocker)
     assert seg.infer(FRAME, "rgb8").label is not None
     assert any("cannot write" in m and "SWIFTSEG_CACHE_DIR" in m for m in records.messages())
+    seg.release()
+
+
+def cached_edge_choice(folder, picked):
+    """A measured entry of a plan with edge selection, its edge_labels choice set to
+    `picked` (what an earlier start on a machine where that one was faster stored)."""
+    prepared(folder, upsample="logits", winograd=False).release()
+    (path,) = entries(folder)
+    record = json.loads(path.read_text())
+    record["choices"]["edge_labels"]["picked"] = picked
+    path.write_text(json.dumps(record))
+
+
+def test_a_cached_torch_edge_selection_never_builds_the_compiled_one(tmp_path, monkeypatch):
+    cached_edge_choice(tmp_path, "torch")
+    built = []
+
+    def counted(*args):
+        built.append(args)
+        return real(*args)
+
+    real = edge_labels_module._compiled
+    monkeypatch.setattr(edge_labels_module, "_compiled", counted)
+    seg = prepared(tmp_path, upsample="logits", winograd=False)
+    assert seg.stats()["choices_source"] == "cache"
+    assert seg.stats()["choices"]["edge_labels"]["picked"] == "torch"
+    assert seg.infer(FRAME, "rgb8").label is not None
+    seg.release()
+    assert built == []
+
+
+CHILD = """
+import json, sys
+from swiftseg_ros.engine import EngineConfig, SegmentationEngine
+seg = SegmentationEngine(EngineConfig(**json.loads(sys.argv[1])))
+seg.prepare(64, 128, "rgb8")
+print(json.dumps([seg.stats()["choices_source"], "numba" in sys.modules]))
+"""
+
+
+def test_a_restart_whose_cached_choices_need_no_numba_does_not_import_it(tmp_path):
+    from swiftseg_ros.checkpoint import make_meta, save_checkpoint
+    from swiftseg_ros.nets import build_model
+
+    weights = tmp_path / "fastscnn.pt"
+    torch.manual_seed(0)
+    save_checkpoint(weights, build_model("fastscnn", 19).eval(), make_meta("fastscnn", 19))
+    settings = dict(network="fastscnn", weights=str(weights), backend="torch", threads=1,
+                    warmup_iters=1, cache_dir=str(tmp_path), upsample="logits",
+                    winograd=False)
+    seg = SegmentationEngine(EngineConfig(**settings))
+    seg.prepare(HEIGHT, WIDTH, "rgb8")  # measures, stores the choices
+    seg.release()
+    (path,) = entries(tmp_path)
+    record = json.loads(path.read_text())
+    record["choices"]["edge_labels"]["picked"] = "torch"
+    path.write_text(json.dumps(record))
+    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(settings)], check=True,
+                         capture_output=True, text=True).stdout
+    assert json.loads(out.splitlines()[-1]) == ["cache", False]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba") is None,
+                    reason="numba is not installed (the compiled edge selection needs it)")
+def test_a_cached_compiled_edge_selection_that_no_longer_builds_is_measured(
+        tmp_path, monkeypatch, log_records):
+    cached_edge_choice(tmp_path, "compiled")
+    monkeypatch.setitem(sys.modules, "swiftseg_ros.engine.kernels.edge_kernel", None)
+    with log_records("swiftseg_ros.engine", logging.WARNING) as records:
+        seg = prepared(tmp_path, upsample="logits", winograd=False)
+    choice = seg.stats()["choices"]["edge_labels"]
+    assert seg.stats()["choices_source"] == "cache"
+    assert choice["picked"] == "torch" and "pip install numba" in choice["notes"]["compiled"]
+    assert any("edge_labels=compiled cannot be used" in m for m in records.messages())
+    assert seg.infer(FRAME, "rgb8").label is not None
     seg.release()

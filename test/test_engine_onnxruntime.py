@@ -241,3 +241,23 @@ def test_an_onnx_file_without_our_metadata_is_one_line(exported, tmp_path):
     onnx.save(proto, str(foreign))
     with pytest.raises(ConfigError, match="no swiftseg metadata"):
         engine(str(foreign))
+
+
+def test_auto_on_the_cpu_starts_onnxruntime_only_when_its_candidate_is_asked(monkeypatch):
+    import onnxruntime
+
+    real, asked = ort_backend.require_onnxruntime, []
+
+    def counted():
+        asked.append(1)
+        return real()
+
+    monkeypatch.setattr(ort_backend, "require_onnxruntime", counted)
+    seg = engine(backend="auto", retune=True)
+    assert asked == []  # a restart whose cached winner is another's never imports it
+    monkeypatch.setattr(onnxruntime, "__version__", "1.10.0")
+    seg.prepare(64, 128, "rgb8")
+    assert asked  # the candidates were asked for: its version checked then
+    note = seg.stats()["choices"]["backend"]["notes"]["onnxruntime"]
+    assert "1.10.0 is too old" in note and seg.backend != "onnxruntime"
+    seg.release()

@@ -56,3 +56,24 @@ def test_legend_lists_the_classes_drawn_and_the_marks_used():
     assert has(legend, PALETTE[0]) and has(legend, WRONG_COLOUR)
     assert not has(legend, PALETTE[3])  # road is drawn nowhere
     assert with_truth.shape[1] > without.shape[1]  # four columns against three
+
+
+def test_frames_shown_are_the_lowest_a_second_apart_and_a_low_stretch_evicts_no_other():
+    """Replay keeps the lowest frame of each second as a candidate, then shows the lowest
+    ones at least a second apart (the case a greedy choice got wrong: frame 6, at 0.6 s,
+    replaced by a lower stretch at 1.4-1.6 s although it is a second away from 1.6 s)."""
+    from types import SimpleNamespace
+
+    from swiftseg_ros.replay.run import Replay, Sample
+
+    scores = {0: 0.79, 6: 0.755, 13: 0.767, 14: 0.748, 16: 0.724, 20: 0.73, 26: 0.775,
+              28: 0.771}
+    replay = SimpleNamespace(options=SimpleNamespace(worst_frames=3),
+                             records=[SimpleNamespace(arrival=k / 10) for k in range(30)])
+    kept = {}
+    for index, score in scores.items():
+        Replay._keep_lowest(replay, kept, "mean_confidence", score, index,
+                            lambda i=index, s=score: Sample(i, None, None, arrival=i / 10,
+                                                            mean_confidence=s))
+    shown = Replay._spread_lowest(replay, kept, "mean_confidence")
+    assert [s.index for s in shown] == [16, 6]

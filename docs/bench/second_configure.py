@@ -5,10 +5,11 @@ Each configure runs in a fresh Python process (a node restarted by its launch fi
 the node's parameters (precision auto, backend auto, ...) for a checkpoint of seeded
 random weights (written into CACHE first: a node loads the same weights at every start,
 so its exported graph is cached too), 1 thread, and the choices cache in CACHE (empty at
-the first start). Prints one JSON line per start: the network, which start, where the
-choices came from, the seconds.
+the first start), then RESTARTS restarts (default 1) on the choices the first one stored.
+Prints one JSON line per start: the network, which start, where the choices came from,
+the seconds.
 
-    python docs/bench/second_configure.py swiftnet_rn18 1024x512 CACHE
+    python docs/bench/second_configure.py swiftnet_rn18 1024x512 CACHE [RESTARTS]
 """
 
 import json
@@ -57,9 +58,10 @@ def write_checkpoint(network: str, folder: Path) -> None:
 
 def main() -> int:
     network, size, cache = sys.argv[1], sys.argv[2], sys.argv[3]
+    restarts = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     width, height = size.split("x")
     write_checkpoint(network, Path(cache))
-    for start in ("first", "second"):
+    for start in ["first"] + ["second"] * restarts:
         out = subprocess.run([sys.executable, "-c", CHILD, network, width, height, cache],
                              check=True, capture_output=True, text=True).stdout
         print(json.dumps({"start": start, **json.loads(out.strip().splitlines()[-1])}))

@@ -16,6 +16,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+# Candidates whose fastest run is within this fraction of the fastest one's are a close
+# call: they are timed again, `repeats` more interleaved runs among themselves.
+CLOSE = 0.25
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -72,14 +76,20 @@ def measure(candidates: Mapping[str, Callable[[], object]], repeats: int = 5,
 def choose(what: str, candidates: Mapping[str, Callable[[], object]], repeats: int = 5,
            warmup: int = 1, sync: Callable[[], object] | None = None,
            clock: Callable[[], float] = time.perf_counter,
-           notes: Mapping[str, str] | None = None) -> Choice:
+           notes: Mapping[str, str] | None = None, close: float = CLOSE) -> Choice:
     """The fastest working candidate for `what`.
 
     Each candidate first runs `warmup` times untimed (primitive creation, autotuning,
     allocator caches); one that raises there is dropped and its error noted. A single
-    working candidate is picked without timing. `notes` carries reasons for candidates
-    left out before this call (e.g. "no native bf16 on this CPU"). Raises RuntimeError
-    when no candidate works, with every error.
+    working candidate is picked without timing. The others run `repeats` times
+    interleaved (`measure`); those within `close` of the fastest then run `repeats` times
+    more, interleaved among themselves, each keeping its fastest run of all: on a loaded
+    machine a burst of other work that hits a few of one candidate's runs can turn a
+    close call (two bf16 passes 13% apart on a quiet core) around, and more runs of
+    just the contenders give each more chances of an undisturbed one, at the cost of the
+    close candidates alone. `notes` carries reasons for candidates left out before this
+    call (e.g. "no native bf16 on this CPU"). Raises RuntimeError when no candidate
+    works, with every error.
     """
     notes = dict(notes or {})
     working: dict[str, Callable[[], object]] = {}
@@ -99,5 +109,11 @@ def choose(what: str, candidates: Mapping[str, Callable[[], object]], repeats: i
     if len(working) == 1:
         return Choice(what, next(iter(working)), {}, notes)
     times = measure(working, repeats=repeats, sync=sync, clock=clock)
+    fastest = min(times.values())
+    contenders = {name: run for name, run in working.items()
+                  if times[name] <= fastest * (1.0 + close)}
+    if len(contenders) > 1:
+        again = measure(contenders, repeats=repeats, sync=sync, clock=clock)
+        times.update({name: min(times[name], ms) for name, ms in again.items()})
     picked = min(times, key=times.get)
     return Choice(what, picked, times, notes)

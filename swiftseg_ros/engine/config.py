@@ -47,7 +47,9 @@ class EngineConfig:
     working one is kept. `winograd` (CPU, fp32): the chosen pass is timed once more
     with its wide 3x3 convolutions as Winograd F(4x4, 3x3) (engine/kernels/winograd.py), and
     kept that way if faster.
-    `warmup_iters` eager passes run per new input size; `stats_window` recent frames
+    `warmup_iters` eager passes run per new input size (the first, a forward, shapes the
+    post-processing; after one full pass more the next frame runs at its steady time on
+    the CPU, docs/benchmarks.md "Second configure"); `stats_window` recent frames
     feed the percentiles of `stats()`. `tf32` (CUDA, fp32 only) lets cuDNN and cuBLAS
     round fp32 operands to TF32 (10-bit mantissa) on Ampere and newer: faster, and no
     longer fp32 arithmetic, so it is off unless asked for. `plan_cache` prepared plans
@@ -83,7 +85,7 @@ class EngineConfig:
     cache_dir: str | Path | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
-    warmup_iters: int = 3
+    warmup_iters: int = 2
     stats_window: int = 1000
     tf32: bool = False
     plan_cache: int = 4

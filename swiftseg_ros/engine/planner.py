@@ -197,8 +197,12 @@ def _choose_edge_kernel(chosen: DevicePass, choices: dict, cached: Choice | None
     if not post.edge_kernels:
         return
     if cached is not None and cached.picked in post.edge_kernels:
-        post.use_edge_kernel(cached.picked)
-        return
+        try:
+            post.use_edge_kernel(cached.picked)  # the only one built: numba only if compiled
+            return
+        except Exception as exc:  # e.g. numba no longer imports: measure what does
+            log.warning("engine: the cached edge_labels=%s cannot be used (%s); measuring "
+                        "again", cached.picked, failure_note(exc).removeprefix("failed: "))
     logits = chosen.first_logits
 
     def post_with(name: str) -> None:

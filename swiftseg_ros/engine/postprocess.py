@@ -108,8 +108,9 @@ class Postprocessor:
         # interpolate along class edges only, with the implementation the engine picks
         # (use_edge_kernel; torch's until then)
         self.edges = None
-        self.edge_kernels: dict[str, object] = {}
+        self.edge_kernels: dict[str, object] = {}  # builders, by name (edge_kernels)
         self.edge_notes: dict[str, str] = {}
+        self._edges_built: dict[str, object] = {}
         # full-size one-byte labels on the CPU in logits mode (the label output itself when
         # requested): what the edge selection writes and the colours are looked up from
         self.full_labels = (self.outputs.get("label", torch.empty((out_h, out_w), **u8))
@@ -120,7 +121,7 @@ class Postprocessor:
         if self.full_labels is not None and not want_conf and not self.align_corners \
                 and edges_apply(logits, (out_h, out_w)):
             self.edge_kernels, self.edge_notes = edge_kernels(logits, (out_h, out_w))
-            self.edges = self.edge_kernels["torch"]
+            self.use_edge_kernel("torch")
             self.upsampled = None
         elif upsample == "logits":
             self.upsampled = torch.empty((1, num_classes, out_h, out_w), dtype=logits.dtype,
@@ -170,8 +171,12 @@ class Postprocessor:
             self.alpha = float(overlay_alpha)
 
     def use_edge_kernel(self, name: str) -> None:
-        """Select the edge selection's implementation: a key of `edge_kernels`."""
-        self.edges = self.edge_kernels[name]
+        """Select the edge selection's implementation: a key of `edge_kernels`, built on
+        its first selection (which raises where it cannot be built: numba missing)."""
+        kernel = self._edges_built.get(name)
+        if kernel is None:
+            kernel = self._edges_built[name] = self.edge_kernels[name]()
+        self.edges = kernel
 
     def run(self, logits: torch.Tensor) -> None:
         if self.edges is not None:

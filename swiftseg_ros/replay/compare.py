@@ -331,8 +331,9 @@ def comparison_lines(comparison: dict) -> list[str]:
     if p95:
         lines.append(f"p95 processing A {format_ms(p95['a'])} ms, B {format_ms(p95['b'])} ms")
     frames = comparison["frames"]
-    lines.append(f"dropped A {frames['a']['dropped']} of {frames['a']['read']}, "
-                 f"B {frames['b']['dropped']} of {frames['b']['read']}")
+    if comparison["mode"] == "realtime":  # all mode has no clock, so no drops
+        lines.append(f"dropped A {frames['a']['dropped']} of {frames['a']['read']}, "
+                     f"B {frames['b']['dropped']} of {frames['b']['read']}")
     outputs = comparison["outputs"]
     lines.append(f"comparison: {outputs['comparison_md']} and {outputs['comparison_json']}")
     pictures = [outputs[k] for k in ("comparison_png", "disagreement_png") if outputs.get(k)]
@@ -362,17 +363,23 @@ def render_comparison(comparison: dict) -> str:
                      f"{engine['precision']} | {engine['upsample']} | "
                      f"{engine['inference_size']} | {sha} |")
     frames, throughput = comparison["frames"], comparison["throughput"]
-    lines += ["", "## Frames and rates", "",
-              "| | read | processed | dropped | rejected | failed | processing FPS | "
-              "delivered FPS |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    realtime = comparison["mode"] == "realtime"
+    lines += ["", "## Frames and rates", ""]
+    if realtime:
+        lines += ["| | read | processed | dropped | rejected | failed | processing FPS | "
+                  "delivered FPS |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    else:
+        lines += ["| | read | processed | rejected | failed | processing FPS |",
+                  "|---|---:|---:|---:|---:|---:|"]
     for key in KEYS:
         f = frames[key]
-        lines.append(f"| {labels[key]} | {f['read']} | {f['processed']} | {f['dropped']} | "
-                     f"{f['rejected']} | {f['failed']} | "
-                     f"{format_ms(throughput['processing_fps'][key])} | "
-                     f"{format_ms(throughput['delivered_fps'][key])} |")
-    lines += ["", "Delivered FPS: frames out per second of bag time (the camera rate times "
-              "the share of frames processed).", ""]
+        cells = [f["read"], f["processed"], *([f["dropped"]] if realtime else []),
+                 f["rejected"], f["failed"], format_ms(throughput["processing_fps"][key]),
+                 *([format_ms(throughput["delivered_fps"][key])] if realtime else [])]
+        lines.append(f"| {labels[key]} | " + " | ".join(str(c) for c in cells) + " |")
+    lines += ["", "Delivered FPS: frames published per second of bag time, from the first "
+              "image to the last publish." if realtime else "All mode: every frame, no "
+              "camera clock, so no drops or delivered rate.", ""]
     accuracy = comparison["accuracy"]
     if accuracy:
         lines += ["## Accuracy (IoU %, difference B - A in points)", "",

@@ -442,10 +442,12 @@ def _histogram(ax, values: np.ndarray, color: str) -> None:
     bins = min(60, max(10, values.size // 4))
     low, high = float(values.min()), float(values.max())
     if low > 0 and high / low >= 10:
-        from matplotlib.ticker import NullFormatter, ScalarFormatter
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
         ax.hist(values, bins=np.geomspace(low, high, bins + 1), color=color)
         ax.set_xscale("log")
+        # ticks at 1, 2 and 5 of each decade: one label per decade is not readable
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
     else:

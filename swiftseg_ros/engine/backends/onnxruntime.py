@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -66,6 +67,11 @@ def why_unusable(config) -> str | None:
         return None
     if config.precision not in ("fp32", "auto"):
         return f"runs fp32 only here, precision is {config.precision}; use precision fp32"
+    if config.backend == "auto" and config.device == "cpu" \
+            and importlib.util.find_spec("onnxruntime") is not None:
+        # started when its candidate is asked for (candidates checks its version then): a
+        # restart whose cached winner is another backend's never imports it (0.2 s)
+        return why_no_onnx()
     try:
         ort = require_onnxruntime()
         providers_for(torch.device(config.device), ort.get_available_providers())
@@ -171,6 +177,10 @@ class OnnxRuntimeBackend(Backend):
     def candidates(self, spec: PassSpec):
         if spec.precision != "fp32":
             return {}, {ONNXRUNTIME: f"runs fp32 only here, precision is {spec.precision}"}
+        try:
+            require_onnxruntime()  # backend auto on the CPU: not checked at construction
+        except ConfigError as exc:
+            return {}, {ONNXRUNTIME: str(exc).removeprefix("backend: onnxruntime ")}
         return {ONNXRUNTIME: functools.partial(self._pass, spec)}, {}
 
     def state(self, spec: PassSpec) -> dict:

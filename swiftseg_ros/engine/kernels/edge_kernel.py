@@ -122,8 +122,9 @@ class CompiledEdgeLabels:
     selected as fp32 ones."""
 
     def __init__(self, logits: torch.Tensor, output_hw: tuple[int, int]):
+        # `logits` may be a meta tensor of the logits' shape, dtype and layout
         self.widened = (None if logits.dtype == torch.float32
-                        else torch.empty_like(logits, dtype=torch.float32))
+                        else torch.empty_like(logits, dtype=torch.float32, device="cpu"))
         _, classes, net_h, net_w = logits.shape
         self.scale = output_hw[0] // net_h
         # a pixel's offset from its quad's top-left logit pixel, (t + 0.5) / scale

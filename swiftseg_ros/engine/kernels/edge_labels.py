@@ -32,32 +32,48 @@ sized per frame (small: edges are a fraction of the image); every other buffer i
 allocated once.
 
 edge_kernel.py compiles the same rules into one loop (numba); `edge_kernels` offers
-both and the engine keeps the faster at prepare.
+both (each built on first use) and the engine keeps the faster at prepare.
 """
 
 from __future__ import annotations
+
+import functools
+import importlib.util
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 
 def edge_kernels(logits: torch.Tensor, output_hw: tuple[int, int]
-                 ) -> tuple[dict[str, object], dict[str, str]]:
-    """The implementations of the edge selection that run here, by name: "torch"
-    (EdgeLabels, always) and "compiled" (edge_kernel.py, where numba imports and the
-    logits are fp32 or bf16); and a note for each one left out. The engine times them."""
-    kernels: dict[str, object] = {"torch": EdgeLabels(logits, output_hw)}
+                 ) -> tuple[dict[str, Callable[[], object]], dict[str, str]]:
+    """The implementations of the edge selection that can run here, by name, each as a
+    builder called on first use: "torch" (EdgeLabels, always) and "compiled"
+    (edge_kernel.py, where numba is installed and the logits are fp32 or bf16); and a
+    note for each one left out. The engine times them. Built only when used, because
+    the compiled one imports numba (a start of a few tenths of a second, seconds under
+    load): a start whose cached choice is torch's never loads it. Building "compiled"
+    raises ImportError (saying `pip install numba`) where numba does not import."""
+    # what the kernels size their buffers from, without keeping the logits alive
+    template = torch.empty_like(logits, device="meta")
+    kernels: dict[str, Callable[[], object]] = {
+        "torch": functools.partial(EdgeLabels, template, output_hw)}
     notes: dict[str, str] = {}
     if logits.dtype not in (torch.float32, torch.bfloat16):
         notes["compiled"] = f"fp32 or bf16 logits only, these are {str(logits.dtype)[6:]}"
-        return kernels, notes
+    elif importlib.util.find_spec("numba") is None:
+        notes["compiled"] = "numba unavailable (not installed): pip install numba"
+    else:
+        kernels["compiled"] = functools.partial(_compiled, template, output_hw)
+    return kernels, notes
+
+
+def _compiled(template: torch.Tensor, output_hw: tuple[int, int]):
     try:
         from swiftseg_ros.engine.kernels.edge_kernel import CompiledEdgeLabels
-    except ImportError as exc:  # numba missing, or not built for this numpy
-        notes["compiled"] = f"numba unavailable ({exc}): pip install numba"
-    else:
-        kernels["compiled"] = CompiledEdgeLabels(logits, output_hw)
-    return kernels, notes
+    except ImportError as exc:  # numba not built for this numpy, or broken
+        raise ImportError(f"numba unavailable ({exc}): pip install numba") from exc
+    return CompiledEdgeLabels(template, output_hw)
 
 
 def applies(logits: torch.Tensor, output_hw: tuple[int, int]) -> bool:
