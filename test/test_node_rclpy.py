@@ -456,3 +456,17 @@ def test_the_node_exits_cleanly_within_3_s_of_a_signal_at_any_moment(
     assert "Traceback" not in output and "ERROR" not in output, output
     if moment == "preparing_in_the_worker":
         assert "did not finish within" in output, output  # it was preparing
+
+
+def test_each_new_rejection_reason_reaches_the_log_despite_the_throttle(ros, make_node, capfd):
+    # a real ROS 2: behind the 5 s throttle, "truncated data" and "0x0" never showed up
+    node = make_node()
+    for reason in ("encoding 'yuv9' is not supported", "encoding 'yuv9' is not supported",
+                   "data has 8 bytes, expected step 6 x 2 rows = 12",
+                   "image is empty (0x0 pixels)"):
+        node._log_rejected(reason)
+    logged = capfd.readouterr()
+    lines = [line for line in (logged.out + logged.err).splitlines() if "image rejected" in line]
+    assert len(lines) == 3, lines
+    assert any("expected step" in line for line in lines)
+    assert any("0x0" in line for line in lines)

@@ -60,6 +60,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -86,7 +87,7 @@ except ImportError:
 
 from swiftseg_ros.engine import SegmentationEngine
 from swiftseg_ros.errors import ConfigError, SwiftsegError
-from swiftseg_ros.ros.diagnostics import NewReasons, to_diagnostic_array
+from swiftseg_ros.ros.diagnostics import FrameLogGate, to_diagnostic_array
 from swiftseg_ros.ros.frames import FrameCounters
 from swiftseg_ros.ros.memory import resident_mb, return_freed_memory
 from swiftseg_ros.ros.params import (
@@ -112,7 +113,8 @@ OUTPUT_NAMES = ("label", "color", "confidence", "overlay")
 # How often subscriber counts are read to switch unwatched outputs off: often enough that
 # a new viewer gets images within a second, rarely enough to cost nothing per frame.
 OUTPUT_CHECK_PERIOD_S = 1.0
-# Rejected or failed frames are logged at most this often (they are all counted).
+# Rejected or failed frames are logged at most this often, each new kind of reason at
+# once (they are all counted).
 FRAME_LOG_PERIOD_S = 5.0
 # How long deactivate waits for the frame in progress before giving up on it.
 STOP_TIMEOUT_S = 30.0
@@ -206,7 +208,7 @@ class SegmentationNode(Node):
         self._refused_at_startup: dict[str, str] = {}
         # set when a signal's close gave up on a busy worker: it must publish nothing more
         self._abandoned = False
-        self._new_reasons = NewReasons()
+        self._frame_log = FrameLogGate(FRAME_LOG_PERIOD_S)
         # main() points this at its StopRequest's: a preparation on the executor thread
         # (configure with input_size, camera_info) is then cut short by a signal
         self.interruptible = contextlib.nullcontext
@@ -549,20 +551,14 @@ class SegmentationNode(Node):
             to_diagnostic_array(status, header, DiagnosticArray, DiagnosticStatus, KeyValue))
 
     def _log_rejected(self, reason: str) -> None:
-        # a new kind of reason always reaches the log; repeats at most every 5 s
-        if self._new_reasons.first(reason):
+        # a new kind of reason at once, repeats at most every 5 s (all are counted)
+        if self._frame_log.allow(reason, time.monotonic()):
             self.get_logger().warning(f"image rejected: {reason}")
-        else:
-            self.get_logger().warning(f"image rejected: {reason}",
-                                      throttle_duration_sec=FRAME_LOG_PERIOD_S)
 
     def _log_failed(self, exc: BaseException) -> None:
         what = f"{type(exc).__name__}: {exc}"
-        if self._new_reasons.first(what):
+        if self._frame_log.allow(what, time.monotonic()):
             self.get_logger().error(f"frame failed: {what}")
-        else:
-            self.get_logger().error(f"frame failed: {what}",
-                                    throttle_duration_sec=FRAME_LOG_PERIOD_S)
 
     # --------------------------------------------------------------- parameters
 
