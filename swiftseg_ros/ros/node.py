@@ -53,6 +53,13 @@ Where Humble and Jazzy differ, and what this file does about it:
   passed.
 - The launch file, not `LifecycleNode(autostart=...)` (newer Jazzy launch_ros only),
   drives configure and activate.
+- A change_state request for a transition not valid in the current state: rclpy 7.1.x
+  (Jazzy) raises RCLError out of the executor (lifecycle/node.py `__change_state` calls
+  `trigger_transition_by_id` unchecked), so the node wraps the service's `callback`
+  (rclpy's Service calls `srv.callback(request, response)`) and checks the request
+  against `_state_machine.available_transitions` first.
+- vision_msgs is optional: PyPI's ros-jazzy wheels do not have it; without it there is
+  no ~/label_info and one warning.
 """
 
 from __future__ import annotations
@@ -496,8 +503,7 @@ class SegmentationNode(Node):
         if self._engine is not None:
             self._engine.release()
             self._engine = None
-            return_freed_memory()
-        self._engine = None
+            return_freed_memory()  # the freed buffers back to the system, not to malloc
         self._settings = None
 
     # ------------------------------------------------------------------ running
