@@ -40,7 +40,8 @@ lint: setup
 # The suite on TEST_WORKERS processes (pytest-xdist, from the dev extra), a test module's
 # tests on one process, so that a module's shared fixtures (a training run, exported
 # graphs) are made once: on CI's 2 cores in about half the serial time. TEST_WORKERS=0
-# runs it in this process, as a plain `python -m pytest -q` does.
+# runs it in this process, as a plain `python -m pytest -q` does. The 15 slowest tests
+# are listed at the end.
 TEST_WORKERS ?= 2
 
 # The rclpy tests: Fast DDS on this host only (no traffic to or from other machines), and
@@ -48,7 +49,7 @@ TEST_WORKERS ?= 2
 # runs do not see each other's nodes.
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15
 
 demo: setup
 	$(BIN)/swiftseg-demo

@@ -7,6 +7,7 @@ float reductions are then also independent of the core count.
 
 import contextlib
 import logging
+import os
 
 import pytest
 import torch
@@ -22,10 +23,20 @@ def _one_torch_thread():
 
 @pytest.fixture(autouse=True, scope="session")
 def _onnx_cache_in_a_temporary_folder(tmp_path_factory):
-    """ONNX graphs the engine exports go to a folder of this session, not the user's cache;
-    one session shares them (an export takes seconds, a cached graph milliseconds)."""
+    """ONNX graphs the engine exports go to a folder of this test run, not the user's
+    cache; the run shares them (an export takes seconds, a cached graph milliseconds),
+    across pytest-xdist's workers too: their base folders have one parent per run, and
+    the engine writes a graph under a temporary name and renames it, so two workers
+    exporting the same graph at once leave one whole file. Tests of the cache itself
+    pass their own folder."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = base.parent / "onnx-cache"
+        folder.mkdir(exist_ok=True)
+    else:
+        folder = tmp_path_factory.mktemp("onnx-cache")
     patch = pytest.MonkeyPatch()
-    patch.setenv("SWIFTSEG_CACHE_DIR", str(tmp_path_factory.mktemp("onnx-cache")))
+    patch.setenv("SWIFTSEG_CACHE_DIR", str(folder))
     yield
     patch.undo()
 

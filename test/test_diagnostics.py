@@ -13,7 +13,7 @@ from swiftseg_ros.ros.diagnostics import (
     WARN,
     DiagnosticsReporter,
     DiagnosticStatusContent,
-    NewReasons,
+    FrameLogGate,
     RateMeter,
     build_status,
     rosbags_diagnostic_array,
@@ -316,13 +316,14 @@ def test_stamp_to_publish_latency_is_reported_beside_the_engines():
         in status.message
 
 
-def test_each_kind_of_rejection_reason_is_new_once_whatever_its_numbers():
+def test_each_kind_of_rejection_reason_reaches_the_log_once_whatever_its_numbers():
     # with the node's 5 s log throttle, "truncated data" and "0x0" never reached the log
     # behind a stream of bad encodings
-    reasons = NewReasons(limit=3)
-    assert reasons.first("encoding 'yuv422' is not supported")
-    assert not reasons.first("encoding 'yuv422' is not supported")
-    assert reasons.first("data has 8192 bytes, expected step 384 x 64 rows = 24576")
-    assert not reasons.first("data has 100 bytes, expected step 6 x 2 rows = 12")
-    assert reasons.first("image is empty (0x0 pixels)")
-    assert not reasons.first("a fourth kind, over the limit")
+    gate = FrameLogGate(period_s=5.0, limit=3)
+    assert gate.allow("encoding 'yuv422' is not supported", 0.0)
+    assert not gate.allow("encoding 'yuv422' is not supported", 1.0)
+    assert gate.allow("data has 8192 bytes, expected step 384 x 64 rows = 24576", 1.5)
+    assert not gate.allow("data has 100 bytes, expected step 6 x 2 rows = 12", 2.0)
+    assert gate.allow("image is empty (0x0 pixels)", 2.5)
+    assert not gate.allow("a fourth kind, over the limit", 3.0)
+    assert gate.allow("encoding 'yuv422' is not supported", 7.5)  # the period is over

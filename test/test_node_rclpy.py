@@ -27,6 +27,10 @@ from swiftseg_ros.ros.params import PARAMETERS
 NAMESPACE = "/swiftseg_test"
 OUTPUTS = f"{NAMESPACE}/swiftseg"
 HEIGHT, WIDTH = 64, 128
+# The CPU, and PyTorch alone: with backend auto every first prepare exports an ONNX graph
+# and times both runtimes (seconds each), which these tests of the ROS side do not need;
+# the memory test keeps auto, whose ONNX Runtime sessions are among what it checks.
+FAST = {"device": "cpu", "backend": "torch"}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +77,7 @@ def make_node(ros):
 
     def make(**parameters):
         overrides = [ros.Parameter(name, value=value)
-                     for name, value in {"device": "cpu", **parameters}.items()]
+                     for name, value in {**FAST, **parameters}.items()]
         node = ros.SegmentationNode(namespace=NAMESPACE, parameter_overrides=overrides)
         made.append(node)
         return node
@@ -281,7 +285,7 @@ def test_signal_while_frames_flow_ends_the_node_without_an_error(
     env = {**os.environ, "RCUTILS_LOGGING_BUFFERED_STREAM": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "swiftseg_ros.ros.node", "--ros-args", "-r", f"__ns:={namespace}",
-         "-p", "device:=cpu", "-p", f"weights:={checkpoint}"],
+         "-p", "device:=cpu", "-p", "backend:=torch", "-p", f"weights:={checkpoint}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     try:
         client = peer.create_client(ChangeState, f"{namespace}/swiftseg/change_state")
@@ -357,7 +361,8 @@ def test_memory_stays_flat_over_cleanup_and_configure_alternating_the_networks(
     # with SwiftNet-MNV2; glibc's arenas kept the freed buffers (ros/memory.py)
     from swiftseg_ros.ros.memory import resident_mb
 
-    node = make_node(input_size="128x64")  # configure prepares: the plans are made too
+    # configure prepares (the plans are made too); auto: ONNX Runtime sessions as well
+    node = make_node(input_size="64x32", backend="auto")
     levels = []
     for cycle in range(4):
         weights = ("fastscnn_synth.pt", "swiftnet_mnv2_synth.pt")[cycle % 2]
@@ -366,9 +371,10 @@ def test_memory_stays_flat_over_cleanup_and_configure_alternating_the_networks(
         assert node.trigger_cleanup() == ros.SUCCESS
         levels.append(resident_mb())
     shown = [f"{level:.0f} MB" for level in levels]
-    # the first SwiftNet configure loads and compiles its kernels once (about 30 MB,
-    # measured); without malloc_trim that step was +150 MB and each cycle added more
-    assert levels[1] - levels[0] <= 40.0, shown
+    # the first SwiftNet configure of the process keeps a share for good (14 MB at this
+    # size, docs/reliability.md; 5 MB when SwiftNet comes first); without malloc_trim
+    # that step was +67 MB here and the next SwiftNet added 13 more
+    assert levels[1] - levels[0] <= 60.0, shown
     assert max(levels[1:]) - levels[1] <= 10.0, shown
 
 
@@ -382,7 +388,8 @@ def big_image(ros, width: int, height: int):
 
 def start_node_process(checkpoint, namespace: str, *params: str):
     env = {**os.environ, "RCUTILS_LOGGING_BUFFERED_STREAM": "1"}
-    arguments = [arg for param in ("device:=cpu", f"weights:={checkpoint}", *params)
+    arguments = [arg for param in ("device:=cpu", "backend:=torch", f"weights:={checkpoint}",
+                                   *params)
                  for arg in ("-p", param)]
     return subprocess.Popen(
         [sys.executable, "-m", "swiftseg_ros.ros.node", "--ros-args", "-r",
@@ -409,7 +416,8 @@ def signal_and_time_the_exit(process, signals, gap_s: float = 0.9):
 @pytest.mark.parametrize("moment,signals", [
     ("preparing_in_the_worker", (signal.SIGINT, signal.SIGINT)),
     ("preparing_in_configure", (signal.SIGTERM,)),
-    ("idle", (signal.SIGINT,)),
+    # launch not on a terminal: its own SIGINT 0.9 s after the group's, once closed
+    ("idle", (signal.SIGINT, signal.SIGINT)),
 ])
 def test_the_node_exits_cleanly_within_3_s_of_a_signal_at_any_moment(
         ros, peer, checkpoint, moment, signals):
@@ -449,3 +457,17 @@ def test_the_node_exits_cleanly_within_3_s_of_a_signal_at_any_moment(
     assert "Traceback" not in output and "ERROR" not in output, output
     if moment == "preparing_in_the_worker":
         assert "did not finish within" in output, output  # it was preparing
+
+
+def test_each_new_rejection_reason_reaches_the_log_despite_the_throttle(ros, make_node, capfd):
+    # a real ROS 2: behind the 5 s throttle, "truncated data" and "0x0" never showed up
+    node = make_node()
+    for reason in ("encoding 'yuv9' is not supported", "encoding 'yuv9' is not supported",
+                   "data has 8 bytes, expected step 6 x 2 rows = 12",
+                   "image is empty (0x0 pixels)"):
+        node._log_rejected(reason)
+    logged = capfd.readouterr()
+    lines = [line for line in (logged.out + logged.err).splitlines() if "image rejected" in line]
+    assert len(lines) == 3, lines
+    assert any("expected step" in line for line in lines)
+    assert any("0x0" in line for line in lines)

@@ -68,3 +68,19 @@ def test_a_30_second_soak_with_every_fault_accounts_for_every_frame(tmp_path):
     assert all(reason.startswith(("memory grew", "steady p99")) for reason in
                verdict["reasons"]), verdict["reasons"]
     assert process.returncode == (0 if verdict["ok"] else 1)
+
+
+def test_without_ros_the_soak_drives_the_pipeline_and_accounts_for_every_frame():
+    # where rclpy is missing (make setup without the wheels): the same pipeline, no ROS
+    from swiftseg_ros.soak.run import SoakOptions, run_soak
+
+    result = run_soak(SoakOptions(minutes=0.25, rate_hz=30.0, width=64, height=32,
+                                  params={"device": "cpu", "backend": "torch"},
+                                  fault_every_s=1.5, window_s=4.0, ros=False),
+                      say=lambda line: None)
+    assert result["target"] == "pipeline (no ROS)"
+    frames = result["frames"]["soak_camera"]
+    assert frames["received"] == frames["sent"]  # nothing between the camera and it
+    assert result["verdict"]["unaccounted"] == 0 and frames["failed"] == 0, frames
+    assert frames["published"] > 0 and len(result["faults"]) >= 3
+    assert all(fault["survived"] for fault in result["faults"]), result["faults"]

@@ -292,28 +292,34 @@ def build_status(
     )
 
 
-class NewReasons:
-    """Which rejection or failure reasons are new, so that each kind reaches the log at
-    least once: the node logs frames throttled (one line per 5 s), and a camera sending
-    truncated and 0x0 frames among bad encodings would otherwise show one reason only.
+class FrameLogGate:
+    """Which rejected or failed frames get a log line: every new kind of reason at once,
+    others at most once per `period_s`, so that each kind reaches the log at least once. A
+    plain throttle (one line per 5 s) showed one reason only of a camera sending truncated
+    and 0x0 frames among bad encodings.
 
     A reason's kind is its text with the numbers taken out (sizes, byte counts); at most
     `limit` kinds are remembered (a reason quoting arbitrary text cannot grow it without
     bound), later ones count as seen."""
 
-    def __init__(self, limit: int = 64):
+    def __init__(self, period_s: float, limit: int = 64):
+        self.period_s = float(period_s)
         self._seen: set[str] = set()
         self._limit = limit
+        self._last_s: float | None = None
         self._lock = threading.Lock()
 
-    def first(self, reason: str) -> bool:
-        """True the first time a reason of this kind comes."""
+    def allow(self, reason: str, now_s: float) -> bool:
+        """True if a line for this reason should be logged now (and it is counted)."""
         kind = re.sub(r"\d+(\.\d+)?", "#", reason)
         with self._lock:
-            if kind in self._seen or len(self._seen) >= self._limit:
-                return False
-            self._seen.add(kind)
-            return True
+            new = kind not in self._seen and len(self._seen) < self._limit
+            if new:
+                self._seen.add(kind)
+            if new or self._last_s is None or now_s - self._last_s >= self.period_s:
+                self._last_s = now_s
+                return True
+            return False
 
 
 def describe_choice(choice: Mapping) -> str:

@@ -53,6 +53,13 @@ Where Humble and Jazzy differ, and what this file does about it:
   passed.
 - The launch file, not `LifecycleNode(autostart=...)` (newer Jazzy launch_ros only),
   drives configure and activate.
+- A change_state request for a transition not valid in the current state: rclpy 7.1.x
+  (Jazzy) raises RCLError out of the executor (lifecycle/node.py `__change_state` calls
+  `trigger_transition_by_id` unchecked), so the node wraps the service's `callback`
+  (rclpy's Service calls `srv.callback(request, response)`) and checks the request
+  against `_state_machine.available_transitions` first.
+- vision_msgs is optional: PyPI's ros-jazzy wheels do not have it; without it there is
+  no ~/label_info and one warning.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ import contextlib
 import functools
 import logging
 import os
+import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -88,7 +96,7 @@ except ImportError:
 from swiftseg_ros.engine import SegmentationEngine
 from swiftseg_ros.errors import ConfigError, SwiftsegError
 from swiftseg_ros.ros.cameras import camera_topics
-from swiftseg_ros.ros.diagnostics import NewReasons, to_diagnostic_array
+from swiftseg_ros.ros.diagnostics import FrameLogGate, to_diagnostic_array
 from swiftseg_ros.ros.frames import FrameCounters
 from swiftseg_ros.ros.memory import resident_mb, return_freed_memory
 from swiftseg_ros.ros.multicamera import LogLimiter, MultiCameraPipeline, sum_counters
@@ -115,7 +123,8 @@ OUTPUT_NAMES = ("label", "color", "confidence", "overlay")
 # How often subscriber counts are read to switch unwatched outputs off: often enough that
 # a new viewer gets images within a second, rarely enough to cost nothing per frame.
 OUTPUT_CHECK_PERIOD_S = 1.0
-# Rejected or failed frames are logged at most this often (they are all counted).
+# Rejected or failed frames are logged at most this often, each new kind of reason at
+# once (they are all counted).
 FRAME_LOG_PERIOD_S = 5.0
 # How long deactivate waits for the frame in progress before giving up on it.
 STOP_TIMEOUT_S = 30.0
@@ -216,7 +225,7 @@ class SegmentationNode(Node):
         self._refused_at_startup: dict[str, str] = {}
         # set when a signal's close gave up on a busy worker: it must publish nothing more
         self._abandoned = False
-        self._new_reasons = NewReasons()
+        self._frame_log = FrameLogGate(FRAME_LOG_PERIOD_S)
         # main() points this at its StopRequest's: a preparation on the executor thread
         # (configure with input_size, camera_info) is then cut short by a signal
         self.interruptible = contextlib.nullcontext
@@ -556,8 +565,7 @@ class SegmentationNode(Node):
         if self._engine is not None:
             self._engine.release()
             self._engine = None
-            return_freed_memory()
-        self._engine = None
+            return_freed_memory()  # the freed buffers back to the system, not to malloc
         self._settings = None
 
     # ------------------------------------------------------------------ running
@@ -644,20 +652,14 @@ class SegmentationNode(Node):
             to_diagnostic_array(status, header, DiagnosticArray, DiagnosticStatus, KeyValue))
 
     def _log_rejected(self, reason: str) -> None:
-        # a new kind of reason always reaches the log; repeats at most every 5 s
-        if self._new_reasons.first(reason):
+        # a new kind of reason at once, repeats at most every 5 s (all are counted)
+        if self._frame_log.allow(reason, time.monotonic()):
             self.get_logger().warning(f"image rejected: {reason}")
-        else:
-            self.get_logger().warning(f"image rejected: {reason}",
-                                      throttle_duration_sec=FRAME_LOG_PERIOD_S)
 
     def _log_failed(self, exc: BaseException) -> None:
         what = f"{type(exc).__name__}: {exc}"
-        if self._new_reasons.first(what):
+        if self._frame_log.allow(what, time.monotonic()):
             self.get_logger().error(f"frame failed: {what}")
-        else:
-            self.get_logger().error(f"frame failed: {what}",
-                                    throttle_duration_sec=FRAME_LOG_PERIOD_S)
 
     # one line per camera per period: rclpy's throttle is per call site, so one camera's
     # stream of bad frames would hide every other camera's lines

@@ -91,8 +91,10 @@ def run_soak(options: SoakOptions, say=print) -> dict:
         say(f"soak: {target.kind}, {options.width}x{options.height} "
             f"{'compressed' if target.compressed else 'raw'} at {rate} for "
             f"{options.minutes:g} min, faults {every}")
-        faults = (schedule(total_s, options.fault_every_s, tour_sizes=len(SIZE_FACTORS),
-                           warmup_s=options.window_s) if options.faults else [])
+        # the faults begin after 5 s of a clean camera, or within the first window
+        faults = (schedule(total_s, options.fault_every_s, quiet_s=min(5.0, options.window_s),
+                           tour_sizes=len(SIZE_FACTORS), warmup_s=options.window_s)
+                  if options.faults else [])
         camera = SyntheticCamera(compressed=target.compressed, image_cls=target.image_cls,
                                  compressed_cls=target.compressed_cls,
                                  header_factory=target.header)
