@@ -44,11 +44,12 @@ def ros():
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import Image
 
     from swiftseg_ros.ros.node import SegmentationNode
 
-    rclpy.init()
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     yield types.SimpleNamespace(
         rclpy=rclpy, State=State, SingleThreadedExecutor=SingleThreadedExecutor,
         Parameter=Parameter, Image=Image,
