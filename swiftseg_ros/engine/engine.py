@@ -72,6 +72,7 @@ from swiftseg_ros.engine.winograd import (
     use_winograd,
 )
 from swiftseg_ros.errors import ConfigError, SwiftsegError
+from swiftseg_ros.memory import trim_allocator
 
 log = logging.getLogger("swiftseg_ros.engine")
 
@@ -867,6 +868,9 @@ class SegmentationEngine:
         if plan is self._current:
             self._current = None
         plan.release()
+        # glibc keeps the freed buffers in the arenas (swiftseg_ros/memory.py); an eviction
+        # follows a size change, never a frame, so the trim costs nothing on the hot path.
+        trim_allocator()
 
     def _memory(self) -> dict | None:
         if not self.on_cuda or self._released:
