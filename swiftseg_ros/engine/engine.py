@@ -44,6 +44,7 @@ from swiftseg_ros.engine.planner import Planner
 from swiftseg_ros.engine.plans import Plan, PlanCache, PlanKey
 from swiftseg_ros.engine.timing import StageWindow
 from swiftseg_ros.errors import ConfigError, SwiftsegError
+from swiftseg_ros.memory import trim_allocator
 
 log = logging.getLogger("swiftseg_ros.engine")
 
@@ -495,6 +496,9 @@ class SegmentationEngine:
         if plan is self._current:
             self._current = None
         plan.release()
+        # glibc keeps the freed buffers in the arenas (swiftseg_ros/memory.py); an eviction
+        # follows a size change, never a frame, so the trim costs nothing on the hot path.
+        trim_allocator()
 
 
 def _precisions(asked: str, on_cuda: bool, cpu) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
     swiftseg-soak --minutes 60 --out soak60            # 30 Hz 640x480, faults every 20 s
     swiftseg-soak --minutes 5 --rate max --transport compressed --out soak-jpeg
     swiftseg-soak --minutes 1 --param network=swiftnet_mnv2 --param weights= --out s
+    swiftseg-soak --judge soak60/soak.json             # a saved soak judged again
 
 Writes DIR/soak.json and DIR/soak.png; exits 0 when the verdict holds (record.py: memory
 growth, p99 drift, every frame accounted for, every fault survived), 1 when it does not
@@ -22,6 +23,7 @@ from swiftseg_ros.engine.config import parse_size
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.ros.params import BY_NAME, launch_argument_value
 from swiftseg_ros.soak.plot import plot_soak
+from swiftseg_ros.soak.record import rejudge
 from swiftseg_ros.soak.run import SoakOptions, run_soak
 
 # The node's parameters the soak sets unless told otherwise: the CPU (the node's "auto"
@@ -31,8 +33,10 @@ DEFAULT_PARAMS = {"device": "cpu"}
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="swiftseg-soak", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, required=True, help="how long (> 0)")
-    parser.add_argument("--out", required=True, help="folder for soak.json and soak.png")
+    parser.add_argument("--minutes", type=float, help="how long (> 0; required)")
+    parser.add_argument("--out", help="folder for soak.json and soak.png (required)")
+    parser.add_argument("--judge", metavar="SOAK_JSON", help="run nothing: judge a saved "
+                        "soak.json again under this version's verdict and print it")
     parser.add_argument("--rate", default="30", help="camera rate in Hz (> 0), or max: the "
                         "next frame as soon as the previous one is published (default 30)")
     parser.add_argument("--size", default="640x480", help="camera size WxH (default 640x480)")
@@ -56,6 +60,9 @@ def build_parser() -> ArgumentParser:
 def parse_options(argv=None) -> tuple[SoakOptions, Path]:
     """The options, checked; ConfigError (one line naming the option) otherwise."""
     args = build_parser().parse_args(argv)
+    for name in ("minutes", "out"):
+        if getattr(args, name) is None:
+            raise ConfigError(f"--{name}: required (or --judge SOAK_JSON alone)")
     if not args.minutes > 0:
         raise ConfigError(f"--minutes {args.minutes:g}: expected a number of minutes > 0")
     if args.rate.strip().lower() == "max":
@@ -106,17 +113,37 @@ def _check_writable(out: Path) -> None:
 
 
 def main(argv=None) -> int:
+    saved = build_parser().parse_args(argv).judge
+    if saved is not None:
+        return judge_saved(Path(saved))
     options, out = parse_options(argv)
     result = run_soak(options, say=lambda line: print(line, flush=True))
     (out / "soak.json").write_text(json.dumps(result, indent=1) + "\n")
     plot_soak(result, out / "soak.png")
+    return _report(result, out / "soak.json")
+
+
+def judge_saved(path: Path) -> int:
+    """`--judge`: the saved soak's verdict again, reported as after a run (0 or 1)."""
+    try:
+        result = json.loads(path.read_text())
+        result["verdict"] = rejudge(result).as_dict()
+        return _report(result, path)
+    except OSError as exc:
+        raise ConfigError(f"--judge {path}: cannot read it ({exc.strerror or exc})") from None
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ConfigError(f"--judge {path}: not a soak.json ({type(exc).__name__}: {exc})") \
+            from None
+
+
+def _report(result: dict, path: Path) -> int:
     verdict = result["verdict"]
     frames = result["frames"]["soak_camera"]
     print(f"soak: {result['duration_s'] / 60:.1f} min, sent {frames['sent']}, received "
           f"{frames['received']}, published {frames['published']}, dropped "
           f"{frames['dropped']}, rejected {frames['rejected']}, failed {frames['failed']}; "
-          f"memory growth {_fmt(verdict['memory_growth_mb'], ' MB')}, steady p99 drift "
-          f"{_fmt(verdict['p99_drift'], '', 100, ' %')}; {out / 'soak.json'}")
+          f"memory floor rise {_fmt(verdict['memory_growth_mb'], ' MB')}, steady p99 drift "
+          f"{_fmt(verdict['p99_drift'], '', 100, ' %')}; {path}")
     if verdict["ok"]:
         print("soak: PASS")
         return 0

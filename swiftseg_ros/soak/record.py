@@ -7,8 +7,13 @@ drift). Memory is the process's resident set (the node runs in it), sampled ever
 and the device memory where CUDA is in use.
 
 The verdict, after the first window (warm-up: plans, caches, the allocator's first
-growth): memory may not grow more than `MEMORY_BOUND_MB` from the median of the second
-window to the median of the last; the steady p99 of the last window may not be more than
+growth): memory's floor may not rise more than `MEMORY_BOUND_MB` (`memory_growth`: the
+lowest sample of the later half of the time after the warm-up against the lowest of the
+earlier half). Resident memory moves in steps as the plan cache swaps input sizes (a
+size fault prepares a plan and evicts another: up and down by up to 200 MB), so two
+samples compare like with like only in the same cache state; each half of a 60-minute
+soak goes through every state of the size rotation, so a step that comes back down
+leaves both floors equal, while a leak raises every level, the floor too. The steady p99 of the last window may not be more than
 `P99_DRIFT_BOUND` above the second window's; every frame the node received must be
 published, dropped, rejected or failed; no frame may fail; every fault must be followed by
 a published frame.
@@ -153,15 +158,30 @@ class Verdict:
         return asdict(self)
 
 
+def memory_growth(samples: list[tuple[float, float]], warmup_s: float) -> float | None:
+    """How far the floor of resident memory rose after the warm-up (module docstring):
+    `samples` are (seconds, MB); the lowest sample from the middle of the time between
+    `warmup_s` and the last sample on, less the lowest before it. None without samples
+    in both halves."""
+    after = [(t, mb) for t, mb in samples if t >= warmup_s]
+    if not after:
+        return None
+    middle = (warmup_s + after[-1][0]) / 2.0
+    early = [mb for t, mb in after if t < middle]
+    late = [mb for t, mb in after if t >= middle]
+    return (min(late) - min(early)) if early and late else None
+
+
 def judge(windows: list[Window], counters: FrameCounters, fault_reports: list[dict],
-          failures: list[str]) -> Verdict:
-    """The soak's verdict (module docstring); `failures` are what went wrong on the way."""
+          failures: list[str], memory: list[tuple[float, float]]) -> Verdict:
+    """The soak's verdict (module docstring); `failures` are what went wrong on the way,
+    `memory` the (seconds, resident MB) samples."""
     reasons = list(failures)
-    later = [w for w in windows[1:] if w.rss_median_mb is not None]
-    growth = (later[-1].rss_median_mb - later[0].rss_median_mb) if len(later) >= 2 else None
+    # two windows after the warm-up at least, as for the p99's drift
+    growth = memory_growth(memory, windows[1].start_s) if len(windows) >= 3 else None
     if growth is not None and growth > MEMORY_BOUND_MB:
-        reasons.append(f"memory grew {growth:.1f} MB after the first window "
-                       f"(bound {MEMORY_BOUND_MB:g} MB)")
+        reasons.append(f"memory's floor rose {growth:.1f} MB from the earlier half after "
+                       f"the first window to the later half (bound {MEMORY_BOUND_MB:g} MB)")
     steady = [w for w in windows[1:] if w.steady_p99_ms]
     drift = ((steady[-1].steady_p99_ms - steady[0].steady_p99_ms) / steady[0].steady_p99_ms
              if len(steady) >= 2 else None)
@@ -184,3 +204,25 @@ def judge(windows: list[Window], counters: FrameCounters, fault_reports: list[di
                            f"{report['start_s'] / 60:.1f}")
     return Verdict(ok=not reasons, reasons=reasons, memory_growth_mb=growth, p99_drift=drift,
                    unaccounted=unaccounted)
+
+
+# How judge()'s own reasons begin, the 20 MB median rule's included: the rest of a saved
+# verdict's reasons are the failures on the way (files written before "failures" was kept).
+_JUDGED = ("memory grew", "memory's floor", "steady p99", "no frame published after")
+
+
+def rejudge(result: dict) -> Verdict:
+    """The verdict of a saved soak.json under this module's rules (`swiftseg-soak
+    --judge`): its windows, frame counts, faults and memory samples judged again."""
+    frames = result["frames"]["soak_camera"]
+    counters = FrameCounters(received=frames["received"], processed=frames["published"],
+                             dropped=frames["dropped"], rejected=frames["rejected"],
+                             failed=frames["failed"], last_failure=frames["last_failure"])
+    failures = result.get("failures")
+    if failures is None:
+        failures = [reason for reason in result["verdict"]["reasons"]
+                    if not reason.startswith(_JUDGED) and "frames unaccounted" not in reason
+                    and "frames failed" not in reason]
+    return judge([Window(**window) for window in result["windows"]], counters,
+                 result["faults"], failures,
+                 [(sample["t_s"], sample["rss_mb"]) for sample in result["memory"]])

@@ -112,7 +112,8 @@ def run_soak(options: SoakOptions, say=print) -> dict:
     windows = recorder.windows(min(end_s, total_s) if not failures else end_s)
     fault_reports = [_fault_report(fault, recorder, end_s) for fault in faults
                      if fault.start_s < end_s]
-    verdict = judge(windows, counters, fault_reports, failures)
+    verdict = judge(windows, counters, fault_reports, failures,
+                    [(t, rss) for t, rss, _ in recorder.memory])
     return {
         "options": {**asdict(options), "params": dict(options.params)},
         "target": target.kind,
@@ -132,6 +133,7 @@ def run_soak(options: SoakOptions, say=print) -> dict:
                     "cuda_mb": None if c is None else round(c, 2)}
                    for t, m, c in recorder.memory],
         "faults": fault_reports,
+        "failures": failures,
         "verdict": verdict.as_dict(),
     }
 
