@@ -46,10 +46,18 @@ TEST_WORKERS ?= 2
 
 # The rclpy tests: Fast DDS on this host only (no traffic to or from other machines), and
 # each test module picks its own random ROS_DOMAIN_ID (test/ros_helpers.py), so parallel
-# runs do not see each other's nodes.
+# runs do not see each other's nodes. They run in a second pytest session of their own:
+# in worker processes shared with the rest of the suite, a worker died now and then
+# ("node down: Not properly terminated") and xdist's loadscope scheduler then stopped on
+# an internal error; apart, both sessions passed every time.
+ROS_TESTS := test/test_node_rclpy.py test/test_node_cameras_rclpy.py test/test_soak.py \
+	test/test_shutdown.py
+
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15 \
+		$(addprefix --ignore=,$(ROS_TESTS))
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=5 $(ROS_TESTS)
 
 demo: setup
 	$(BIN)/swiftseg-demo
