@@ -4,7 +4,6 @@ stored winner; bad entries and folders cost a measurement and a warning, never t
 import importlib.util
 import json
 import logging
-import subprocess
 import sys
 
 import numpy as np
@@ -146,37 +145,6 @@ def test_a_cached_torch_edge_selection_never_builds_the_compiled_one(tmp_path, m
     assert seg.infer(FRAME, "rgb8").label is not None
     seg.release()
     assert built == []
-
-
-CHILD = """
-import json, sys
-from swiftseg_ros.engine import EngineConfig, SegmentationEngine
-seg = SegmentationEngine(EngineConfig(**json.loads(sys.argv[1])))
-seg.prepare(64, 128, "rgb8")
-print(json.dumps([seg.stats()["choices_source"], "numba" in sys.modules]))
-"""
-
-
-def test_a_restart_whose_cached_choices_need_no_numba_does_not_import_it(tmp_path):
-    from swiftseg_ros.checkpoint import make_meta, save_checkpoint
-    from swiftseg_ros.nets import build_model
-
-    weights = tmp_path / "fastscnn.pt"
-    torch.manual_seed(0)
-    save_checkpoint(weights, build_model("fastscnn", 19).eval(), make_meta("fastscnn", 19))
-    settings = dict(network="fastscnn", weights=str(weights), backend="torch", threads=1,
-                    warmup_iters=1, cache_dir=str(tmp_path), upsample="logits",
-                    winograd=False)
-    seg = SegmentationEngine(EngineConfig(**settings))
-    seg.prepare(HEIGHT, WIDTH, "rgb8")  # measures, stores the choices
-    seg.release()
-    (path,) = entries(tmp_path)
-    record = json.loads(path.read_text())
-    record["choices"]["edge_labels"]["picked"] = "torch"
-    path.write_text(json.dumps(record))
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(settings)], check=True,
-                         capture_output=True, text=True).stdout
-    assert json.loads(out.splitlines()[-1]) == ["cache", False]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("numba") is None,
