@@ -50,12 +50,17 @@ TEST_WORKERS ?= 2
 # in worker processes shared with the rest of the suite, a worker died now and then
 # ("node down: Not properly terminated") and xdist's loadscope scheduler then stopped on
 # an internal error; apart, both sessions passed every time.
+# The rest of the suite runs in this process (MAIN_TEST_WORKERS=0) for now: on two xdist
+# workers one of them exited mid-run now and then (no Python fault reported; the xdist
+# channel lost, then the loadscope scheduler's internal error and a hang). Set
+# MAIN_TEST_WORKERS=2 to try it again.
+MAIN_TEST_WORKERS ?= 0
 ROS_TESTS := test/test_node_rclpy.py test/test_node_cameras_rclpy.py test/test_soak.py \
 	test/test_shutdown.py
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15 \
+	$(BIN)/python -m pytest -q -n $(MAIN_TEST_WORKERS) --dist loadscope --durations=15 \
 		$(addprefix --ignore=,$(ROS_TESTS))
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=5 $(ROS_TESTS)
 
