@@ -182,7 +182,8 @@ def test_a_camera_sending_garbage_does_not_slow_the_others(engine):
 
 
 def test_reports_have_one_status_per_camera_then_the_engines(engine):
-    pipeline = make_pipeline(engine, [])
+    # the worker waits for all three cameras, so front and rear always meet in one batch
+    pipeline = make_pipeline(engine, [], batch_wait_s=30.0)
     for camera, (width, height) in SIZES.items():
         pipeline.prepare_camera(camera, width, height, "rgb8")
     pipeline._one_by_one[(128, 64, 2)] = False  # batched, whatever this CPU measured
