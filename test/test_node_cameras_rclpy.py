@@ -10,10 +10,9 @@ this module's own on this host only.
 
 import array
 import time
-import types
 
 import pytest
-from ros_helpers import isolate_ros_domain
+from ros_helpers import node_maker, ros_session
 
 NAMESPACE = "/swiftseg_cameras_test"
 OUTPUTS = f"{NAMESPACE}/swiftseg"
@@ -23,30 +22,7 @@ CAMERAS = {"front": (128, 64, 3), "down": (64, 64, 2), "rear": (96, 64, 1)}
 
 @pytest.fixture(scope="module")
 def ros():
-    rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (make setup "
-                                "installs PyPI's ros-jazzy wheels where they exist)")
-    isolate_ros_domain()
-    from diagnostic_msgs.msg import DiagnosticArray
-    from lifecycle_msgs.msg import State
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.parameter import Parameter
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from rclpy.signals import SignalHandlerOptions
-    from sensor_msgs.msg import CameraInfo, Image
-
-    from swiftseg_ros.ros.node import SegmentationNode
-
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    yield types.SimpleNamespace(
-        rclpy=rclpy, State=State, SingleThreadedExecutor=SingleThreadedExecutor,
-        Parameter=Parameter, Image=Image, CameraInfo=CameraInfo,
-        DiagnosticArray=DiagnosticArray, SegmentationNode=SegmentationNode,
-        SUCCESS=TransitionCallbackReturn.SUCCESS, FAILURE=TransitionCallbackReturn.FAILURE,
-        QOS=QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST,
-                       reliability=ReliabilityPolicy.RELIABLE),
-    )
-    rclpy.shutdown()
+    yield from ros_session()
 
 
 @pytest.fixture
@@ -58,19 +34,7 @@ def peer(ros):
 
 @pytest.fixture
 def make_node(ros):
-    made = []
-
-    def make(**parameters):
-        overrides = [ros.Parameter(name, value=value)
-                     for name, value in {"device": "cpu", **parameters}.items()]
-        node = ros.SegmentationNode(namespace=NAMESPACE, parameter_overrides=overrides)
-        made.append(node)
-        return node
-
-    yield make
-    for node in made:
-        node.close()
-        node.destroy_node()
+    yield from node_maker(ros, NAMESPACE, {"device": "cpu"})
 
 
 def image(ros, camera: str, seq: int):

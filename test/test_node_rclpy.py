@@ -15,10 +15,9 @@ import signal
 import subprocess
 import sys
 import time
-import types
 
 import pytest
-from ros_helpers import isolate_ros_domain
+from ros_helpers import node_maker, ros_session
 
 from swiftseg_ros.checkpoint import make_meta, save_checkpoint
 from swiftseg_ros.nets import build_model
@@ -36,32 +35,7 @@ FAST = {"device": "cpu", "backend": "torch"}
 @pytest.fixture(scope="module")
 def ros():
     """rclpy initialised, and the ROS names the tests use (or a skip of the test)."""
-    rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (make setup "
-                                "installs PyPI's ros-jazzy wheels where they exist)")
-    isolate_ros_domain()
-    from lifecycle_msgs.msg import State
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.parameter import Parameter
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from rclpy.signals import SignalHandlerOptions
-    from sensor_msgs.msg import Image
-
-    from swiftseg_ros.ros.node import SegmentationNode
-
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    yield types.SimpleNamespace(
-        rclpy=rclpy, State=State, SingleThreadedExecutor=SingleThreadedExecutor,
-        Parameter=Parameter, Image=Image,
-        SegmentationNode=SegmentationNode,
-        SUCCESS=TransitionCallbackReturn.SUCCESS, FAILURE=TransitionCallbackReturn.FAILURE,
-        RELIABLE=QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
-                            reliability=ReliabilityPolicy.RELIABLE),
-        LATCHED=QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
-                           reliability=ReliabilityPolicy.RELIABLE,
-                           durability=DurabilityPolicy.TRANSIENT_LOCAL),
-    )
-    rclpy.shutdown()
+    yield from ros_session()
 
 
 @pytest.fixture
@@ -74,19 +48,7 @@ def peer(ros):
 
 @pytest.fixture
 def make_node(ros):
-    made = []
-
-    def make(**parameters):
-        overrides = [ros.Parameter(name, value=value)
-                     for name, value in {**FAST, **parameters}.items()]
-        node = ros.SegmentationNode(namespace=NAMESPACE, parameter_overrides=overrides)
-        made.append(node)
-        return node
-
-    yield make
-    for node in made:
-        node.close()
-        node.destroy_node()
+    yield from node_maker(ros, NAMESPACE, FAST)
 
 
 @pytest.fixture
