@@ -64,6 +64,83 @@ class FrameCounters:
 _EMPTY = object()
 
 
+class FrameSlot:
+    """One latest-frame slot and the counts of the frames through it: the policy of the
+    module docstring without the thread. Not thread-safe on its own: `LatestFrameWorker`
+    and `scheduler.CameraSlots` (one per camera) call it under their lock."""
+
+    __slots__ = ("_frame", "received", "processed", "dropped", "rejected", "failed",
+                 "in_flight", "last_rejection", "last_failure")
+
+    def __init__(self):
+        self._frame: Any = _EMPTY
+        self.received = self.processed = self.dropped = 0
+        self.rejected = self.failed = self.in_flight = 0
+        self.last_rejection = self.last_failure = ""
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a frame waits in the slot."""
+        return self._frame is not _EMPTY
+
+    def offer(self, frame: Any) -> bool:
+        """Put `frame` in the slot; True if it replaced (dropped) a waiting frame."""
+        self.received += 1
+        replaced = self.waiting
+        if replaced:
+            self.dropped += 1
+        self._frame = frame
+        return replaced
+
+    def refuse(self) -> None:
+        """Count a frame received while nothing takes frames (the worker is stopped)."""
+        self.received += 1
+        self.dropped += 1
+
+    def record_rejected(self, reason: str) -> None:
+        """Count a frame refused before it reached the slot."""
+        self.received += 1
+        self.rejected += 1
+        self.last_rejection = reason
+
+    def take(self) -> Any:
+        """The waiting frame (there must be one), now in flight until `finish()`."""
+        frame, self._frame = self._frame, _EMPTY
+        self.in_flight += 1
+        return frame
+
+    def finish(self, error: BaseException | None = None,
+               reject_types: tuple[type[BaseException], ...] = ()) -> str:
+        """Count the outcome of a frame taken: processed (no error), rejected (an error of
+        `reject_types`) or failed; returns which."""
+        self.in_flight -= 1
+        if error is None:
+            self.processed += 1
+            return "processed"
+        if isinstance(error, reject_types):
+            self.rejected += 1
+            self.last_rejection = str(error)
+            return "rejected"
+        self.failed += 1
+        self.last_failure = f"{type(error).__name__}: {error}"
+        return "failed"
+
+    def drop_waiting(self) -> bool:
+        """Empty the slot, counting a waiting frame as dropped; whether there was one."""
+        if not self.waiting:
+            return False
+        self._frame = _EMPTY
+        self.dropped += 1
+        return True
+
+    def counters(self) -> FrameCounters:
+        return FrameCounters(
+            received=self.received, processed=self.processed, dropped=self.dropped,
+            rejected=self.rejected, failed=self.failed, pending=int(self.waiting),
+            in_flight=self.in_flight, last_rejection=self.last_rejection,
+            last_failure=self.last_failure)
+
+
 class LatestFrameWorker:
     """One worker thread fed by a single latest-frame slot.
 
@@ -86,18 +163,10 @@ class LatestFrameWorker:
         self._reject_types = reject_types
         self._name = name
         self._cond = threading.Condition()
-        self._slot: Any = _EMPTY
+        self._slot = FrameSlot()
         self._running = False
         self._generation = 0
         self._thread: threading.Thread | None = None
-        self._received = 0
-        self._processed = 0
-        self._dropped = 0
-        self._rejected = 0
-        self._failed = 0
-        self._in_flight = 0
-        self._last_rejection = ""
-        self._last_failure = ""
 
     @property
     def running(self) -> bool:
@@ -122,13 +191,10 @@ class LatestFrameWorker:
         """Put `frame` in the slot without waiting; False if the worker is not running
         (the frame is then counted as received and dropped)."""
         with self._cond:
-            self._received += 1
             if not self._running:
-                self._dropped += 1
+                self._slot.refuse()
                 return False
-            if self._slot is not _EMPTY:
-                self._dropped += 1
-            self._slot = frame
+            self._slot.offer(frame)
             self._cond.notify()
             return True
 
@@ -136,28 +202,16 @@ class LatestFrameWorker:
         """Whether a frame waits in the slot for the worker (a pipelined worker launches
         it before publishing the frame in progress when one does)."""
         with self._cond:
-            return self._slot is not _EMPTY
+            return self._slot.waiting
 
     def record_rejected(self, reason: str) -> None:
         """Count a frame refused before it was offered (e.g. decoded in the callback)."""
         with self._cond:
-            self._received += 1
-            self._rejected += 1
-            self._last_rejection = reason
+            self._slot.record_rejected(reason)
 
     def counters(self) -> FrameCounters:
         with self._cond:
-            return FrameCounters(
-                received=self._received,
-                processed=self._processed,
-                dropped=self._dropped,
-                rejected=self._rejected,
-                failed=self._failed,
-                pending=0 if self._slot is _EMPTY else 1,
-                in_flight=self._in_flight,
-                last_rejection=self._last_rejection,
-                last_failure=self._last_failure,
-            )
+            return self._slot.counters()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop taking frames, count a frame left in the slot as dropped and wait for the
@@ -171,9 +225,7 @@ class LatestFrameWorker:
                     "process callback): it would wait for itself; stop it from another thread"
                 )
             self._running = False
-            if self._slot is not _EMPTY:
-                self._slot = _EMPTY
-                self._dropped += 1
+            self._slot.drop_waiting()
             self._cond.notify_all()
         if thread is None:
             return True
@@ -188,29 +240,20 @@ class LatestFrameWorker:
     def _loop(self, generation: int) -> None:
         while True:
             with self._cond:
-                while self._current(generation) and self._slot is _EMPTY:
+                while self._current(generation) and not self._slot.waiting:
                     self._cond.wait()
                 if not self._current(generation):
                     return
-                frame, self._slot = self._slot, _EMPTY
-                self._in_flight += 1
-            outcome, error = "processed", None
+                frame = self._slot.take()
+            error = None
             try:
                 self._process(frame)
             except self._reject_types as exc:
-                outcome, error = "rejected", exc
+                error = exc
             except Exception as exc:  # a failed frame must not end the worker
-                outcome, error = "failed", exc
+                error = exc
             with self._cond:
-                self._in_flight -= 1
-                if outcome == "processed":
-                    self._processed += 1
-                elif outcome == "rejected":
-                    self._rejected += 1
-                    self._last_rejection = str(error)
-                else:
-                    self._failed += 1
-                    self._last_failure = f"{type(error).__name__}: {error}"
+                outcome = self._slot.finish(error, self._reject_types)
             if outcome == "failed":
                 self._report(frame, error)
 

@@ -43,24 +43,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from swiftseg_ros.ros.conversions import ImageRejected
-from swiftseg_ros.ros.frames import FrameCounters
+from swiftseg_ros.ros.frames import FrameCounters, FrameSlot
 
 _LOG = logging.getLogger(__name__)
-
-_EMPTY = object()
-
-
-class _CameraState:
-    """One camera's slot and counts (inside `CameraSlots`)."""
-
-    __slots__ = ("slot", "received", "processed", "dropped", "rejected", "failed",
-                 "in_flight", "last_rejection", "last_failure")
-
-    def __init__(self):
-        self.slot: Any = _EMPTY
-        self.received = self.processed = self.dropped = 0
-        self.rejected = self.failed = self.in_flight = 0
-        self.last_rejection = self.last_failure = ""
 
 
 class CameraSlots:
@@ -74,12 +59,12 @@ class CameraSlots:
         if not cameras:
             raise ValueError("CameraSlots needs at least one camera")
         self.cameras = tuple(cameras)
-        self._states = {camera: _CameraState() for camera in self.cameras}
+        self._states = {camera: FrameSlot() for camera in self.cameras}
         if len(self._states) != len(self.cameras):
             raise ValueError(f"camera names repeat: {', '.join(self.cameras)}")
         self._next = 0  # index of the camera served first by the next take()
 
-    def _state(self, camera: str) -> _CameraState:
+    def _state(self, camera: str) -> FrameSlot:
         try:
             return self._states[camera]
         except KeyError:
@@ -88,30 +73,19 @@ class CameraSlots:
 
     def offer(self, camera: str, frame: Any) -> bool:
         """Put `frame` in `camera`'s slot; True if it replaced (dropped) a waiting frame."""
-        state = self._state(camera)
-        state.received += 1
-        replaced = state.slot is not _EMPTY
-        if replaced:
-            state.dropped += 1
-        state.slot = frame
-        return replaced
+        return self._state(camera).offer(frame)
 
     def refuse(self, camera: str) -> None:
         """Count a frame received while nothing takes frames (the worker is stopped)."""
-        state = self._state(camera)
-        state.received += 1
-        state.dropped += 1
+        self._state(camera).refuse()
 
     def record_rejected(self, camera: str, reason: str) -> None:
         """Count a frame refused before it reached the slot."""
-        state = self._state(camera)
-        state.received += 1
-        state.rejected += 1
-        state.last_rejection = reason
+        self._state(camera).record_rejected(reason)
 
     def waiting(self) -> int:
         """How many cameras have a frame waiting."""
-        return sum(state.slot is not _EMPTY for state in self._states.values())
+        return sum(state.waiting for state in self._states.values())
 
     def take(self, max_batch: int | None = None) -> list[tuple[str, Any]]:
         """Every waiting frame (at most `max_batch`), round robin from the camera after the
@@ -124,11 +98,9 @@ class CameraSlots:
                 break
             index = (self._next + offset) % count
             state = self._states[self.cameras[index]]
-            if state.slot is _EMPTY:
+            if not state.waiting:
                 continue
-            taken.append((self.cameras[index], state.slot))
-            state.slot = _EMPTY
-            state.in_flight += 1
+            taken.append((self.cameras[index], state.take()))
             last = index
         if last is not None:
             self._next = (last + 1) % count
@@ -138,36 +110,14 @@ class CameraSlots:
                reject_types: tuple[type[BaseException], ...] = ()) -> str:
         """Count the outcome of a frame taken from `camera`: processed (no error), rejected
         (an error of `reject_types`) or failed; returns which."""
-        state = self._state(camera)
-        state.in_flight -= 1
-        if error is None:
-            state.processed += 1
-            return "processed"
-        if isinstance(error, reject_types):
-            state.rejected += 1
-            state.last_rejection = str(error)
-            return "rejected"
-        state.failed += 1
-        state.last_failure = f"{type(error).__name__}: {error}"
-        return "failed"
+        return self._state(camera).finish(error, reject_types)
 
     def drop_waiting(self) -> int:
         """Empty every slot, counting the frames as dropped; how many there were."""
-        dropped = 0
-        for state in self._states.values():
-            if state.slot is not _EMPTY:
-                state.slot = _EMPTY
-                state.dropped += 1
-                dropped += 1
-        return dropped
+        return sum(state.drop_waiting() for state in self._states.values())
 
     def counters(self, camera: str) -> FrameCounters:
-        state = self._state(camera)
-        return FrameCounters(
-            received=state.received, processed=state.processed, dropped=state.dropped,
-            rejected=state.rejected, failed=state.failed,
-            pending=0 if state.slot is _EMPTY else 1, in_flight=state.in_flight,
-            last_rejection=state.last_rejection, last_failure=state.last_failure)
+        return self._state(camera).counters()
 
     def all_counters(self) -> dict[str, FrameCounters]:
         return {camera: self.counters(camera) for camera in self.cameras}
