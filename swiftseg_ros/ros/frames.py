@@ -141,29 +141,15 @@ class FrameSlot:
             last_failure=self.last_failure)
 
 
-class LatestFrameWorker:
-    """One worker thread fed by a single latest-frame slot.
+class SlotWorkerThread:
+    """The thread behind slot workers (`LatestFrameWorker`; `scheduler.MultiCameraWorker`):
+    start (again after a stop; counters carry on) and stop (what waits is dropped, the work
+    in progress finishes). A subclass holds its slots under `self._cond` and gives
+    `_drop_waiting()` and `_loop(generation)`, which runs while `_current(generation)`."""
 
-    `process(frame)` runs on the worker thread. `on_error(frame, exc)`, if given, is called
-    on the worker thread for every failed frame (not for rejected ones); an exception in
-    it is logged and does not stop the worker. `reject_types` are the exceptions that
-    mean "bad input" rather than "processing failed".
-    """
-
-    def __init__(
-        self,
-        process: Callable[[Any], None],
-        *,
-        on_error: Callable[[Any, BaseException], None] | None = None,
-        reject_types: tuple[type[BaseException], ...] = (ImageRejected,),
-        name: str = "swiftseg-worker",
-    ):
-        self._process = process
-        self._on_error = on_error
-        self._reject_types = reject_types
+    def __init__(self, name: str):
         self._name = name
         self._cond = threading.Condition()
-        self._slot = FrameSlot()
         self._running = False
         self._generation = 0
         self._thread: threading.Thread | None = None
@@ -180,12 +166,70 @@ class LatestFrameWorker:
                 return
             self._running = True
             # a thread from an earlier start() whose stop() timed out sees the new
-            # generation and exits after its frame instead of becoming a second worker
+            # generation and exits after its work instead of becoming a second worker
             self._generation += 1
             self._thread = threading.Thread(
                 target=self._loop, args=(self._generation,), name=self._name, daemon=True
             )
             self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop taking frames, count what is left waiting as dropped and wait for the work
+        in progress to finish. Returns False only if `timeout` (seconds) ran out first;
+        the worker then still finishes that work and exits on its own."""
+        with self._cond:
+            thread = self._thread
+            if thread is threading.current_thread():
+                raise RuntimeError(
+                    f"{type(self).__name__}.stop() called from its own worker thread (from "
+                    "the process callback): it would wait for itself; stop it from another "
+                    "thread"
+                )
+            self._running = False
+            self._drop_waiting()
+            self._cond.notify_all()
+        if thread is None:
+            return True
+        thread.join(timeout)
+        if thread.is_alive():
+            return False
+        with self._cond:
+            if self._thread is thread:
+                self._thread = None
+        return True
+
+    def _current(self, generation: int) -> bool:
+        return self._running and self._generation == generation
+
+    def _drop_waiting(self) -> None:
+        raise NotImplementedError
+
+    def _loop(self, generation: int) -> None:
+        raise NotImplementedError
+
+
+class LatestFrameWorker(SlotWorkerThread):
+    """One worker thread fed by a single latest-frame slot.
+
+    `process(frame)` runs on the worker thread. `on_error(frame, exc)`, if given, is called
+    on the worker thread for every failed frame (not for rejected ones); an exception in
+    it is logged and does not stop the worker. `reject_types` are the exceptions that
+    mean "bad input" rather than "processing failed".
+    """
+
+    def __init__(
+        self,
+        process: Callable[[Any], None],
+        *,
+        on_error: Callable[[Any, BaseException], None] | None = None,
+        reject_types: tuple[type[BaseException], ...] = (ImageRejected,),
+        name: str = "swiftseg-worker",
+    ):
+        super().__init__(name)
+        self._process = process
+        self._on_error = on_error
+        self._reject_types = reject_types
+        self._slot = FrameSlot()
 
     def offer(self, frame) -> bool:
         """Put `frame` in the slot without waiting; False if the worker is not running
@@ -213,29 +257,8 @@ class LatestFrameWorker:
         with self._cond:
             return self._slot.counters()
 
-    def stop(self, timeout: float | None = None) -> bool:
-        """Stop taking frames, count a frame left in the slot as dropped and wait for the
-        frame in progress to finish. Returns False only if `timeout` (seconds) ran out
-        first; the worker then still finishes that frame and exits on its own."""
-        with self._cond:
-            thread = self._thread
-            if thread is threading.current_thread():
-                raise RuntimeError(
-                    "LatestFrameWorker.stop() called from its own worker thread (from the "
-                    "process callback): it would wait for itself; stop it from another thread"
-                )
-            self._running = False
-            self._slot.drop_waiting()
-            self._cond.notify_all()
-        if thread is None:
-            return True
-        thread.join(timeout)
-        if thread.is_alive():
-            return False
-        with self._cond:
-            if self._thread is thread:
-                self._thread = None
-        return True
+    def _drop_waiting(self) -> None:
+        self._slot.drop_waiting()
 
     def _loop(self, generation: int) -> None:
         while True:
@@ -256,9 +279,6 @@ class LatestFrameWorker:
                 outcome = self._slot.finish(error, self._reject_types)
             if outcome == "failed":
                 self._report(frame, error)
-
-    def _current(self, generation: int) -> bool:
-        return self._running and self._generation == generation
 
     def _report(self, frame, error: BaseException) -> None:
         if self._on_error is None:

@@ -36,14 +36,13 @@ takes the frames that arrived at or before t.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from swiftseg_ros.ros.conversions import ImageRejected
-from swiftseg_ros.ros.frames import FrameCounters, FrameSlot
+from swiftseg_ros.ros.frames import FrameCounters, FrameSlot, SlotWorkerThread
 
 _LOG = logging.getLogger(__name__)
 
@@ -128,7 +127,7 @@ class CameraSlots:
 BatchProcess = Callable[[list[tuple[str, Any]]], Sequence[BaseException | None]]
 
 
-class MultiCameraWorker:
+class MultiCameraWorker(SlotWorkerThread):
     """One worker thread fed by `CameraSlots`.
 
     `process_batch(items)` runs on the worker thread with the taken `(camera, frame)`
@@ -150,43 +149,23 @@ class MultiCameraWorker:
     ):
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch is {max_batch}, expected >= 1 or None")
+        super().__init__(name)
         self._slots = CameraSlots(cameras)
         self._process_batch = process_batch
         self._max_batch = max_batch
         self._batch_wait_s = max(0.0, float(batch_wait_s))
         self._on_error = on_error
         self._reject_types = reject_types
-        self._name = name
-        self._cond = threading.Condition()
-        self._running = False
-        self._generation = 0
-        self._thread: threading.Thread | None = None
 
     @property
     def cameras(self) -> tuple[str, ...]:
         return self._slots.cameras
-
-    @property
-    def running(self) -> bool:
-        with self._cond:
-            return self._running
 
     def set_batch_wait(self, seconds: float) -> None:
         """How long a free worker may wait for the other cameras' frames (from the next
         batch on)."""
         with self._cond:
             self._batch_wait_s = max(0.0, float(seconds))
-
-    def start(self) -> None:
-        """Start the worker thread (again after a `stop()`; counters carry on)."""
-        with self._cond:
-            if self._running:
-                return
-            self._running = True
-            self._generation += 1  # an old thread whose stop() timed out exits after its batch
-            self._thread = threading.Thread(
-                target=self._loop, args=(self._generation,), name=self._name, daemon=True)
-            self._thread.start()
 
     def offer(self, camera: str, frame: Any) -> bool:
         """Put `frame` in its camera's slot without waiting; False if the worker is not
@@ -208,29 +187,8 @@ class MultiCameraWorker:
         with self._cond:
             return self._slots.all_counters()
 
-    def stop(self, timeout: float | None = None) -> bool:
-        """Stop taking frames, count the frames left in the slots as dropped and wait for
-        the batch in progress. False only if `timeout` (seconds) ran out first."""
-        with self._cond:
-            thread = self._thread
-            if thread is threading.current_thread():
-                raise RuntimeError("MultiCameraWorker.stop() called from its own worker "
-                                   "thread: it would wait for itself")
-            self._running = False
-            self._slots.drop_waiting()
-            self._cond.notify_all()
-        if thread is None:
-            return True
-        thread.join(timeout)
-        if thread.is_alive():
-            return False
-        with self._cond:
-            if self._thread is thread:
-                self._thread = None
-        return True
-
-    def _current(self, generation: int) -> bool:
-        return self._running and self._generation == generation
+    def _drop_waiting(self) -> None:
+        self._slots.drop_waiting()
 
     def _loop(self, generation: int) -> None:
         while True:
