@@ -45,7 +45,7 @@ from swiftseg_ros.replay.bagio import (
     msg_class,
     open_bag,
 )
-from swiftseg_ros.replay.run import MODES, check_topics
+from swiftseg_ros.replay.run import MODES, check_topics, stamp_ns
 from swiftseg_ros.replay.session import BAG_DIR, engine_summary, prepare_out_dir
 from swiftseg_ros.ros.cameras import camera_topics, check_camera_name, check_camera_names
 from swiftseg_ros.ros.conversions import ImageRejected, decode_image
@@ -184,10 +184,6 @@ class MultiReplayResult:
     class_names: list[str] = field(default_factory=list)
 
 
-def _stamp_ns(msg) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-
-
 class MultiReplay:
     """One replay of a multi-camera bag through one engine; `run()` returns the result."""
 
@@ -280,7 +276,7 @@ class MultiReplay:
             except MalformedMessage as exc:
                 frame.outcome, frame.reason = "rejected", str(exc)
                 continue
-            frame.stamp_ns = _stamp_ns(msg)
+            frame.stamp_ns = stamp_ns(msg)
             yield frame, msg
 
     # ---------------------------------------------------------------- modes
@@ -421,7 +417,7 @@ class MultiReplay:
         except (MalformedMessage, ImageRejected):
             score.rejected += 1
             return
-        key = (camera, _stamp_ns(msg))
+        key = (camera, stamp_ns(msg))
         prediction = self._predictions.pop(key, None)
         if prediction is not None:
             self._score(camera, prediction, label)

@@ -239,7 +239,8 @@ def check_topics(bag: InputBag, image_topic: str, label_topic: str | None) -> st
     return info.msgtype
 
 
-def _stamp_ns(msg) -> int:
+def stamp_ns(msg) -> int:
+    """A message header's stamp in nanoseconds."""
     stamp = msg.header.stamp
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
@@ -390,7 +391,7 @@ class Replay:
         try:
             for message in self.bag.messages(self._topics()):
                 try:
-                    stamp = _stamp_ns(deserialize(message))
+                    stamp = stamp_ns(deserialize(message))
                 except MalformedMessage:
                     stamp = None
                 if message.topic == self.options.image_topic:
@@ -499,7 +500,7 @@ class Replay:
         except MalformedMessage as exc:
             record.outcome, record.reason = "rejected", str(exc)
             return record, None
-        record.stamp_ns = _stamp_ns(msg)
+        record.stamp_ns = stamp_ns(msg)
         return record, msg
 
     def _prepare_first(self) -> None:
@@ -735,7 +736,7 @@ class Replay:
             gt.rejected += 1
             gt.reasons[str(exc)] += 1
             return
-        stamp = _stamp_ns(msg)
+        stamp = stamp_ns(msg)
         if stamp not in self._image_stamps:
             gt.without_image += 1
             return
