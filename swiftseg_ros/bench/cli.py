@@ -177,14 +177,10 @@ def main(argv=None) -> int:
         return _main_batch(args, networks, sizes)
     rows = []
     total = len(networks) * len(sizes) * (args.iters + args.warmup)
-    with tempfile.TemporaryDirectory(prefix="swiftseg-bench-") as scratch, \
-            progress_display(total=total, desc="bench", unit="it",
-                             enabled=not args.quiet) as progress:
-        for network in networks:
-            weights = args.weights or _random_checkpoint(network, Path(scratch))
-            for width, height in sizes:
-                progress.set_postfix_str(f"{network} {width}x{height}")
-                rows.extend(_bench_one(args, network, weights, width, height, progress))
+    for network, weights, (width, height), progress in _cases(args, networks, sizes, total,
+                                                              "bench"):
+        progress.set_postfix_str(f"{network} {width}x{height}")
+        rows.extend(_bench_one(args, network, weights, width, height, progress))
     print(format_table(rows))
     print(f"CPU: {cpu_caps.detect().flags_line()}; torch {torch.__version__}, onnxruntime "
           f"{_onnxruntime_version() or 'not installed'}, openvino "
@@ -204,32 +200,41 @@ def _main_batch(args, networks, sizes) -> int:
     outputs = tuple(o for o in args.outputs.replace(" ", "").split(",") if o)
     rows, tables = [], []
     total = len(networks) * len(sizes) * len(batches) * args.iters
-    with tempfile.TemporaryDirectory(prefix="swiftseg-bench-") as scratch, \
-            progress_display(total=total, desc="bench --batch", unit="it",
-                             enabled=not args.quiet) as progress:
-        for network in networks:
-            weights = args.weights or _random_checkpoint(network, Path(scratch))
-            for width, height in sizes:
-                config = EngineConfig(weights=weights, device=args.device, precision=precision,
-                                      backend=backend, outputs=outputs,
-                                      upsample=args.upsample, threads=args.threads,
-                                      cuda_graphs=not args.no_cuda_graphs,
-                                      channels_last=not args.no_channels_last,
-                                      onednn_convs=not args.no_onednn,
-                                      winograd=not args.no_winograd, tf32=args.tf32,
-                                      warmup_iters=max(1, args.warmup))
-                frames = [bench_frame(width, height, seed) for seed in range(max(batches))]
-                found = bench_batches(config, frames, batches, iters=args.iters,
-                                      warmup=args.warmup, progress=progress)
-                for row in found:
-                    row.update(network=network, precision=precision, backend_asked=backend)
-                rows.extend(found)
-                tables.append(format_batch_table(found, network))
+    for network, weights, (width, height), progress in _cases(args, networks, sizes, total,
+                                                              "bench --batch"):
+        config = EngineConfig(weights=weights, device=args.device, precision=precision,
+                              backend=backend, outputs=outputs,
+                              upsample=args.upsample, threads=args.threads,
+                              cuda_graphs=not args.no_cuda_graphs,
+                              channels_last=not args.no_channels_last,
+                              onednn_convs=not args.no_onednn,
+                              winograd=not args.no_winograd, tf32=args.tf32,
+                              warmup_iters=max(1, args.warmup))
+        frames = [bench_frame(width, height, seed) for seed in range(max(batches))]
+        found = bench_batches(config, frames, batches, iters=args.iters,
+                              warmup=args.warmup, progress=progress)
+        for row in found:
+            row.update(network=network, precision=precision, backend_asked=backend)
+        rows.extend(found)
+        tables.append(format_batch_table(found, network))
     print("\n\n".join(tables))
     print(f"CPU: {cpu_caps.detect().flags_line()}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s)")
     write_json(args.json, rows)
     return 0
+
+
+def _cases(args, networks, sizes, total: int, desc: str):
+    """(network, weights, (width, height), progress) for every network and size: the
+    --weights file, or a random-weights checkpoint of the network in a scratch folder that
+    lives while the cases are run; one progress display over `total` steps."""
+    with tempfile.TemporaryDirectory(prefix="swiftseg-bench-") as scratch, \
+            progress_display(total=total, desc=desc, unit="it",
+                             enabled=not args.quiet) as progress:
+        for network in networks:
+            weights = args.weights or _random_checkpoint(network, Path(scratch))
+            for size in sizes:
+                yield network, weights, size, progress
 
 
 def _engine_runs(precisions: list[str], backends: list[str]) -> list[tuple[str, str]]:
