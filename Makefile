@@ -46,17 +46,14 @@ TEST_WORKERS ?= 2
 
 # The rclpy tests: Fast DDS on this host only (no traffic to or from other machines), and
 # each test module picks its own random ROS_DOMAIN_ID (test/ros_helpers.py), so parallel
-# runs do not see each other's nodes. They run in a second pytest session of their own:
-# in worker processes shared with the rest of the suite, a worker died now and then
+# runs do not see each other's nodes. They run in a pytest session of their own (the
+# last): in worker processes shared with the rest of the suite, a worker died now and then
 # ("node down: Not properly terminated") and xdist's loadscope scheduler then stopped on
-# an internal error; apart, both sessions passed every time.
-# The rest of the suite runs in this process (MAIN_TEST_WORKERS=0) for now: on two xdist
-# workers one of them exited mid-run now and then (no Python fault reported; the xdist
-# channel lost, then the loadscope scheduler's internal error and a hang). Set
-# MAIN_TEST_WORKERS=2 to try it again.
-MAIN_TEST_WORKERS ?= 0
-# Training runs (DataLoader worker processes) in a fresh process of their own: late in a
-# long session the process segfaulted there, suspected fork after other libraries' threads.
+# an internal error; apart, every session passed every time.
+# Training runs (DataLoader worker processes) in a fresh process of their own too: late in
+# a long single-process session the process once segfaulted there (fork after other
+# libraries' threads is the suspect). MAIN_TEST_WORKERS=0 runs the rest in one process.
+MAIN_TEST_WORKERS ?= $(TEST_WORKERS)
 TRAIN_TESTS := test/test_train_run.py test/test_train_ddp.py
 ROS_TESTS := test/test_node_rclpy.py test/test_node_cameras_rclpy.py test/test_soak.py \
 	test/test_shutdown.py
