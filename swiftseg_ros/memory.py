@@ -1,5 +1,5 @@
 """Giving freed memory back to the system: after the engine is released (cleanup,
-shutdown: ros/memory.py) and after the engine evicts a plan (a camera size change).
+shutdown: ros/node.py) and after the engine evicts a plan (a camera size change).
 
 Measured on the node's cleanup/configure cycles (docs/reliability.md): what grew was not
 the engine's objects (released: its tensors, plans, ONNX Runtime sessions and compiled

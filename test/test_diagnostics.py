@@ -319,11 +319,31 @@ def test_stamp_to_publish_latency_is_reported_beside_the_engines():
 def test_each_kind_of_rejection_reason_reaches_the_log_once_whatever_its_numbers():
     # with the node's 5 s log throttle, "truncated data" and "0x0" never reached the log
     # behind a stream of bad encodings
-    gate = FrameLogGate(period_s=5.0, limit=3)
-    assert gate.allow("encoding 'yuv422' is not supported", 0.0)
-    assert not gate.allow("encoding 'yuv422' is not supported", 1.0)
-    assert gate.allow("data has 8192 bytes, expected step 384 x 64 rows = 24576", 1.5)
-    assert not gate.allow("data has 100 bytes, expected step 6 x 2 rows = 12", 2.0)
-    assert gate.allow("image is empty (0x0 pixels)", 2.5)
-    assert not gate.allow("a fourth kind, over the limit", 3.0)
-    assert gate.allow("encoding 'yuv422' is not supported", 7.5)  # the period is over
+    now = [0.0]
+    gate = FrameLogGate(period_s=5.0, limit=3, clock=lambda: now[0])
+
+    def at(seconds, reason):
+        now[0] = seconds
+        return gate.line(reason)
+
+    assert at(0.0, "encoding 'yuv422' is not supported") is not None
+    assert at(1.0, "encoding 'yuv422' is not supported") is None
+    assert at(1.5, "data has 8192 bytes, expected step 384 x 64 rows = 24576") == \
+        "data has 8192 bytes, expected step 384 x 64 rows = 24576 (1 more since the last line)"
+    assert at(2.0, "data has 100 bytes, expected step 6 x 2 rows = 12") is None
+    assert at(2.5, "image is empty (0x0 pixels)") is not None
+    assert at(3.0, "a fourth kind, over the limit") is None
+    # the period is over: the line says how many were left out since the last one
+    assert at(7.5, "encoding 'yuv422' is not supported") == \
+        "encoding 'yuv422' is not supported (1 more since the last line)"
+
+
+def test_frame_log_lines_of_one_camera_never_hide_another_cameras():
+    now = [0.0]
+    gate = FrameLogGate(period_s=5.0, clock=lambda: now[0])
+    assert gate.line("down: bad", "bad", key="down") == "down: bad"
+    assert gate.line("down: bad", "bad", key="down") is None
+    assert gate.line("front: bad", "bad", key="front") == "front: bad"
+    assert gate.line("front: bad", "bad", key="front") is None
+    now[0] = 6.0
+    assert gate.line("down: bad", "bad", key="down") == "down: bad (1 more since the last line)"

@@ -14,7 +14,6 @@ from swiftseg_ros.ros.diagnostics import OK, WARN, DiagnosticStatusContent
 from swiftseg_ros.ros.frames import FrameCounters
 from swiftseg_ros.ros.multicamera import (
     BatchStats,
-    LogLimiter,
     MultiCameraPipeline,
     add_latency,
     sum_counters,
@@ -221,16 +220,6 @@ def test_batch_stats_count_batches_by_size():
     summary = stats.summary()
     assert summary[1]["batches"] == 1 and summary[2]["batches"] == 2
     assert summary[2]["total_p50"] == pytest.approx(16.0)
-
-
-def test_log_limiter_lets_one_line_per_camera_through_per_period():
-    now = [0.0]
-    limiter = LogLimiter(5.0, clock=lambda: now[0])
-    assert limiter.line("down", "bad") == "bad"
-    assert limiter.line("down", "bad") is None
-    assert limiter.line("front", "bad") == "bad"  # another camera is not hidden
-    now[0] = 6.0
-    assert limiter.line("down", "bad") == "bad (1 more since the last line)"
 
 
 def test_sum_counters_adds_every_camera():

@@ -321,8 +321,8 @@ def test_an_invalid_transition_is_refused_and_the_node_keeps_running(ros, make_n
 def test_memory_stays_flat_over_cleanup_and_configure_alternating_the_networks(
         ros, make_node):
     # a real ROS 2: 736 -> 821 ... 951 MB over Fast-SCNN cycles, 1075-1505 MB alternating
-    # with SwiftNet-MNV2; glibc's arenas kept the freed buffers (ros/memory.py)
-    from swiftseg_ros.ros.memory import resident_mb
+    # with SwiftNet-MNV2; glibc's arenas kept the freed buffers (swiftseg_ros/memory.py)
+    from swiftseg_ros.memory import resident_mb
 
     # configure prepares (the plans are made too); auto: ONNX Runtime sessions as well
     node = make_node(input_size="64x32", backend="auto")

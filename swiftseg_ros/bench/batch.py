@@ -29,7 +29,7 @@ from swiftseg_ros.bench.runners import device_sync
 from swiftseg_ros.engine.config import EngineConfig
 from swiftseg_ros.engine.engine import SegmentationEngine
 from swiftseg_ros.errors import ConfigError
-from swiftseg_ros.ros.memory import resident_mb
+from swiftseg_ros.memory import resident_mb
 
 
 def parse_batches(text: str) -> list[int]:

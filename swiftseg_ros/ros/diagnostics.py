@@ -66,8 +66,9 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from swiftseg_ros.ros.frames import FrameCounters
@@ -294,32 +295,42 @@ def build_status(
 
 class FrameLogGate:
     """Which rejected or failed frames get a log line: every new kind of reason at once,
-    others at most once per `period_s`, so that each kind reaches the log at least once. A
-    plain throttle (one line per 5 s) showed one reason only of a camera sending truncated
-    and 0x0 frames among bad encodings.
+    others at most one line per `period_s` per key (a camera, so that one camera's stream
+    of bad frames never hides another's lines), each line saying how many of its key were
+    left out since the previous one. A plain throttle (one line per 5 s) showed one reason
+    only of a camera sending truncated and 0x0 frames among bad encodings; rclpy's
+    throttle is per call site, so it cannot tell cameras apart.
 
     A reason's kind is its text with the numbers taken out (sizes, byte counts); at most
     `limit` kinds are remembered (a reason quoting arbitrary text cannot grow it without
     bound), later ones count as seen."""
 
-    def __init__(self, period_s: float, limit: int = 64):
+    def __init__(self, period_s: float, limit: int = 64,
+                 clock: Callable[[], float] = time.monotonic):
         self.period_s = float(period_s)
-        self._seen: set[str] = set()
         self._limit = limit
-        self._last_s: float | None = None
+        self._clock = clock
+        self._seen: set[tuple[str, str]] = set()
+        self._last_s: dict[str, float] = {}
+        self._held: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def allow(self, reason: str, now_s: float) -> bool:
-        """True if a line for this reason should be logged now (and it is counted)."""
-        kind = re.sub(r"\d+(\.\d+)?", "#", reason)
+    def line(self, text: str, reason: str | None = None, key: str = "") -> str | None:
+        """`text` (with how many lines of `key` were left out since) if a line is due now,
+        else None (counted). `reason` (default: the text) gives the kind."""
+        kind = (key, re.sub(r"\d+(\.\d+)?", "#", text if reason is None else reason))
+        now_s = self._clock()
         with self._lock:
             new = kind not in self._seen and len(self._seen) < self._limit
             if new:
                 self._seen.add(kind)
-            if new or self._last_s is None or now_s - self._last_s >= self.period_s:
-                self._last_s = now_s
-                return True
-            return False
+            last_s = self._last_s.get(key)
+            if not new and last_s is not None and now_s - last_s < self.period_s:
+                self._held[key] = self._held.get(key, 0) + 1
+                return None
+            self._last_s[key] = now_s
+            held = self._held.pop(key, 0)
+        return text + (f" ({held} more since the last line)" if held else "")
 
 
 def describe_choice(choice: Mapping) -> str:

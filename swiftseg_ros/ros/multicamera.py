@@ -34,6 +34,7 @@ import numpy as np
 
 from swiftseg_ros.engine import SegmentationEngine
 from swiftseg_ros.engine.frames import channels_of
+from swiftseg_ros.memory import resident_mb
 from swiftseg_ros.ros.conversions import ImageRejected
 from swiftseg_ros.ros.diagnostics import (
     WARN,
@@ -43,7 +44,6 @@ from swiftseg_ros.ros.diagnostics import (
     build_status,
 )
 from swiftseg_ros.ros.frames import FrameCounters
-from swiftseg_ros.ros.memory import resident_mb
 from swiftseg_ros.ros.pipeline import REJECTED, SegmentationPipeline, SegmentedFrame
 from swiftseg_ros.ros.scheduler import MultiCameraWorker, group_by_size
 
@@ -110,39 +110,13 @@ class BatchStats:
         return values
 
 
-class LogLimiter:
-    """At most one log line per key (a camera) per `period_s`, with the count of those
-    left out since: a camera sending garbage at 30 Hz gets one line every few seconds,
-    and its lines never hide another camera's."""
-
-    def __init__(self, period_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
-        self.period_s = period_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def line(self, key: str, text: str) -> str | None:
-        """`text` (with how many were left out since the previous line) if a line for `key`
-        is due, else None (counted)."""
-        now = self._clock()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self.period_s:
-                self._held[key] = self._held.get(key, 0) + 1
-                return None
-            self._last[key] = now
-            held = self._held.pop(key, 0)
-        return text + (f" ({held} more since the last line)" if held else "")
-
-
 class MultiCameraPipeline:
     """The cameras' frames through one engine (see the module docstring).
 
     `publish(camera, frame, messages)` is called on the worker thread with each segmented
     frame and its output messages by name. `on_rejected(camera, reason)` and
     `on_failed(camera, exc)` are called on the worker thread for every rejected or failed
-    frame (the node logs them through a `LogLimiter`). `now_s()` is the clock of rates and
+    frame (the node logs them through a `diagnostics.FrameLogGate`). `now_s()` is the clock of rates and
     latencies (the node's ROS clock).
     """
 

@@ -68,7 +68,6 @@ import contextlib
 import functools
 import logging
 import os
-import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -95,11 +94,11 @@ except ImportError:
 
 from swiftseg_ros.engine import SegmentationEngine
 from swiftseg_ros.errors import ConfigError, SwiftsegError
+from swiftseg_ros.memory import resident_mb, return_freed_memory
 from swiftseg_ros.ros.cameras import camera_topics
 from swiftseg_ros.ros.diagnostics import FrameLogGate, to_diagnostic_array
 from swiftseg_ros.ros.frames import FrameCounters
-from swiftseg_ros.ros.memory import resident_mb, return_freed_memory
-from swiftseg_ros.ros.multicamera import LogLimiter, MultiCameraPipeline, sum_counters
+from swiftseg_ros.ros.multicamera import MultiCameraPipeline, sum_counters
 from swiftseg_ros.ros.params import (
     BY_NAME,
     DEFAULT_NODE_NAME,
@@ -219,7 +218,6 @@ class SegmentationNode(Node):
         self._camera_info_pubs: dict = {}
         self._camera_subs: list = []
         self._camera_infos: dict[str, CameraInfo] = {}
-        self._camera_logs = LogLimiter(FRAME_LOG_PERIOD_S)
         self._computed: tuple[str, ...] = ()
         # parameter name -> why its startup value was refused; configure fails while any
         self._refused_at_startup: dict[str, str] = {}
@@ -651,27 +649,28 @@ class SegmentationNode(Node):
         self._diagnostics_pub.publish(
             to_diagnostic_array(status, header, DiagnosticArray, DiagnosticStatus, KeyValue))
 
+    # each new kind of reason at once, repeats at most one line per camera every 5 s
+    # (all are counted, diagnostics.FrameLogGate)
     def _log_rejected(self, reason: str) -> None:
-        # a new kind of reason at once, repeats at most every 5 s (all are counted)
-        if self._frame_log.allow(reason, time.monotonic()):
-            self.get_logger().warning(f"image rejected: {reason}")
+        line = self._frame_log.line(f"image rejected: {reason}", reason)
+        if line is not None:
+            self.get_logger().warning(line)
 
     def _log_failed(self, exc: BaseException) -> None:
-        what = f"{type(exc).__name__}: {exc}"
-        if self._frame_log.allow(what, time.monotonic()):
-            self.get_logger().error(f"frame failed: {what}")
+        line = self._frame_log.line(f"frame failed: {type(exc).__name__}: {exc}")
+        if line is not None:
+            self.get_logger().error(line)
 
-    # one line per camera per period: rclpy's throttle is per call site, so one camera's
-    # stream of bad frames would hide every other camera's lines
     def _log_camera_rejected(self, camera: str, reason: str) -> None:
-        line = self._camera_logs.line(f"{camera} rejected",
-                                      f"camera {camera}: image rejected: {reason}")
+        line = self._frame_log.line(f"camera {camera}: image rejected: {reason}", reason,
+                                    key=camera)
         if line is not None:
             self.get_logger().warning(line)
 
     def _log_camera_failed(self, camera: str, exc: BaseException) -> None:
-        line = self._camera_logs.line(
-            f"{camera} failed", f"camera {camera}: frame failed: {type(exc).__name__}: {exc}")
+        what = f"{type(exc).__name__}: {exc}"
+        line = self._frame_log.line(f"camera {camera}: frame failed: {what}", what,
+                                    key=camera)
         if line is not None:
             self.get_logger().error(line)
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from swiftseg_ros.errors import ConfigError
-from swiftseg_ros.ros.memory import resident_mb
+from swiftseg_ros.memory import resident_mb
 from swiftseg_ros.soak.camera import (
     COMPRESSED_CORRUPTIONS,
     RAW_CORRUPTIONS,
