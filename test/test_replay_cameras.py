@@ -3,6 +3,7 @@ rates) through the node's multi-camera path; per-camera report and output bag.""
 
 import json
 
+import cv2
 import pytest
 from replay_helpers import assert_one_line_error, checkpoint, run
 
@@ -67,6 +68,11 @@ def test_replay_of_three_cameras_writes_a_report_and_topics_per_camera(capsys, c
     assert any(int(size) > 1 for size in report["cameras"]["front"]["batch_sizes"])
     assert "| rear |" in (out / "report.md").read_text()
     assert "front:" in stdout and "batches by size" in stdout
+    # one panel per camera: the picture grows with the cameras
+    picture = cv2.imread(str(out / "cameras.png"))
+    assert report["outputs"]["cameras_png"] == str(out / "cameras.png")
+    assert picture is not None and picture.shape[0] > picture.shape[1] * 0.5
+    assert "](cameras.png)" in (out / "report.md").read_text()
     with open_bag(out / "bag") as bag:
         assert set(bag.topics) == {f"/swiftseg/{c.name}/{o}" for c in CAMERAS
                                    for o in ("label", "color")}

@@ -45,6 +45,7 @@ from swiftseg_ros.replay.bagio import (
     msg_class,
     open_bag,
 )
+from swiftseg_ros.replay.plots import write_cameras_timeline
 from swiftseg_ros.replay.run import MODES, check_topics, stamp_ns
 from swiftseg_ros.replay.session import BAG_DIR, engine_summary, prepare_out_dir
 from swiftseg_ros.ros.cameras import camera_topics, check_camera_name, check_camera_names
@@ -530,6 +531,10 @@ def render_multi_markdown(report: dict) -> str:
         lines.append(f"| {size} | {entry['batches']:g} | "
                      f"{'n/a' if forward is None else f'{forward:.1f}'} | "
                      f"{entry.get('total_p50', 0):.1f} / {entry.get('total_p95', 0):.1f} |")
+    if report["outputs"].get("cameras_png"):
+        lines += ["", "## Every frame of every camera", "",
+                  "![each camera's frames over the bag's time, by batch size, with the "
+                  "dropped, rejected and failed ones marked](cameras.png)"]
     lines += ["", "## Output bag", "", f"`{report['outputs'].get('bag')}` "
               f"({report['outputs'].get('storage')}):", ""]
     for topic, count in report["outputs"].get("topics", {}).items():
@@ -558,6 +563,8 @@ def multi_summary_lines(report: dict) -> list[str]:
     outputs = report["outputs"]
     lines.append(f"output bag: {outputs.get('bag')} ({len(outputs.get('topics', {}))} topics)")
     lines.append(f"report: {outputs.get('report_md')} and {outputs.get('report_json')}")
+    if outputs.get("cameras_png"):
+        lines.append(f"picture of every camera's frames: {outputs['cameras_png']}")
     return lines
 
 
@@ -586,6 +593,11 @@ def replay_cameras(bag_path, out, options: MultiReplayOptions, params, *,
             engine.release()
     report["outputs"]["report_json"] = str(out / "report.json")
     report["outputs"]["report_md"] = str(out / "report.md")
+    timeline = out / "cameras.png"
+    if write_cameras_timeline(timeline, result.frames,
+                              [stream.camera for stream in options.streams],
+                              mode=options.mode):
+        report["outputs"]["cameras_png"] = str(timeline)
     write_json(out / "report.json", report)
     (out / "report.md").write_text(render_multi_markdown(report))
     return report

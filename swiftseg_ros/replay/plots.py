@@ -127,6 +127,62 @@ def write_timeline(path: Path, records: list[FrameRecord], *, camera_period_ms: 
     return True
 
 
+BATCH_COLOURS = ("#4477aa", "#ee7733", "#228833", "#aa3377", "#66ccee", "#ccbb44")
+OUTCOME_MARKS = {"dropped": ("^", "#aa3377"), "rejected": ("x", "#cc3311"),
+                 "failed": ("X", "#000000")}
+
+
+def write_cameras_timeline(path: Path, frames, cameras: list[str], *, mode: str) -> bool:
+    """Several cameras of one replay, a panel each on one time axis: per processed frame
+    its image age at publish (realtime mode) or the time of its batch (all mode), coloured
+    by the size of the batch it ran in; dropped, rejected and failed frames marked at the
+    bottom. `frames` are replay/multicam.py's CameraFrame records. False without processed
+    frames."""
+    processed = [f for f in frames if f.outcome == "processed" and f.start is not None]
+    if not processed:
+        return False
+    realtime = mode == "realtime"
+
+    def value_ms(frame) -> float:
+        if realtime and frame.age_ms is not None:
+            return frame.age_ms
+        return (frame.finish - frame.start) * 1000.0
+
+    sizes = sorted({f.batch_size for f in processed})
+    colour = {size: BATCH_COLOURS[i % len(BATCH_COLOURS)] for i, size in enumerate(sizes)}
+    figure = _figure(11, 1.0 + 2.1 * len(cameras))
+    panels = figure.subplots(len(cameras), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
+    for axes, camera in zip(panels, cameras, strict=True):
+        mine = [f for f in frames if f.camera == camera]
+        done = [f for f in mine if f.outcome == "processed" and f.start is not None]
+        for size in sizes:
+            of_size = [f for f in done if f.batch_size == size]
+            if not of_size:
+                continue
+            axes.plot([f.arrival for f in of_size], [value_ms(f) for f in of_size], linestyle="none", marker=".",
+                      markersize=5, color=colour[size],
+                      label=f"taken in a batch of {size} ({len(of_size)})")
+        for outcome, (marker, mark_colour) in OUTCOME_MARKS.items():
+            hit = [f.arrival for f in mine if f.outcome == outcome]
+            if hit:
+                axes.plot(hit, [0] * len(hit), linestyle="none", marker=marker, markersize=7,
+                          color=mark_colour, clip_on=False, label=f"{outcome} ({len(hit)})")
+        axes.set_ylabel("image age (ms)" if realtime else "batch time (ms)")
+        axes.set_title(f"camera {camera}: {len(done)} of {len(mine)} frames published",
+                       fontsize=10, loc="left")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    # one scale for all panels, set once every panel has its points (a limit set on one
+    # of several shared axes stops the others from widening it)
+    panels[0].set_ylim(0, 1.08 * max(value_ms(f) for f in processed))
+    what = ("image age at publish (bag clock)" if realtime
+            else "time of each frame's batch (every frame processed)")
+    figure.suptitle(f"{len(cameras)} cameras through one engine, {mode} mode: {what}")
+    panels[-1].set_xlabel("bag time (s from the first image)")
+    save_figure(figure, path)
+    return True
+
+
 def write_comparison_chart(path: Path, comparison: dict) -> bool:
     """Per-class IoU of A and B side by side, and latency p50/p95/p99 of both."""
     labels = comparison["labels"]
