@@ -89,10 +89,12 @@ def ort_steps(env: dict, iters: int) -> tuple[list[tuple[str, list[str], int]], 
 
 
 def cpu_steps() -> list[tuple[str, list[str], int]]:
-    """The same path on the CPU at a tiny size: what the suite runs without a GPU."""
+    """The same path on the CPU at a tiny size: what the suite runs without a GPU (torch,
+    as the GPU steps; no by-hand OpenVINO reference, which has no CUDA counterpart)."""
     return [("cpu-smoke", ["--networks", "fastscnn", "--sizes", "64x32", "--iters", "2",
                            "--warmup", "1", "--precision", "fp32", "--outputs", "label",
-                           "--pipelined", "2", "--threads", "1"], 120)]
+                           "--pipelined", "2", "--threads", "1", "--backend", "torch",
+                           "--no-openvino"], 120)]
 
 
 def environment() -> dict:

@@ -28,7 +28,7 @@ def test_bench_writes_a_json_row_per_backend_with_the_machine_and_choices(tmp_pa
     out = tmp_path / "bench.json"
     status = run_bench(["--networks", "fastscnn", "--sizes", "64x32", "--iters", "2",
                         "--warmup", "1", "--backend", "torch,onnxruntime", "--threads", "1",
-                        "--precision", "fp32", "--json", str(out)])
+                        "--precision", "fp32", "--no-openvino", "--json", str(out)])
     assert status == 0
     rows = json.loads(out.read_text())
     assert [(r["network"], r["size"], r["backend"]) for r in rows] == [
@@ -57,7 +57,8 @@ def test_bench_times_bf16_beside_fp32_with_label_agreement(tmp_path):
     out = tmp_path / "bench.json"
     assert run_bench(["--networks", "fastscnn", "--sizes", "64x32", "--iters", "2",
                       "--warmup", "1", "--precision", "fp32,bf16",
-                      "--backend", "auto,onnxruntime", "--json", str(out)]) == 0
+                      "--backend", "auto,onnxruntime", "--no-openvino",
+                      "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert [(r["precision"], r["backend_asked"]) for r in rows] == [
         ("fp32", "auto"), ("fp32", "onnxruntime"), ("bf16", "auto")]
@@ -101,9 +102,11 @@ def test_bench_finds_shipped_weights_by_name_from_any_folder(tmp_path, monkeypat
     threads = torch.get_num_threads()
     try:
         for weights in ("fastscnn_synth.pt", "models/fastscnn_synth.pt"):
-            # torch alone: finding the file is the point, not timing ONNX Runtime against it
+            # torch alone: finding the file is the point, not timing ONNX Runtime or the
+            # by-hand OpenVINO reference against it
             status = cli.bench(["--weights", weights, "--sizes", "64x32", "--iters", "1",
-                                "--warmup", "0", "--threads", "1", "--backend", "torch"])
+                                "--warmup", "0", "--threads", "1", "--backend", "torch",
+                                "--no-openvino"])
             assert status == 0, capsys.readouterr().err
     finally:
         torch.set_num_threads(threads)
@@ -116,7 +119,7 @@ def test_bench_times_the_pipelined_runner_and_reports_it(tmp_path):
     try:
         assert cli.bench(["--networks", "fastscnn", "--sizes", "64x32", "--iters", "2",
                           "--warmup", "1", "--pipelined", "3", "--no-naive", "--threads", "1",
-                          "--precision", "fp32", "--json", str(out)]) == 0
+                          "--precision", "fp32", "--no-openvino", "--json", str(out)]) == 0
     finally:
         torch.set_num_threads(threads)
     (row,) = json.loads(out.read_text())

@@ -45,7 +45,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from swiftseg_ros.bench.openvino_reference import OpenVinoReference, openvino_precisions
+from swiftseg_ros.bench.openvino_reference import (
+    OpenVinoReference,
+    convert_labels_graph,
+    openvino_precisions,
+)
 from swiftseg_ros.bench.runners import (
     BareRunner,
     device_sync,
@@ -368,9 +372,10 @@ def _bench_one(args, network, weights, width, height, progress) -> list[dict]:
         runners[("naive", None)] = timed(naive, device_sync(device))
     openvino = [] if args.no_openvino or device.type != "cpu" or not same_size \
         else openvino_precisions()
+    converted = convert_labels_graph(weights, frame) if openvino else None
     for precision in openvino:
         runners[("openvino", precision)] = timed(
-            OpenVinoReference(weights, frame, precision, args.threads), device_sync(device))
+            OpenVinoReference(converted, frame, precision, args.threads), device_sync(device))
 
     order = list(runners)
     times = {key: [] for key in order}

@@ -46,25 +46,34 @@ def openvino_precisions() -> list[str]:
     return ["fp32", "bf16"] if native else ["fp32"]
 
 
-class OpenVinoReference:
-    """One compiled labels graph and its infer request, on one frame."""
+def convert_labels_graph(weights, frame: np.ndarray):
+    """The network with normalization, upsampling and argmax, converted by OpenVINO for
+    frames of this shape (seconds: torch.jit tracing and OpenVINO's frontend), to be
+    compiled once per precision."""
+    import openvino as ov
 
-    def __init__(self, weights, frame: np.ndarray, precision: str, threads: int | None):
+    from swiftseg_ros.checkpoint import load_checkpoint, load_model
+    from swiftseg_ros.nets import NETWORKS
+
+    _, meta, _ = load_checkpoint(weights)
+    info = NETWORKS.get(meta["network"])
+    model, meta = load_model(weights, **(info.inference_options if info else {}))
+    graph = _LabelsGraph(model.eval(), meta["mean"], meta["std"]).eval()
+    example = torch.from_numpy(frame[None])
+    # convert_model traces with torch.jit, which warns about its own deprecation and
+    # the network's shape checks; the reference row needs neither on the console
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ov.convert_model(graph, example_input=example)
+
+
+class OpenVinoReference:
+    """One compiled labels graph (from `convert_labels_graph`) and its infer request, on
+    one frame."""
+
+    def __init__(self, converted, frame: np.ndarray, precision: str, threads: int | None):
         import openvino as ov
 
-        from swiftseg_ros.checkpoint import load_checkpoint, load_model
-        from swiftseg_ros.nets import NETWORKS
-
-        _, meta, _ = load_checkpoint(weights)
-        info = NETWORKS.get(meta["network"])
-        model, meta = load_model(weights, **(info.inference_options if info else {}))
-        graph = _LabelsGraph(model.eval(), meta["mean"], meta["std"]).eval()
-        example = torch.from_numpy(frame[None])
-        # convert_model traces with torch.jit, which warns about its own deprecation and
-        # the network's shape checks; the reference row needs neither on the console
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            converted = ov.convert_model(graph, example_input=example)
         compiled = ov.Core().compile_model(converted, "CPU", {
             "INFERENCE_PRECISION_HINT": HINTS[precision],
             "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
