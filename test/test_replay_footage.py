@@ -13,7 +13,7 @@ from swiftseg_ros.replay.footage import FOOTAGE_TOPIC, input_kind
 from swiftseg_ros.synthetic.frames import generate_frame
 
 W, H = 128, 64
-VIDEO_FRAMES, VIDEO_FPS = 60, 2.0  # 30 s of drive, few frames
+VIDEO_FRAMES, VIDEO_FPS = 20, 1.0  # 20 s of drive, few frames (VP9 encodes slowly)
 
 
 @pytest.fixture(scope="module")
