@@ -111,6 +111,17 @@ def test_an_image_folder_replays_at_the_given_rate_with_its_bag(footage, tmp_pat
     assert report["timing"]["input_hz"] == pytest.approx(4.0)
     assert (tmp_path / "o" / "bag" / "metadata.yaml").is_file()
     assert "overlay video:" in stdout and "classes seen:" in stdout
+    assert report["outputs"]["overlay_video"] == str(tmp_path / "o" / "overlay.mp4")
+
+
+def test_no_video_leaves_the_overlay_video_out(footage, tmp_path, capsys):
+    status, stdout, _ = run(capsys, footage / "images", "--out", tmp_path / "o", "--weights",
+                            footage / "w.pt", "--backend", "torch", "--no-video", "--quiet")
+    assert status == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["frames"]["processed"] == 8
+    assert "overlay_video" not in report["outputs"] and "overlay video:" not in stdout
+    assert not (tmp_path / "o" / "overlay.mp4").exists()
 
 
 @pytest.mark.parametrize("extra, words", [

@@ -78,6 +78,9 @@ def build_parser(prog: str = "swiftseg-replay") -> argparse.ArgumentParser:
                         default=None,
                         help="write the node's output topics to OUT/bag/ (default: yes for a "
                         "rosbag input, no for a video or an image folder)")
+    parser.add_argument("--no-video", dest="write_video", action="store_false",
+                        help="a video or an image folder: no overlay video (OUT/overlay.mp4; "
+                        "VP9 encoding takes longer than a small network's inference)")
     parser.add_argument("--image-topic", action="append",
                         help="camera topic (sensor_msgs/Image or CompressedImage, detected "
                         "from the bag); give it once per camera to replay several cameras "
@@ -183,7 +186,7 @@ def main(argv=None) -> int:
     report, _ = replay_bag(bag_path, Path(args.out), options, params, force=args.force,
                            out_storage=args.out_storage, classes=args.classes,
                            fps=args.fps, write_bag=args.write_bag,
-                           thresholds=thresholds)
+                           write_video=args.write_video, thresholds=thresholds)
     write_json(args.json, report)
     for line in summary_lines(report):
         print(line)

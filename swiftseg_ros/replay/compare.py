@@ -106,7 +106,8 @@ def main_compare(args, bag_path: Path) -> int:
         print(f"{label}:")
         report, result = replay_bag(bag_path, out / key, replay_options(args, params, image_topic),
                                     params, out_storage=args.out_storage, thresholds=limits,
-                                    checked=True, fps=args.fps, write_bag=args.write_bag)
+                                    checked=True, fps=args.fps, write_bag=args.write_bag,
+                                    write_video=args.write_video)
         for line in summary_lines(report):
             print(f"  {line}")
         if report["interrupted"]:

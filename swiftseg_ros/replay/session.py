@@ -147,13 +147,14 @@ def check_ground_truth(bag, bag_path, label_topic: str, configurations, classes)
 def replay_bag(bag_path, out: Path, options: ReplayOptions, params, *, force: bool = False,
                out_storage: str = "mcap", classes: str | None = None,
                thresholds: Thresholds | None = None, checked: bool = False,
-               fps: float | None = None, write_bag: bool | None = None
-               ) -> tuple[dict, ReplayResult]:
+               fps: float | None = None, write_bag: bool | None = None,
+               write_video: bool = True) -> tuple[dict, ReplayResult]:
     """Open, check, replay, write every output; returns (report dict, ReplayResult).
 
     `bag_path` is a rosbag2 input, a video or an image folder (`footage.open_input`;
     `fps` is the footage's frame rate when given). `write_bag`: write the output bag (None:
-    for a rosbag input, not for footage). Footage also gets the overlay video. Without
+    for a rosbag input, not for footage). Footage also gets the overlay video, unless
+    `write_video` is false. Without
     ground truth the confidence is computed (as with the node's publish_confidence), for
     the report's confidence statistics and the montage's most doubtful frames.
     `checked`: the caller has checked the topics and class sets already (an A/B run
@@ -185,7 +186,7 @@ def replay_bag(bag_path, out: Path, options: ReplayOptions, params, *, force: bo
         video = None
         try:
             prepare_out_dir(out, force)
-            if footage:
+            if footage and write_video:
                 video = OverlayVideo(out / VIDEO_FILE, bag.fps, engine.class_names,
                                      engine.palette, params.overlay_alpha)
                 options = dataclasses.replace(options, frame_sink=video)
