@@ -183,7 +183,8 @@ results = {
     "synth": cli.synth(["--out", odd + "/s", "--frames", "1", "--size", "64x32", "--quiet"]),
     # the dataset synth just wrote, read from the odd path too
     "eval": cli.evaluate(["--weights", w, "--data", odd + "/s", "--split", "train", "--quiet",
-                          "--montage", odd + "/m.png", "--json", odd + "/e.json"]),
+                          "--montage", odd + "/m.png", "--json", odd + "/e.json",
+                          "--backend", "torch"]),
     "replay": cli.replay([odd + "/bag", "--image-topic", "/camera/image_raw", "--out", odd + "/r",
                           "--quiet", "--backend", "torch"]),
     "export": cli.export(["--weights", w, "--onnx", odd + "/m.onnx", "--size", "64x32",

@@ -99,7 +99,8 @@ def test_ab_with_parameter_files_compares_their_settings(capsys, camera_bag, wei
     for name, upsample in (("a.yaml", "logits"), ("b.yaml", "labels")):
         files.append(tmp_path / name)
         files[-1].write_text(f"/**:\n  ros__parameters:\n    weights: {weights[0]}\n"
-                             f"    network: ''\n    upsample: {upsample}\n")
+                             f"    network: ''\n    upsample: {upsample}\n"
+                             "    backend: torch\n")  # the settings compared are the point
     status, _, err = run(capsys, camera_bag, "--image-topic", IMAGE, "--compare-params",
                          *files, "--out", tmp_path / "out", "--latency-budget-ms", 0,
                          "--quiet")
