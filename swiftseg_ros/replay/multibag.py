@@ -13,21 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import yaml
-
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.replay.bagio import IMAGE_TYPE, OutputBag, msg_class
-from swiftseg_ros.replay.classcheck import BAG_CLASSES_FILE
 from swiftseg_ros.replay.synthbag import (
     DEFAULT_START_NS,
     CameraBagSpec,
     capture_times_ns,
     compressed_image,
+    write_bag_classes,
 )
 from swiftseg_ros.ros.cameras import camera_topics, check_camera_names
 from swiftseg_ros.ros.conversions import build_image
 from swiftseg_ros.synthetic.frames import generate_frame
-from swiftseg_ros.synthetic.scene import CLASS_NAMES, PALETTE
 
 
 @dataclass(frozen=True)
@@ -85,8 +82,5 @@ def write_multi_camera_bag(path: str | Path, cameras=DEMO_CAMERAS, *, seconds: f
             if spec.label_topic is not None:
                 bag.write(spec.label_topic, receive_ns + 1000,
                           build_image(image_cls, label, "mono8", header))
-    classes = [{"name": name, "color": list(colour)}
-               for name, colour in zip(CLASS_NAMES, PALETTE, strict=True)]
-    (path / BAG_CLASSES_FILE).write_text(yaml.safe_dump({"name": "synthetic", "classes": classes},
-                                                        sort_keys=False))
+    write_bag_classes(path)
     return path

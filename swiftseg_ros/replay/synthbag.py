@@ -120,8 +120,13 @@ def write_camera_bag(path: str | Path, spec: CameraBagSpec = CameraBagSpec(), *,
                 # the labeller's output arrives just after the image it describes
                 bag.write(spec.label_topic, int(receive[k]) + 1000,
                           build_image(image_cls, label, "mono8", header))
+    write_bag_classes(path)
+    return path
+
+
+def write_bag_classes(path: Path) -> None:
+    """The synthetic classes beside a bag (BAG_CLASSES_FILE), as a labeller's would be."""
     classes = [{"name": name, "color": list(colour)}
                for name, colour in zip(CLASS_NAMES, PALETTE, strict=True)]
     (path / BAG_CLASSES_FILE).write_text(yaml.safe_dump({"name": "synthetic", "classes": classes},
                                                         sort_keys=False))
-    return path
