@@ -145,10 +145,12 @@ class SlotWorkerThread:
     """The thread behind slot workers (`LatestFrameWorker`; `scheduler.MultiCameraWorker`):
     start (again after a stop; counters carry on) and stop (what waits is dropped, the work
     in progress finishes). A subclass holds its slots under `self._cond` and gives
-    `_drop_waiting()` and `_loop(generation)`, which runs while `_current(generation)`."""
+    `_drop_waiting()` and `_loop(generation)`, which runs while `_current(generation)`
+    and hands each failed frame to `_report`."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, on_error: Callable[..., None] | None = None):
         self._name = name
+        self._on_error = on_error
         self._cond = threading.Condition()
         self._running = False
         self._generation = 0
@@ -207,6 +209,18 @@ class SlotWorkerThread:
     def _loop(self, generation: int) -> None:
         raise NotImplementedError
 
+    def _report(self, error: BaseException, *frame_args, where: str = "") -> None:
+        """A failed frame to the error callback (`on_error(*frame_args, error)`) or, without
+        one, to the log; an exception in the callback is logged, the worker goes on."""
+        if self._on_error is None:
+            _LOG.error("%sprocessing a frame failed: %s: %s", where, type(error).__name__,
+                       error)
+            return
+        try:
+            self._on_error(*frame_args, error)
+        except Exception:
+            _LOG.exception("the error callback of %s raised", self._name)
+
 
 class LatestFrameWorker(SlotWorkerThread):
     """One worker thread fed by a single latest-frame slot.
@@ -225,9 +239,8 @@ class LatestFrameWorker(SlotWorkerThread):
         reject_types: tuple[type[BaseException], ...] = (ImageRejected,),
         name: str = "swiftseg-worker",
     ):
-        super().__init__(name)
+        super().__init__(name, on_error)
         self._process = process
-        self._on_error = on_error
         self._reject_types = reject_types
         self._slot = FrameSlot()
 
@@ -278,16 +291,7 @@ class LatestFrameWorker(SlotWorkerThread):
             with self._cond:
                 outcome = self._slot.finish(error, self._reject_types)
             if outcome == "failed":
-                self._report(frame, error)
-
-    def _report(self, frame, error: BaseException) -> None:
-        if self._on_error is None:
-            _LOG.error("processing a frame failed: %s: %s", type(error).__name__, error)
-            return
-        try:
-            self._on_error(frame, error)
-        except Exception:
-            _LOG.exception("the error callback of %s raised", self._name)
+                self._report(error, frame)
 
 
 # ------------------------------------------------------------------ pure simulation

@@ -35,7 +35,6 @@ takes the frames that arrived at or before t.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -43,8 +42,6 @@ from typing import Any
 
 from swiftseg_ros.ros.conversions import ImageRejected
 from swiftseg_ros.ros.frames import FrameCounters, FrameSlot, SlotWorkerThread
-
-_LOG = logging.getLogger(__name__)
 
 
 class CameraSlots:
@@ -149,12 +146,11 @@ class MultiCameraWorker(SlotWorkerThread):
     ):
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch is {max_batch}, expected >= 1 or None")
-        super().__init__(name)
+        super().__init__(name, on_error)
         self._slots = CameraSlots(cameras)
         self._process_batch = process_batch
         self._max_batch = max_batch
         self._batch_wait_s = max(0.0, float(batch_wait_s))
-        self._on_error = on_error
         self._reject_types = reject_types
 
     @property
@@ -216,7 +212,7 @@ class MultiCameraWorker(SlotWorkerThread):
                     if self._slots.finish(camera, error, self._reject_types) == "failed":
                         failed.append((camera, frame, error))
             for camera, frame, error in failed:
-                self._report(camera, frame, error)
+                self._report(error, camera, frame, where=f"camera {camera}: ")
 
     def _wait_for_other_cameras(self, generation: int) -> None:
         """With a batch wait: wait (lock held by the caller, released while waiting) until
@@ -233,16 +229,6 @@ class MultiCameraWorker(SlotWorkerThread):
             if left <= 0:
                 return
             self._cond.wait(left)
-
-    def _report(self, camera: str, frame: Any, error: BaseException) -> None:
-        if self._on_error is None:
-            _LOG.error("camera %s: processing a frame failed: %s: %s", camera,
-                       type(error).__name__, error)
-            return
-        try:
-            self._on_error(camera, frame, error)
-        except Exception:
-            _LOG.exception("the error callback of %s raised", self._name)
 
 
 def group_by_size(items: Sequence[Any], size_of: Callable[[Any], Hashable]) -> list[list[Any]]:
