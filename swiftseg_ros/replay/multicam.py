@@ -46,10 +46,10 @@ from swiftseg_ros.replay.bagio import (
     open_bag,
 )
 from swiftseg_ros.replay.plots import write_cameras_timeline
-from swiftseg_ros.replay.run import MODES, check_topics, stamp_ns
+from swiftseg_ros.replay.run import MODES, check_topics, read_ground_truth, stamp_ns
 from swiftseg_ros.replay.session import BAG_DIR, engine_summary, prepare_out_dir
 from swiftseg_ros.ros.cameras import camera_topics, check_camera_name, check_camera_names
-from swiftseg_ros.ros.conversions import ImageRejected, decode_image
+from swiftseg_ros.ros.conversions import ImageRejected
 from swiftseg_ros.ros.multicamera import MultiCameraPipeline
 from swiftseg_ros.ros.pipeline import REJECTED
 from swiftseg_ros.ros.scheduler import simulate_cameras
@@ -411,14 +411,11 @@ class MultiReplay:
         score = self.scores[camera]
         score.messages += 1
         try:
-            msg = deserialize(message)
-            if str(msg.encoding).lower() != "mono8":
-                raise ImageRejected(f"encoding {msg.encoding!r}, expected mono8 class ids")
-            label = decode_image(msg)[0].copy()
+            stamp, label = read_ground_truth(message)
         except (MalformedMessage, ImageRejected):
             score.rejected += 1
             return
-        key = (camera, stamp_ns(msg))
+        key = (camera, stamp)
         prediction = self._predictions.pop(key, None)
         if prediction is not None:
             self._score(camera, prediction, label)

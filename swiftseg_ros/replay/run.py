@@ -245,6 +245,25 @@ def stamp_ns(msg) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def read_ground_truth(message) -> tuple[int, np.ndarray]:
+    """A ground-truth message's stamp and class ids, or MalformedMessage / ImageRejected
+    when it is not a mono8 image."""
+    msg = deserialize(message)
+    if str(msg.encoding).lower() != "mono8":
+        raise ImageRejected(f"encoding {msg.encoding!r}, expected mono8 class ids")
+    # a copy: the decoded view is read-only (message bytes) and often kept waiting
+    return stamp_ns(msg), decode_image(msg)[0].copy()
+
+
+def at_label_size(prediction: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """The prediction at its ground truth's resolution (output_size "network" publishes
+    labels at the network's)."""
+    if prediction.shape == label.shape:
+        return prediction
+    return cv2.resize(prediction, (label.shape[1], label.shape[0]),
+                      interpolation=cv2.INTER_NEAREST)
+
+
 def _as_rgb(frame: np.ndarray, pixel_format: str) -> np.ndarray:
     """A decoded frame as RGB for the montage (display only; the engine does its own)."""
     if pixel_format == "mono8":
@@ -727,16 +746,11 @@ class Replay:
         gt = self.gt
         gt.messages += 1
         try:
-            msg = deserialize(message)
-            if str(msg.encoding).lower() != "mono8":
-                raise ImageRejected(f"encoding {msg.encoding!r}, expected mono8 class ids")
-            # a copy: the decoded view is read-only (message bytes) and often kept waiting
-            label = decode_image(msg)[0].copy()
+            stamp, label = read_ground_truth(message)
         except (MalformedMessage, ImageRejected) as exc:
             gt.rejected += 1
             gt.reasons[str(exc)] += 1
             return
-        stamp = stamp_ns(msg)
         if stamp not in self._image_stamps:
             gt.without_image += 1
             return
@@ -754,10 +768,7 @@ class Replay:
                pixel_format) -> None:
         """Count a prediction against its ground truth, in the run's matrix and in the
         frame's own (its mIoU places it among the worst frames or not)."""
-        if prediction.shape != label.shape:
-            # output_size "network": compare at the ground truth's resolution
-            prediction = cv2.resize(prediction, (label.shape[1], label.shape[0]),
-                                    interpolation=cv2.INTER_NEAREST)
+        prediction = at_label_size(prediction, label)
         frame = ConfusionMatrix(self.confusion.num_classes, self.confusion.ignore_index)
         try:
             frame.update(prediction, label)
