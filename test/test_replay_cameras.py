@@ -83,6 +83,23 @@ def test_replay_of_three_cameras_writes_a_report_and_topics_per_camera(capsys, c
                 assert (msg.width, msg.height) == (camera.width, camera.height)
 
 
+def test_labels_at_the_networks_resolution_are_scored_at_the_ground_truths(capsys, cameras_bag,
+                                                                         weights, tmp_path):
+    params = tmp_path / "network_size.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    output_size: network\n"
+                      "    inference_size: 64x32\n")
+    out = tmp_path / "out"
+    status, _, err = run(capsys, cameras_bag, "--cameras", "front,down",
+                         "--label-topic", LABELS[0], "--label-topic", LABELS[1],
+                         "--params", params, "--weights", weights, "--backend", "torch",
+                         "--out", out, "--no-progress")
+    assert status == 0, err
+    report = json.loads((out / "report.json").read_text())
+    for camera in ("front", "down"):
+        truth = report["cameras"][camera]["accuracy"]["ground_truth"]
+        assert truth["matched"] == FRAMES[camera] and truth["rejected"] == 0, truth
+
+
 def test_repeated_image_topics_name_the_cameras_after_the_topics(capsys, cameras_bag, weights,
                                                                  tmp_path):
     out = tmp_path / "out"

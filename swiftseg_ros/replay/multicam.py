@@ -46,7 +46,13 @@ from swiftseg_ros.replay.bagio import (
     open_bag,
 )
 from swiftseg_ros.replay.plots import write_cameras_timeline
-from swiftseg_ros.replay.run import MODES, check_topics, read_ground_truth, stamp_ns
+from swiftseg_ros.replay.run import (
+    MODES,
+    at_label_size,
+    check_topics,
+    read_ground_truth,
+    stamp_ns,
+)
 from swiftseg_ros.replay.session import BAG_DIR, engine_summary, prepare_out_dir
 from swiftseg_ros.ros.cameras import camera_topics, check_camera_name, check_camera_names
 from swiftseg_ros.ros.conversions import ImageRejected
@@ -424,11 +430,8 @@ class MultiReplay:
 
     def _score(self, camera: str, prediction: np.ndarray, label: np.ndarray) -> None:
         score = self.scores[camera]
-        if prediction.shape != label.shape:
-            score.rejected += 1
-            return
         try:
-            score.confusion.update(prediction, label)
+            score.confusion.update(at_label_size(prediction, label), label)
         except ValueError:
             score.rejected += 1
             return
