@@ -24,7 +24,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from swiftseg_ros.checkpoint import load_checkpoint
-from swiftseg_ros.cli import ArgumentParser, check_count, check_device, parse_size_flag
+from swiftseg_ros.cli import (
+    ArgumentParser,
+    add_common_flags,
+    check_count,
+    check_device,
+    parse_size_flag,
+)
 from swiftseg_ros.files import check_output_folder, write_text
 from swiftseg_ros.paths import resolve_weights
 from swiftseg_ros.replay.run import MODES, ReplayOptions
@@ -77,18 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", default="512x256", help="frame size WxH (default 512x256)")
     parser.add_argument("--weights", default=DEMO_WEIGHTS,
                         help=f"checkpoint (default {DEMO_WEIGHTS} from the package's models/)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    add_common_flags(parser, weights=False, network=False, precision=False, backend="auto",
+                     json_out=False)  # --device, --backend, --retune as every tool has them
     # One thread keeps up with the 20 Hz camera, and unlike two OpenMP threads on two
     # cores it does not stall whenever anything else runs on the machine.
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU inference threads (default 1; 0 for PyTorch's default)")
-    parser.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino"],
-                        default="auto", help="what runs the network; auto times every "
-                        "installed one at warm-up and keeps the fastest (default auto, as "
-                        "the node)")
-    parser.add_argument("--retune", action="store_true",
-                        help="measure the engine's choices afresh instead of taking those "
-                             "cached for this setup")
     parser.add_argument("--mode", choices=MODES, default="realtime",
                         help="replay mode (default realtime: drops and image ages as on a "
                         "robot)")
