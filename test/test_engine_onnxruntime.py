@@ -80,8 +80,11 @@ def test_auto_times_both_backends_and_keeps_the_faster():
     seg.release()
 
 
-def test_a_cached_graph_is_reused_without_exporting(monkeypatch):
-    engine().prepare(HEIGHT, WIDTH, "rgb8")  # exported here or earlier in the session
+def test_a_cached_graph_is_reused_without_exporting(monkeypatch, tmp_path):
+    # a folder of its own: in the run's shared cache another xdist worker may be writing
+    # the same graph under its temporary name at this moment
+    monkeypatch.setenv("SWIFTSEG_CACHE_DIR", str(tmp_path))
+    engine().prepare(HEIGHT, WIDTH, "rgb8")  # exported here
 
     def no_export(*args):
         raise AssertionError("exported again")
