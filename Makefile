@@ -49,21 +49,26 @@ TEST_WORKERS ?= 2
 # runs do not see each other's nodes. They run in a pytest session of their own (the
 # last): in worker processes shared with the rest of the suite, a worker died now and then
 # ("node down: Not properly terminated") and xdist's loadscope scheduler then stopped on
-# an internal error; apart, every session passed every time.
-# Training runs (DataLoader worker processes) in a fresh process of their own too: late in
+# an internal error; apart, every session passed every time. Their order is the work's
+# order (--no-loadscope-reorder): xdist's loadscope deals each worker two modules in turn
+# to start with, so one worker runs the 30-second soak (and the tiny shutdown module) while
+# the other runs the two big node modules; the cameras module goes to the first free.
+# Training runs (DataLoader worker processes) in fresh processes of their own too: late in
 # a long single-process session the process once segfaulted there (fork after other
-# libraries' threads is the suspect). MAIN_TEST_WORKERS=0 runs the rest in one process.
+# libraries' threads is the suspect); their two modules of one training run each go to
+# two workers. MAIN_TEST_WORKERS=0 runs the rest in one process.
 MAIN_TEST_WORKERS ?= $(TEST_WORKERS)
-TRAIN_TESTS := test/test_train_run.py test/test_train_ddp.py
-ROS_TESTS := test/test_node_rclpy.py test/test_node_cameras_rclpy.py test/test_soak.py \
-	test/test_shutdown.py
+TRAIN_TESTS := test/test_train_run.py test/test_train_stops.py test/test_train_ddp.py
+ROS_TESTS := test/test_soak_ros.py test/test_node_rclpy.py test/test_shutdown.py \
+	test/test_node_signals_rclpy.py test/test_node_cameras_rclpy.py
 
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n $(MAIN_TEST_WORKERS) --dist loadscope --durations=15 \
 		$(addprefix --ignore=,$(ROS_TESTS) $(TRAIN_TESTS))
-	$(BIN)/python -m pytest -q --durations=5 $(TRAIN_TESTS)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=5 $(ROS_TESTS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=5 $(TRAIN_TESTS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder \
+		--durations=5 $(ROS_TESTS)
 
 demo: setup
 	$(BIN)/swiftseg-demo

@@ -84,7 +84,7 @@ setup(
         "tools": TOOLS_REQUIRES,
         "onnx": ONNX_REQUIRES,
         # pytest-xdist: `make test` runs the suite on two processes (CI has two cores)
-        "dev": [*TEST_REQUIRES, *TOOLS_REQUIRES, *ONNX_REQUIRES, "pytest-xdist>=3.0",
+        "dev": [*TEST_REQUIRES, *TOOLS_REQUIRES, *ONNX_REQUIRES, "pytest-xdist>=3.6",
                 "ruff>=0.6"],
     },
     zip_safe=True,

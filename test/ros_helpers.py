@@ -1,4 +1,5 @@
-"""What the rclpy tests share: a ROS 2 domain of their own on this host only.
+"""What the rclpy tests share: a ROS 2 domain of their own on this host only, and the
+ways they spin, call lifecycle services and make camera images.
 
 DDS discovers every participant on the network with the same ROS_DOMAIN_ID, so two test
 processes (pytest-xdist workers, another engineer's run, a robot on the LAN) would see each
@@ -9,8 +10,10 @@ this host; node processes it starts inherit both.
 
 from __future__ import annotations
 
+import array
 import os
 import random
+import time
 
 # Fast DDS maps a domain to UDP ports 7400 + 250 * id and up; 1..100 stays below the
 # ephemeral range on Linux (ROS 2's own guidance for domain ids is 0-101).
@@ -90,3 +93,52 @@ def node_maker(ros, namespace: str, defaults: dict):
     for node in made:
         node.close()
         node.destroy_node()
+
+
+def spin_until(executor, predicate, timeout_s: float = 60.0, every=None,
+               expect_timeout: bool = False) -> None:
+    """Spin until `predicate()`, calling `every()` before each spin; a timeout fails the
+    test, or, with `expect_timeout`, is how a wait of `timeout_s` ends."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            assert expect_timeout, "timed out"
+            return
+        if every is not None:
+            every()
+        executor.spin_once(timeout_sec=0.02)
+
+
+def change_state(ros, executor, client, transition_id: int = 0, label: str = ""):
+    """The change_state service's answer (the node spun by `executor` too)."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    future = client.call_async(ChangeState.Request(
+        transition=Transition(id=transition_id, label=label)))
+    spin_until(executor, future.done, timeout_s=120.0)
+    return future.result()
+
+
+def camera_image(ros, width: int = 128, height: int = 64, sec: int = 42, nanosec: int = 7):
+    """An rgb8 Image, its upper half grey, stamped `sec`.`nanosec`, frame camera_optical."""
+    msg = ros.Image()
+    msg.header.stamp.sec = sec
+    msg.header.stamp.nanosec = nanosec
+    msg.header.frame_id = "camera_optical"
+    msg.height, msg.width, msg.encoding, msg.step = height, width, "rgb8", width * 3
+    pixels = bytearray(height * width * 3)
+    pixels[: len(pixels) // 2] = b"\x50" * (len(pixels) // 2)
+    msg.data = array.array("B", pixels)
+    return msg
+
+
+def four_class_checkpoint(folder):
+    """A Fast-SCNN checkpoint of random weights and four named classes in `folder`."""
+    from swiftseg_ros.checkpoint import make_meta, save_checkpoint
+    from swiftseg_ros.nets import build_model
+
+    path = folder / "fastscnn_4_classes.pt"
+    save_checkpoint(path, build_model("fastscnn", 4),
+                    make_meta("fastscnn", 4, class_names=["road", "car", "sky", "tree"]))
+    return path

@@ -9,10 +9,9 @@ this module's own on this host only.
 """
 
 import array
-import time
 
 import pytest
-from ros_helpers import node_maker, ros_session
+from ros_helpers import node_maker, ros_session, spin_until
 
 NAMESPACE = "/swiftseg_cameras_test"
 OUTPUTS = f"{NAMESPACE}/swiftseg"
@@ -58,15 +57,6 @@ def camera_info(ros, camera: str):
     msg.k = [100.0, 0.0, width / 2, 0.0, 100.0, height / 2, 0.0, 0.0, 1.0]
     msg.p = [100.0, 0.0, width / 2, 0.0, 0.0, 100.0, height / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
     return msg
-
-
-def spin_until(executor, predicate, timeout_s: float = 60.0, every=None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        if every is not None:
-            every()
-        executor.spin_once(timeout_sec=0.02)
 
 
 def state_of(node) -> int:

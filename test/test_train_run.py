@@ -1,30 +1,34 @@
-"""swiftseg-train end to end on tiny synthetic scenes (CPU): learning, files, resumption,
-interruption by SIGTERM, and the one-line errors."""
+"""swiftseg-train end to end on tiny synthetic scenes (CPU): learning, the files of a run,
+and the one-line errors. Resumption and interruption: test_train_stops.py."""
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from train_helpers import tiny_config, write_tiny_data, write_tiny_recipe
 
 from swiftseg_ros.checkpoint import load_checkpoint, load_model, make_meta, save_checkpoint
 from swiftseg_ros.cli import train as train_cli
 from swiftseg_ros.nets import build_model
 from swiftseg_ros.synthetic.frames import write_dataset
-from swiftseg_ros.trainer.config import load_recipe
 from swiftseg_ros.trainer.loop import train
 from swiftseg_ros.trainer.progress import read_metrics
 
-# Tiny frames, train set = validation set: the short run must fit these frames.
-TINY = ["model.name=fastscnn", "data.val_split=train", "augment.crop=[64, 128]",
-        "augment.scale_min=1.0", "augment.scale_max=1.25", "train.batch_size=2",
-        "train.workers=0", "log.tensorboard=false"]
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return write_tiny_data(tmp_path_factory.mktemp("synth"))
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory) -> Path:
+    return write_tiny_recipe(tmp_path_factory.mktemp("recipe"))
+
+
 # Tuned to fit 8 frames in 80 steps: no augmentation, no auxiliary heads or dropout, and a
 # cosine decay to almost 0 so that the BatchNorm running statistics catch up with the
 # weights before the last validation. The training split holds each frame COPIES times
@@ -35,12 +39,6 @@ LEARN = ["data.val_split=val", "train.epochs=10", "train.val_every=5", "train.ba
          "train.workers=1", "augment.scale_max=1.0", "augment.flip=false",
          "model.options.aux_heads=false", "model.options.dropout=0.0", "optim.name=adam",
          "optim.lr=0.01", "optim.schedule=cosine", "optim.min_lr=1e-6"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("synth"), frames=8, width=128, height=64,
-                         seed=0, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +53,6 @@ def repeated_data(tiny_data, tmp_path_factory) -> Path:
             for copy in range(COPIES):
                 shutil.copy(frame, root / kind / "train" / f"{frame.stem}_{copy}{frame.suffix}")
     return root
-
-
-def tiny_config(data: Path, *overrides: str) -> dict:
-    return load_recipe(None, [*TINY, f"data.root={data}", *overrides])
-
-
-@pytest.fixture(scope="module")
-def recipe(tmp_path_factory) -> Path:
-    """TINY as a recipe file, for the command line."""
-    config = load_recipe(None, TINY)
-    path = tmp_path_factory.mktemp("recipe") / "tiny.yaml"
-    path.write_text(yaml.safe_dump({section: config[section]
-                                    for section in ("model", "data", "augment", "train")}))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -110,76 +94,6 @@ def test_exported_checkpoint_has_no_training_state_and_loads_for_inference(short
     assert meta["provenance"]["val_miou"] == pytest.approx(short_run.best_miou)
     model, _ = load_model(short_run.out_dir / "final.pt")
     assert model(torch.zeros(1, 3, 64, 128)).shape == (1, 9, 64, 128)
-
-
-RESUME = ["train.epochs=3", "train.val_every=3", "optim.name=sgd", "optim.lr=0.01",
-          "optim.schedule=poly"]
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tiny_data, tmp_path_factory):
-    return train(tiny_config(tiny_data, *RESUME), tmp_path_factory.mktemp("full"))
-
-
-def test_export_drops_the_auxiliary_heads(uninterrupted):
-    trained, _, _ = load_checkpoint(uninterrupted.out_dir / "last.pt")
-    exported, meta, _ = load_checkpoint(uninterrupted.out_dir / "final.pt")
-    assert any(k.startswith("aux_heads.") for k in trained)
-    assert set(exported) == {k for k in trained if not k.startswith("aux_heads.")}
-    assert meta["network_options"]["aux_heads"] is False
-    load_model(uninterrupted.out_dir / "final.pt")
-
-
-@pytest.mark.parametrize("stop_at", [4, 6], ids=["after-an-epoch", "mid-epoch"])
-def test_resumed_run_ends_with_the_parameters_of_an_uninterrupted_one(
-        tiny_data, tmp_path, uninterrupted, stop_at):
-    config = tiny_config(tiny_data, *RESUME)
-    first = train(config, tmp_path, stop=lambda step: step >= stop_at)
-    assert first.interrupted_by is not None and first.step == stop_at
-    assert not (tmp_path / "final.pt").exists()
-    resumed = train(config, tmp_path, resume=True)
-    assert resumed.step == uninterrupted.step == 12
-    reference = uninterrupted.model.state_dict()
-    for name, value in resumed.model.state_dict().items():
-        assert torch.equal(value, reference[name]), name
-    rows = read_metrics(tmp_path / "metrics.csv")
-    assert [r["epoch"] for r in rows] == [1, 2, 3]
-
-
-def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(tiny_data, recipe, tmp_path):
-    out = tmp_path / "run"
-    command = [sys.executable, "-m", "swiftseg_ros.trainer.train", "--config", str(recipe),
-               "--out", str(out), "--data", str(tiny_data), "--epochs", "1000",
-               "--set", "train.workers=1"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                               start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not (out / "last.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    # to the whole process group, DataLoader worker included, as systemd and SLURM do
-    os.killpg(process.pid, signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, stderr
-    _, _, training = load_checkpoint(out / "last.pt")
-    assert training["epoch"] >= 1
-    assert "--resume" in stderr.splitlines()[-1]
-
-
-def test_resume_without_a_recipe_continues_with_the_runs_own(tiny_data, tmp_path, capsys):
-    config = tiny_config(tiny_data, "train.epochs=2", "train.val_every=2")
-    train(config, tmp_path, stop=lambda step: step >= 2, command="swiftseg-train --first",
-          recipe="tiny.yaml")
-    assert train_cli(["--out", str(tmp_path), "--resume"]) == 0
-    _, _, training = load_checkpoint(tmp_path / "last.pt")
-    assert (training["epoch"], training["step"]) == (2, 8)
-    assert training["config"] == config
-    _, meta, _ = load_checkpoint(tmp_path / "final.pt")
-    # the shipped file still names the command that started the run, and what continued it
-    assert meta["provenance"]["command"] == "swiftseg-train --first"
-    assert meta["provenance"]["resumed_with"] == [
-        f"swiftseg-train --out {tmp_path} --resume"]
-    assert meta["provenance"]["recipe"] == "tiny.yaml"
 
 
 # errors ------------------------------------------------------------------------------------
@@ -264,34 +178,3 @@ def test_unreadable_frame_in_a_worker_is_one_line_and_the_process_exits(recipe, 
     assert len(errors) == 1 and errors[0].endswith(f"{broken}: cannot read the image "
                                                    "(missing, unreadable, or not an image "
                                                    "format OpenCV reads)"), process.stderr
-
-
-# stopping and numbering ---------------------------------------------------------------------
-
-def test_second_ctrl_c_aborts_at_once():
-    from swiftseg_ros.trainer.loop import StopRequest
-
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with StopRequest() as stop:
-            signal.raise_signal(signal.SIGINT)  # the first: finish the step, then stop
-            assert stop()
-            with pytest.raises(KeyboardInterrupt):
-                signal.raise_signal(signal.SIGINT)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def test_interrupt_and_resume_messages_number_epochs_as_the_progress_and_metrics_do(
-        tiny_data, tmp_path, capsys):
-    from swiftseg_ros.trainer.loop import LAST
-    from swiftseg_ros.trainer.train import interrupted_message
-
-    config = tiny_config(tiny_data, *RESUME)  # 4 steps per epoch, 3 epochs
-    first = train(config, tmp_path, stop=lambda step: step >= 6, progress=False)
-    stopped = interrupted_message(first, tmp_path / LAST)
-    assert "interrupted at epoch 2/3 step 2/4 (global step 6)" in stopped
-    assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.csv")] == [1]
-    capsys.readouterr()
-    train(config, tmp_path, resume=True, stop=lambda step: step >= 8, progress=False)
-    assert "at epoch 2/3 step 2/4 (global step 6)" in capsys.readouterr().err
