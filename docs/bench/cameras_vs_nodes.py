@@ -188,9 +188,14 @@ def run_setup(setup: str, seconds: float, startup_s: float, parameters: list[str
             "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
             "latency_p95_ms": float(np.percentile(latencies, 95)) if latencies else None,
         }
+    prefixes = ("swiftseg:",) if setup == "one node" else tuple(
+        f"swiftseg_{camera}:" for camera in CAMERAS)
     return {"setup": setup, "processes": len(processes), "seconds": elapsed,
             "resident_mb": float(np.median(memory)) if memory else None,
-            "cameras": cameras}
+            "cameras": cameras,
+            # every status the node(s) last published: stage and batch times, choices
+            "node_statuses": {name: values for name, values in statuses.items()
+                              if name.startswith(prefixes)}}
 
 
 def main(argv=None) -> int:
@@ -206,7 +211,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ["ROS_LOCALHOST_ONLY"] = "1"
     import rclpy
 
     rclpy.init()
