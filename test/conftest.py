@@ -78,3 +78,20 @@ def log_records():
             logger.setLevel(previous)
 
     yield capture
+
+
+# the training tests' data (test_train_run.py, test_train_stops.py): made once per module
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """8 synthetic frames of 128x64 (train_helpers.write_tiny_data)."""
+    from train_helpers import write_tiny_data
+
+    return write_tiny_data(tmp_path_factory.mktemp("synth"))
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    """train_helpers.TINY as a recipe file, for the command line."""
+    from train_helpers import write_tiny_recipe
+
+    return write_tiny_recipe(tmp_path_factory.mktemp("recipe"))

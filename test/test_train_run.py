@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import tiny_config, write_tiny_data, write_tiny_recipe
+from train_helpers import tiny_config
 
 from swiftseg_ros.checkpoint import load_checkpoint, load_model, make_meta, save_checkpoint
 from swiftseg_ros.cli import train as train_cli
@@ -17,17 +17,6 @@ from swiftseg_ros.nets import build_model
 from swiftseg_ros.synthetic.frames import write_dataset
 from swiftseg_ros.trainer.loop import train
 from swiftseg_ros.trainer.progress import read_metrics
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return write_tiny_data(tmp_path_factory.mktemp("synth"))
-
-
-@pytest.fixture(scope="module")
-def recipe(tmp_path_factory) -> Path:
-    return write_tiny_recipe(tmp_path_factory.mktemp("recipe"))
-
 
 # Tuned to fit 8 frames in 80 steps: no augmentation, no auxiliary heads or dropout, and a
 # cosine decay to almost 0 so that the BatchNorm running statistics catch up with the

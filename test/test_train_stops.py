@@ -8,27 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import tiny_config, write_tiny_data, write_tiny_recipe
+from train_helpers import tiny_config
 
 from swiftseg_ros.checkpoint import load_checkpoint, load_model
 from swiftseg_ros.cli import train as train_cli
 from swiftseg_ros.trainer.loop import train
 from swiftseg_ros.trainer.progress import read_metrics
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return write_tiny_data(tmp_path_factory.mktemp("synth"))
-
-
-@pytest.fixture(scope="module")
-def recipe(tmp_path_factory) -> Path:
-    return write_tiny_recipe(tmp_path_factory.mktemp("recipe"))
-
 
 RESUME = ["train.epochs=3", "train.val_every=3", "optim.name=sgd", "optim.lr=0.01",
           "optim.schedule=poly"]
