@@ -2,9 +2,9 @@
 flow, and at any moment (preparing in configure, preparing a new size in the worker, idle;
 once, or twice 0.9 s apart as launch sends them) within 3 s and with exit status 0.
 
-A module of its own beside test_node_rclpy.py so that pytest-xdist runs these node
-processes beside that module's in-process tests. Skips through the `ros` fixture where
-rclpy is missing (see test_node_rclpy.py).
+A module of its own beside test_node_rclpy.py, so that the rclpy session of `make test` can
+balance its two workers by module (the order of the Makefile's ROS_TESTS). Skips through
+the `ros` fixture where rclpy is missing (see test_node_rclpy.py).
 """
 
 import array
