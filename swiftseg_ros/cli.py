@@ -3,7 +3,8 @@
 
 A `SwiftsegError` (or an OSError such as a missing file) becomes one line on stderr
 and exit status 2; Ctrl-C exits 130 and SIGTERM 143, both through KeyboardInterrupt (a
-SIGTERM raises `Terminated`), so a tool cleans up alike for both. Any other exception is
+SIGTERM raises `Terminated`; both are also recorded for the frame loops, interrupts.py),
+so a tool cleans up alike for both. Any other exception is
 a bug and keeps its traceback. Text a tool prints that holds a path with undecodable
 bytes comes out with \\xNN escapes instead of failing.
 
@@ -16,12 +17,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import re
-import signal
 import sys
 import threading
 import traceback
 from pathlib import Path
 
+from swiftseg_ros import interrupts
 from swiftseg_ros.errors import ConfigError, SwiftsegError, Terminated
 
 EXIT_USAGE = 2
@@ -142,16 +143,13 @@ def check_device(value: str, flag: str = "--device", *, allow_auto: bool = False
     return text
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
 def _run(module: str, argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    # Ctrl-C and SIGTERM raise, and are recorded for the loops that check (interrupts.py)
+    previous = interrupts.install() if main_thread else None
     try:
         main = importlib.import_module(module).main
         return int(main(argv) or 0)
@@ -174,7 +172,7 @@ def _run(module: str, argv=None) -> int:
         raise
     finally:
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            interrupts.restore(previous)
 
 
 def _release_frames(exc: BaseException | None) -> None:

@@ -241,6 +241,36 @@ def test_sigterm_stops_a_replay_like_ctrl_c_with_a_marked_partial_report(inputs,
     assert (out / "bag" / "metadata.yaml").is_file()  # the bag was closed properly
 
 
+def test_sigterm_swallowed_by_a_c_callback_still_stops_a_replay(inputs, tmp_path,
+                                                                 monkeypatch, capsys):
+    # seen: SIGTERM while numba compiled (llvmlite's ctypes callbacks drop a signal
+    # handler's exception) and the replay ran to the end, exit 0
+    from test_interrupts import signal_inside_a_ctypes_callback
+
+    from swiftseg_ros.engine import SegmentationEngine
+
+    real_infer = SegmentationEngine.infer
+    calls = []
+
+    def infer_with_a_swallowed_sigterm(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            signal_inside_a_ctypes_callback(signal.SIGTERM)
+        return real_infer(self, *args, **kwargs)
+
+    monkeypatch.setattr(SegmentationEngine, "infer", infer_with_a_swallowed_sigterm)
+    bag = write_camera_bag(tmp_path / "bag", CameraBagSpec(frames=20, width=64, height=32),
+                           progress=False)
+    out = tmp_path / "out"
+    code = cli.replay([str(bag), "--out", str(out), "--weights", inputs["w"], "--backend",
+                       "torch", "--quiet", "--image-topic", "/camera/image_raw",
+                       "--no-video"])
+    assert code == 143, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["interrupted_by"] == "SIGTERM" and not report["complete"]
+    assert len(calls) < 20
+
+
 def test_the_gpu_check_says_in_one_line_what_its_python_lacks(tmp_path):
     """A Python without the project's packages (here: one that cannot import them)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from swiftseg_ros import interrupts
 from swiftseg_ros.cli import write_json
 from swiftseg_ros.errors import ConfigError
 from swiftseg_ros.metrics import ConfusionMatrix
@@ -268,6 +269,7 @@ class MultiReplay:
         """The decodable image messages as (frame record, message), in bag order; ground
         truth is taken on the way."""
         for message in self._messages():
+            interrupts.raise_pending()  # a signal a C callback swallowed while preparing
             camera = self._camera_of.get(message.topic)
             if camera is None:
                 self._ground_truth(message)

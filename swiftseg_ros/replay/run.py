@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from swiftseg_ros import interrupts
 from swiftseg_ros.engine.timing import StageWindow
 from swiftseg_ros.errors import ConfigError, Terminated
 from swiftseg_ros.metrics import ConfusionMatrix
@@ -428,6 +429,7 @@ class Replay:
         """The stream's decodable images as (record, message), in bag order; ground truth
         is taken and undecodable images are recorded on the way."""
         for message in stream:
+            interrupts.raise_pending()  # a signal a C callback swallowed while preparing
             if message.topic != self.options.image_topic:
                 self._ground_truth(message)
                 continue

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from swiftseg_ros import interrupts
 from swiftseg_ros.cli import (
     ArgumentParser,
     add_common_flags,
@@ -72,6 +73,7 @@ def evaluate(engine: SegmentationEngine, dataset: SegmentationDataset, limit: in
         height, width = dataset.load(0)[0].shape[:2]
         engine.prepare(height, width, "rgb8")
     for index in progress_display(range(count), desc="eval", unit="frame", enabled=progress):
+        interrupts.raise_pending()  # a signal a C callback swallowed while preparing
         image, truth = dataset.load(index)
         started = time.perf_counter()
         prediction = engine.infer(image, "rgb8").label
