@@ -11,12 +11,14 @@ lost and the tool ran to the end (seen: a replay given SIGTERM while preparing e
 So the handlers also record the signal here, and the tools' frame loops call
 `raise_pending()` between frames: it raises the signal's exception again. A recorded
 signal stays recorded until `clear()` (the end of the command), so every later check
-stops too: a signal means stop, however many loops the command still has.
+stops too: a signal means stop, however many loops the command still has. The dropped
+exception's "Exception ignored ..." traceback is not printed (it is not lost).
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 
 from swiftseg_ros.errors import Terminated
 
@@ -51,14 +53,26 @@ def clear() -> None:
     _pending = None
 
 
-def install() -> dict[int, object]:
-    """Put both handlers in place (main thread only); the previous ones, for `restore`."""
+def install() -> dict:
+    """Put both handlers in place (main thread only), and a sys.unraisablehook that keeps
+    quiet about the recorded ones; what was there before, for `restore`."""
     clear()
-    return {number: signal.signal(number, handler)
-            for number, handler in ((signal.SIGINT, on_sigint), (signal.SIGTERM, on_sigterm))}
+    previous = {number: signal.signal(number, handler)
+                for number, handler in ((signal.SIGINT, on_sigint),
+                                        (signal.SIGTERM, on_sigterm))}
+    previous["unraisablehook"] = hook = sys.unraisablehook
+
+    def quiet_about_recorded_signals(report) -> None:
+        if not (_pending is not None and isinstance(report.exc_value, KeyboardInterrupt)):
+            hook(report)
+
+    sys.unraisablehook = quiet_about_recorded_signals
+    return previous
 
 
-def restore(previous: dict[int, object]) -> None:
+def restore(previous: dict) -> None:
+    previous = dict(previous)
+    sys.unraisablehook = previous.pop("unraisablehook")
     for number, handler in previous.items():
         signal.signal(number, handler)
     clear()
