@@ -9,12 +9,17 @@ import pytest
 from swiftseg_ros import interrupts
 from swiftseg_ros.errors import Terminated
 
+HANDLERS = {signal.SIGINT: interrupts.on_sigint, signal.SIGTERM: interrupts.on_sigterm}
+
 
 def signal_inside_a_ctypes_callback(number: int) -> None:
-    """Deliver a signal while Python code runs inside a ctypes callback, as llvmlite's run
-    while numba compiles: the handler's exception is handed to sys.unraisablehook there,
-    not raised."""
-    ctypes.CFUNCTYPE(None)(lambda: signal.raise_signal(number))()
+    """Run the installed handler of a signal inside a ctypes callback, as Python runs it
+    when the signal comes while llvmlite's callbacks run (numba compiling): its exception
+    is handed to sys.unraisablehook there, not raised. The handler is called, not the
+    signal sent: a real SIGTERM inside a pytest-xdist worker once ended the worker."""
+    handler = signal.getsignal(number)
+    assert handler is HANDLERS[number], "interrupts.install() has not run"
+    ctypes.CFUNCTYPE(None)(lambda: handler(number, None))()
 
 
 @pytest.fixture
@@ -50,7 +55,7 @@ def test_other_errors_in_callbacks_still_reach_the_previous_hook(forwarded):
 def test_sigterm_after_ctrl_c_is_what_is_raised_again(forwarded):
     for number in (signal.SIGINT, signal.SIGTERM):
         with pytest.raises(KeyboardInterrupt):
-            signal.raise_signal(number)
+            signal.getsignal(number)(number, None)
     with pytest.raises(Terminated):
         interrupts.raise_pending()
 
@@ -60,7 +65,7 @@ def test_restore_puts_back_what_was_there_and_forgets_the_signal():
     hook = sys.unraisablehook
     previous = interrupts.install()
     with pytest.raises(KeyboardInterrupt):
-        signal.raise_signal(signal.SIGINT)
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
     interrupts.restore(previous)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     assert sys.unraisablehook is hook
