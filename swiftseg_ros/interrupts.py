@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from typing import NamedTuple
 
 from swiftseg_ros.errors import Terminated
 
@@ -53,26 +54,32 @@ def clear() -> None:
     _pending = None
 
 
-def install() -> dict:
+class Previous(NamedTuple):
+    """What `install` replaced: the signal handlers by number, and sys.unraisablehook."""
+
+    handlers: dict
+    unraisablehook: object
+
+
+def install() -> Previous:
     """Put both handlers in place (main thread only), and a sys.unraisablehook that keeps
     quiet about the recorded ones; what was there before, for `restore`."""
     clear()
-    previous = {number: signal.signal(number, handler)
+    handlers = {number: signal.signal(number, handler)
                 for number, handler in ((signal.SIGINT, on_sigint),
                                         (signal.SIGTERM, on_sigterm))}
-    previous["unraisablehook"] = hook = sys.unraisablehook
+    hook = sys.unraisablehook
 
     def quiet_about_recorded_signals(report) -> None:
         if not (_pending is not None and isinstance(report.exc_value, KeyboardInterrupt)):
             hook(report)
 
     sys.unraisablehook = quiet_about_recorded_signals
-    return previous
+    return Previous(handlers, hook)
 
 
-def restore(previous: dict) -> None:
-    previous = dict(previous)
-    sys.unraisablehook = previous.pop("unraisablehook")
-    for number, handler in previous.items():
+def restore(previous: Previous) -> None:
+    sys.unraisablehook = previous.unraisablehook
+    for number, handler in previous.handlers.items():
         signal.signal(number, handler)
     clear()

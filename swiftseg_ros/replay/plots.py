@@ -159,8 +159,8 @@ def write_cameras_timeline(path: Path, frames, cameras: list[str], *, mode: str)
             of_size = [f for f in done if f.batch_size == size]
             if not of_size:
                 continue
-            axes.plot([f.arrival for f in of_size], [value_ms(f) for f in of_size], linestyle="none", marker=".",
-                      markersize=5, color=colour[size],
+            axes.plot([f.arrival for f in of_size], [value_ms(f) for f in of_size],
+                      linestyle="none", marker=".", markersize=5, color=colour[size],
                       label=f"taken in a batch of {size} ({len(of_size)})")
         for outcome, (marker, mark_colour) in OUTCOME_MARKS.items():
             hit = [f.arrival for f in mine if f.outcome == outcome]

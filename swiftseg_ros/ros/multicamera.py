@@ -8,7 +8,8 @@ messages). A batch the worker takes is decoded frame by frame (a malformed image
 rejected for its camera only), grouped by image size, and each group goes through the
 network in one forward pass (`engine.infer_batch`), or frame by frame where that measured
 faster when the engine was prepared for that batch (on a GPU the batch wins; on a CPU it
-may not); each frame's outputs keep its own camera's header. Replay calls `process_batch` itself, with a `deliver` of its own.
+may not); each frame's outputs keep its own camera's header. Replay calls `process_batch`
+itself, with a `deliver` of its own.
 
 A camera's image size and encoding are fixed by its first frame after `start()`: a frame
 of another size or encoding is rejected for that camera (a new size would stall every
@@ -116,8 +117,8 @@ class MultiCameraPipeline:
     `publish(camera, frame, messages)` is called on the worker thread with each segmented
     frame and its output messages by name. `on_rejected(camera, reason)` and
     `on_failed(camera, exc)` are called on the worker thread for every rejected or failed
-    frame (the node logs them through a `diagnostics.FrameLogGate`). `now_s()` is the clock of rates and
-    latencies (the node's ROS clock).
+    frame (the node logs them through a `diagnostics.FrameLogGate`). `now_s()` is the
+    clock of rates and latencies (the node's ROS clock).
     """
 
     def __init__(
