@@ -51,7 +51,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
         *share_files("launch", ("*.py",)),
-        *share_files("config", ("*.yaml", "*.json")),
+        *share_files("config", ("*.yaml", "*.json", "*.xml")),
         *share_files("models", ("*.pt", "*.md")),
     ],
     # What the node needs at run time. Under ROS 2 numpy, PyYAML and OpenCV come from

@@ -12,6 +12,11 @@ came, for `--seconds`: the labels received per camera, the latency from the imag
 to the label's arrival here (p50/p95), and the resident memory of the node processes
 (VmRSS, sampled every second, median; the three nodes' added up). Needs rclpy (`make
 setup` installs PyPI's ros-jazzy wheels); a ROS domain of its own on this host only.
+
+Fast DDS runs with this package's config/fastdds_large_images.xml (this process and the
+nodes), so that the 921 KB images reach the nodes (docs/ros.md, "Large best-effort
+images"); `--fastdds-profile ''` measures with Fast DDS's built-in transports, under
+which most frames are lost before either setup.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import numpy as np
 CAMERAS = ("cam0", "cam1", "cam2")
 NAMESPACE = "/camera_bench"
 WIDTH, HEIGHT, RATE_HZ = 640, 480, 10.0
+DEFAULT_PROFILE = Path(__file__).resolve().parents[2] / "config" / "fastdds_large_images.xml"
 
 
 def resident_mb(pid: int) -> float | None:
@@ -207,8 +213,16 @@ def main(argv=None) -> int:
     parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="a node parameter for every node (default: none, the node "
                         "defaults), e.g. reliability:=reliable")
+    parser.add_argument("--fastdds-profile", default=str(DEFAULT_PROFILE), metavar="XML",
+                        help="Fast DDS profile for this process and the nodes (default: "
+                        "config/fastdds_large_images.xml; '' for the built-in transports)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
+    os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    if args.fastdds_profile:
+        os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(Path(args.fastdds_profile).resolve())
+    else:
+        os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
     os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     import rclpy
@@ -241,6 +255,7 @@ def main(argv=None) -> int:
     print(json.dumps(summary, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "summary": summary,
+                                               "fastdds_profile": args.fastdds_profile,
                                                "command": " ".join(sys.argv)}, indent=2)
                                    + "\n")
     return 0

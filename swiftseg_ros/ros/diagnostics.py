@@ -59,7 +59,9 @@ sticky: the next report without failures clears it, the total stays in the value
 WARN when the p95 total latency in the engine exceeds `latency_budget_ms` (0 turns it
 off), when the output rate is under `min_output_hz` (0 turns it off) while images arrive,
 or when images were rejected since the previous report (a camera sending an unusable encoding must not
-look healthy); OK otherwise. The message says which of these, in words.
+look healthy); OK otherwise. The message says which of these, in words; where frames
+lost before the node are 10% or more of a period's camera frames, it adds what to change
+in the middleware (`transport_hint`, given by the node; replay has no transport).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ from dataclasses import dataclass, field
 
 from swiftseg_ros.ros.frames import FrameCounters
 from swiftseg_ros.ros.stamps import CameraStampTracker
+from swiftseg_ros.ros.transport_hint import hint_applies
 
 OK = 0
 WARN = 1
@@ -165,6 +168,7 @@ def build_status(
     camera_rate_hz: float = 0.0,
     lost_before_node: int | None = None,
     lost_before_node_now: int = 0,
+    lost_frames_hint: str = "",
 ) -> DiagnosticStatusContent:
     """The status for one report period (see the module docstring for the rules).
 
@@ -172,6 +176,8 @@ def build_status(
     `image_ages_ms` the ages (clock now - header stamp) of the images published since.
     `camera_rate_hz` and `lost_before_node` (total; None: not estimated yet) come from the
     input stamps, `lost_before_node_now` is the part of it since the previous report.
+    `lost_frames_hint` (`transport_hint.lost_frames_hint`) follows the losses in the
+    message when they are a large share of the period's frames.
     """
     stats = engine_stats or {}
     before = previous_counters or FrameCounters()
@@ -225,6 +231,9 @@ def build_status(
         message += (f"; ~{lost_before_node_now} camera frame"
                     f"{'s' if lost_before_node_now != 1 else ''} lost before the node since "
                     f"the last report (camera at {camera_rate_hz:.1f} Hz by its stamps)")
+        if lost_frames_hint and hint_applies(lost_before_node_now,
+                                             counters.received - before.received):
+            message += f": {lost_frames_hint}"
 
     values: list[tuple[str, str]] = [
         ("input rate (Hz)", f"{input_rate_hz:.2f}"),
@@ -347,9 +356,10 @@ class DiagnosticsReporter:
     the worker and the diagnostics timer call it from different threads."""
 
     def __init__(self, *, name: str = DEFAULT_NAME, hardware_id: str = "",
-                 window_s: float = 5.0):
+                 window_s: float = 5.0, lost_frames_hint: str = ""):
         self.name = name
         self.hardware_id = hardware_id
+        self.lost_frames_hint = lost_frames_hint
         self._lock = threading.Lock()
         self._input = RateMeter(window_s)
         self._output = RateMeter(window_s)
@@ -407,6 +417,7 @@ class DiagnosticsReporter:
             camera_rate_hz=camera_rate,
             lost_before_node=lost,
             lost_before_node_now=lost_now,
+            lost_frames_hint=self.lost_frames_hint,
         )
 
 

@@ -118,7 +118,8 @@ class MultiCameraPipeline:
     frame and its output messages by name. `on_rejected(camera, reason)` and
     `on_failed(camera, exc)` are called on the worker thread for every rejected or failed
     frame (the node logs them through a `diagnostics.FrameLogGate`). `now_s()` is the
-    clock of rates and latencies (the node's ROS clock).
+    clock of rates and latencies (the node's ROS clock). `lost_frames_hint` goes into a
+    camera's status when many of its frames are lost before the node.
     """
 
     def __init__(
@@ -136,6 +137,7 @@ class MultiCameraPipeline:
         hardware_id: str = "",
         max_batch: int | None = None,
         batch_wait_s: float = 0.0,
+        lost_frames_hint: str = "",
     ):
         self.engine = engine
         self.cameras = tuple(cameras)
@@ -156,7 +158,8 @@ class MultiCameraPipeline:
         self.batching_choices: dict[str, str] = {}
         self.batches = BatchStats()
         self._reporters = {camera: DiagnosticsReporter(name=f"{node_name}: camera {camera}",
-                                                       hardware_id=hardware_id)
+                                                       hardware_id=hardware_id,
+                                                       lost_frames_hint=lost_frames_hint)
                            for camera in self.cameras}
         self._latencies = {camera: deque(maxlen=LATENCY_WINDOW) for camera in self.cameras}
         self._latency_lock = threading.Lock()

@@ -117,6 +117,7 @@ from swiftseg_ros.ros.pipeline import (
     wanted_outputs,
 )
 from swiftseg_ros.ros.shutdown import StopRequest, end_process, run_until_stopped
+from swiftseg_ros.ros.transport_hint import lost_frames_hint
 
 OUTPUT_NAMES = ("label", "color", "confidence", "overlay")
 # How often subscriber counts are read to switch unwatched outputs off: often enough that
@@ -291,6 +292,7 @@ class SegmentationNode(Node):
                 node_name=self.get_name(),
                 hardware_id=str(self._engine.device),
                 batch_wait_s=params.batch_wait_ms / 1000.0,
+                lost_frames_hint=lost_frames_hint(os.environ),
             )
         return SegmentationPipeline(
             self._engine, Image,
@@ -301,6 +303,7 @@ class SegmentationNode(Node):
             on_failed=self._log_failed,
             diagnostics_name=f"{self.get_name()}: segmentation",
             hardware_id=str(self._engine.device),
+            lost_frames_hint=lost_frames_hint(os.environ),
         )
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:

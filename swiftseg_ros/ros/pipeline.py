@@ -79,7 +79,9 @@ class SegmentationPipeline:
     name. `now_s()` is the clock for rates and image ages (the node passes its ROS clock,
     so `use_sim_time` works). `on_rejected(reason)` and `on_failed(exc)` are called on the
     worker thread for a frame that is bad input or that failed (the node logs them,
-    throttled); the frame is counted either way.
+    throttled); the frame is counted either way. `lost_frames_hint` is what the status
+    says to change when many frames are lost before the node (the node passes
+    `transport_hint.lost_frames_hint`).
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class SegmentationPipeline:
         diagnostics_name: str = "",
         hardware_id: str = "",
         pipelined: bool | None = None,
+        lost_frames_hint: str = "",
     ):
         self.engine = engine
         self.pipelined = engine.on_cuda if pipelined is None else bool(pipelined)
@@ -110,7 +113,7 @@ class SegmentationPipeline:
         self._requested_alpha: float | None = None
         self._last_format: str | None = None
         self._last_stats: dict | None = None
-        reporter_args = {"hardware_id": hardware_id}
+        reporter_args = {"hardware_id": hardware_id, "lost_frames_hint": lost_frames_hint}
         if diagnostics_name:
             reporter_args["name"] = diagnostics_name
         self.reporter = DiagnosticsReporter(**reporter_args)
