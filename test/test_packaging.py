@@ -123,5 +123,7 @@ def test_setup_installs_share_folders_for_ros():
     data_files = dict(setup_kwargs()["data_files"])
     assert "resource/swiftseg_ros" in data_files["share/ament_index/resource_index/packages"]
     assert "config/palettes/cityscapes.yaml" in data_files["share/swiftseg_ros/config/palettes"]
+    # the node's lost-frames hint points at the installed profile (ros/transport_hint.py)
+    assert "config/fastdds_large_images.xml" in data_files["share/swiftseg_ros/config"]
     assert any(k == "share/swiftseg_ros/launch" for k in data_files) or not list(
         (ROOT / "launch").glob("*.py"))
