@@ -207,6 +207,24 @@ def test_reports_have_one_status_per_camera_then_the_engines(engine):
     assert any(key.startswith("batch 2 forward") for key in engine_values)
 
 
+def test_only_the_camera_losing_frames_before_the_node_gets_the_transport_hint(engine):
+    # front at 50 Hz by its stamps with 6 frames in 20 never sent; down loses none. The
+    # worker is not started: refused frames still count as received, and stamps are what
+    # the losses are read from
+    pipeline = make_pipeline(engine, [], lost_frames_hint="use the profile")
+    start = time.time() - 5.0
+    for index in range(100):
+        stamp = start + index * 0.02
+        if index % 20 not in (3, 4, 9, 10, 15, 16):
+            pipeline.offer("front", image_msg("front", index, now=stamp))
+        pipeline.offer("down", image_msg("down", index, now=stamp))
+    by_name = {status.name: status.message for status in pipeline.reports()}
+    assert "lost before the node" in by_name["swiftseg: camera front"]
+    assert by_name["swiftseg: camera front"].endswith(": use the profile")
+    assert "use the profile" not in by_name["swiftseg: camera down"]
+    assert "use the profile" not in by_name["swiftseg: engine"]
+
+
 def test_latency_over_budget_turns_a_camera_status_warn():
     status = DiagnosticStatusContent("swiftseg: camera front", OK, "segmenting 10.0 Hz in")
     add_latency(status, [10.0, 20.0, 300.0, 300.0], budget_ms=100.0)

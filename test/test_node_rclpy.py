@@ -271,3 +271,46 @@ def test_each_new_rejection_reason_reaches_the_log_despite_the_throttle(ros, mak
     assert len(lines) == 3, lines
     assert any("expected step" in line for line in lines)
     assert any("0x0" in line for line in lines)
+
+
+def test_heavy_losses_before_the_node_say_what_to_change_once_in_the_log(ros, make_node,
+                                                                          peer, capfd):
+    # a camera at 50 Hz by its stamps, 6 frames in 20 never sent (lost before the node)
+    node = make_node(diagnostics_period=0.3, reliability="reliable", depth=10)
+    hint = node._lost_frames_hint
+    messages = []
+    peer.create_subscription(ros.DiagnosticArray, "/diagnostics",
+                             lambda msg: messages.extend(s.message for s in msg.status),
+                             ros.QOS)
+    camera = peer.create_publisher(ros.Image, "image", ros.QOS)
+    executor = ros.SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(peer)
+    sent = []
+
+    def publish_due():
+        now = node.get_clock().now().nanoseconds * 1e-9
+        index = len(sent)
+        if now >= start + index * 0.02:
+            sent.append(index)
+            if index % 20 not in (3, 4, 9, 10, 15, 16):
+                stamp = start + index * 0.02
+                camera.publish(camera_image(ros, sec=int(stamp),
+                                            nanosec=int((stamp % 1) * 1e9)))
+
+    try:
+        assert node.trigger_configure() == ros.SUCCESS
+        assert node.trigger_activate() == ros.SUCCESS
+        start = node.get_clock().now().nanoseconds * 1e-9 + 0.1
+        spin_until(executor, lambda: any(hint in message for message in messages),
+                   timeout_s=30.0, every=publish_due)
+        shown_at = len(messages)
+        spin_until(executor, lambda: len(messages) >= shown_at + 3, timeout_s=30.0,
+                   every=publish_due)  # more reports with losses: no second log line
+        assert node.trigger_deactivate() == ros.SUCCESS
+    finally:
+        executor.shutdown()
+    logged = capfd.readouterr()
+    lines = [line for line in (logged.out + logged.err).splitlines() if hint in line]
+    assert len(lines) == 1, lines
+    assert "lost before the node since the last report" in lines[0]

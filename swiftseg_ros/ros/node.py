@@ -225,6 +225,10 @@ class SegmentationNode(Node):
         # set when a signal's close gave up on a busy worker: it must publish nothing more
         self._abandoned = False
         self._frame_log = FrameLogGate(FRAME_LOG_PERIOD_S)
+        # what /diagnostics says to change in the middleware when many frames are lost
+        # before the node; logged once per activation as well (a console is read first)
+        self._lost_frames_hint = lost_frames_hint(os.environ)
+        self._hint_logged = False
         # main() points this at its StopRequest's: a preparation on the executor thread
         # (configure with input_size, camera_info) is then cut short by a signal
         self.interruptible = contextlib.nullcontext
@@ -292,7 +296,7 @@ class SegmentationNode(Node):
                 node_name=self.get_name(),
                 hardware_id=str(self._engine.device),
                 batch_wait_s=params.batch_wait_ms / 1000.0,
-                lost_frames_hint=lost_frames_hint(os.environ),
+                lost_frames_hint=self._lost_frames_hint,
             )
         return SegmentationPipeline(
             self._engine, Image,
@@ -303,7 +307,7 @@ class SegmentationNode(Node):
             on_failed=self._log_failed,
             diagnostics_name=f"{self.get_name()}: segmentation",
             hardware_id=str(self._engine.device),
-            lost_frames_hint=lost_frames_hint(os.environ),
+            lost_frames_hint=self._lost_frames_hint,
         )
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -312,6 +316,7 @@ class SegmentationNode(Node):
             if not self._settings.cameras:  # the cameras' reporters are told in start()
                 self._pipeline.reporter.subscribed(self._now_s())
             self._subscribe()
+            self._hint_logged = False
             self._run_timers = [
                 self.create_timer(self._settings.diagnostics_period, self._publish_diagnostics),
                 self.create_timer(OUTPUT_CHECK_PERIOD_S, self._update_outputs),
@@ -651,6 +656,12 @@ class SegmentationNode(Node):
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
         self._diagnostics_pub.publish(
             to_diagnostic_array(status, header, DiagnosticArray, DiagnosticStatus, KeyValue))
+        if not self._hint_logged:
+            for item in status if isinstance(status, list) else [status]:
+                if self._lost_frames_hint in item.message:
+                    self.get_logger().warning(f"{item.name}: {item.message}")
+                    self._hint_logged = True
+                    break
 
     # each new kind of reason at once, repeats at most one line per camera every 5 s
     # (all are counted, diagnostics.FrameLogGate)
