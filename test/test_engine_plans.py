@@ -143,11 +143,14 @@ from swiftseg_ros.engine import EngineConfig, SegmentationEngine
 from swiftseg_ros.memory import resident_mb
 
 torch.manual_seed(0)
-# one backend and precision: another backend's runtime (OpenVINO's compiled models,
-# ONNX Runtime's sessions) keeps caches of its own that this test does not measure
+# one backend, precision and convolution route: another backend's runtime (OpenVINO's
+# compiled models, ONNX Runtime's sessions) keeps caches of its own that this test does
+# not measure, and so do the routes the engine would time against each other (oneDNN's
+# primitives, the Winograd filters): which one won moved the level by up to 15 MB
 e = SegmentationEngine(EngineConfig(network="fastscnn", num_classes=5, warmup_iters=1,
                                     outputs=("label",), plan_cache=2, backend="torch",
-                                    precision="fp32"))
+                                    precision="fp32", channels_last=False,
+                                    onednn_convs=False, winograd=False))
 
 def on_a_worker(*sizes):  # the node's frames come on a worker thread of their own
     worker = threading.Thread(target=lambda: [
@@ -158,26 +161,33 @@ def on_a_worker(*sizes):  # the node's frames come on a worker thread of their o
 small = ((64, 32), (96, 32))
 on_a_worker(*small)
 before = resident_mb()
-for _ in range(6):  # without the trim the level ratchets up cycle after cycle
+growth = []
+for _ in range(12):  # without the trim the level ratchets up cycle after cycle
     on_a_worker((512, 384))
     on_a_worker(*small)  # evicts the large plan
-print(e.stats()["plans"]["evictions"], resident_mb() - before)
+    growth.append(resident_mb() - before)
+# the median of the last five cycles: single readings jump between two levels
+print(e.stats()["plans"]["evictions"], sorted(growth[-5:])[2], growth)
 """
 
 
 def test_an_evicted_plans_memory_goes_back_to_the_system():
-    """A large plan evicted by two small ones, six times over, leaves resident memory near
-    where it was before: glibc kept the freed buffers of the worker thread's arena
-    (measured over six cycles at 512x384: +17 to +39 MB without the engine's trim, -0.2 to
-    +3 MB with it; over two cycles the two overlapped, -3 to +14 MB against +12 to +28;
-    swiftseg_ros/memory.py)."""
+    """A large plan evicted by two small ones, twelve times over, leaves resident memory
+    near where it was before: glibc kept the freed buffers of the worker thread's and the
+    intra-op threads' arenas (swiftseg_ros/memory.py). Measured with a fresh cache and one
+    CPU-bound process beside it (as the other pytest-xdist worker is), the median of the
+    last five cycles: +23 to +32 MB without the engine's trim, -1 to +10 MB with it (single
+    readings with it move between two levels 11 MB apart, and creep by ~0.3 MB a cycle).
+    Over six cycles, median of the last three, the two came within 3 MB of each other
+    (+5 and +14 MB), and a full session failed twice on the final reading of six (+14
+    and +17 MB) before the convolution routes were pinned."""
     if resident_mb() is None or not trim_allocator():
         pytest.skip("needs /proc and glibc's malloc_trim")
     done = subprocess.run([sys.executable, "-c", EVICTION_SCRIPT], capture_output=True,
                           text=True, timeout=120, check=True)
-    evictions, growth_mb = done.stdout.split()
-    assert int(evictions) >= 12
-    assert float(growth_mb) < 10.0
+    evictions, growth_mb, every_cycle = done.stdout.split(maxsplit=2)
+    assert int(evictions) >= 24
+    assert float(growth_mb) < 15.0, every_cycle
 
 
 # ------------------------------------------------------------------ pipelined frames
