@@ -227,7 +227,7 @@ def main(argv=None) -> int:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     import rclpy
 
-    rclpy.init()
+    rclpy.init(args=[])  # not this script's argv: `--param a:=b` would read as a remap
     try:
         results = [run_setup(setup, args.seconds, args.startup, args.param)
                    for setup in ("one node", "three nodes")]
