@@ -231,6 +231,16 @@ def test_latency_over_budget_turns_a_camera_status_warn():
     assert status.level == WARN and "over the 100 ms budget" in status.message
 
 
+def test_a_latency_warning_keeps_the_lost_frames_and_their_hint():
+    message = ("segmenting 10.0 Hz in, 9.0 Hz out; ~5 camera frames lost before the node "
+               "since the last report (camera at 10.0 Hz by its stamps): use the profile")
+    status = DiagnosticStatusContent("swiftseg: camera front", OK, message)
+    add_latency(status, [10.0, 20.0, 300.0, 300.0], budget_ms=100.0)
+    assert status.message.startswith("p95 latency from stamp to publish")
+    assert status.message.endswith("; ~5 camera frames lost before the node since the last "
+                                   "report (camera at 10.0 Hz by its stamps): use the profile")
+
+
 def test_batch_stats_count_batches_by_size():
     stats = BatchStats()
     for size, ms in ((1, 10.0), (2, 15.0), (2, 17.0)):

@@ -17,19 +17,39 @@ from swiftseg_ros.ros.transport_hint import (
 
 @pytest.mark.parametrize("environ", [{}, {"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"},
                                      {"RMW_IMPLEMENTATION": "rmw_fastrtps_dynamic_cpp"},
-                                     {"RMW_IMPLEMENTATION": " "}])
-def test_fast_dds_without_a_profile_is_told_to_use_the_shipped_one(environ):
+                                     {"RMW_IMPLEMENTATION": " "}, {"ROS_DISTRO": "jazzy"},
+                                     {"ROS_DISTRO": "humble"}])
+def test_fast_dds_2_without_a_profile_is_told_to_use_the_shipped_one(environ):
     hint = lost_frames_hint(environ)
     assert f"FASTRTPS_DEFAULT_PROFILES_FILE={shipped_profile()} " in hint
+    assert hint.startswith("if the images are over 512 KB")
     assert "camera driver" in hint and "Large best-effort images" in hint
 
 
-@pytest.mark.parametrize("variable", ["FASTRTPS_DEFAULT_PROFILES_FILE",
-                                      "FASTDDS_DEFAULT_PROFILES_FILE"])
-def test_fast_dds_with_a_profile_is_told_the_segment_must_outgrow_the_images(variable):
-    hint = lost_frames_hint({variable: "/etc/dds/mine.xml"})
+def test_fast_dds_3_is_told_its_own_variable():
+    hint = lost_frames_hint({"ROS_DISTRO": "kilted"})
+    assert f"FASTDDS_DEFAULT_PROFILES_FILE={shipped_profile()} " in hint
+
+
+@pytest.mark.parametrize("environ,variable", [
+    ({"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/dds/mine.xml"}, "FASTRTPS_DEFAULT_PROFILES_FILE"),
+    ({"ROS_DISTRO": "kilted", "FASTDDS_DEFAULT_PROFILES_FILE": "/etc/dds/mine.xml"},
+     "FASTDDS_DEFAULT_PROFILES_FILE"),
+    ({"ROS_DISTRO": "kilted", "FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/dds/mine.xml"},
+     "FASTRTPS_DEFAULT_PROFILES_FILE")])
+def test_fast_dds_with_a_profile_is_told_the_camera_needs_it_with_a_large_segment(environ,
+                                                                                    variable):
+    hint = lost_frames_hint(environ)
+    assert hint.startswith(f"Fast DDS with the XML profile of {variable}:")
     assert "shared-memory segment larger than its images" in hint
     assert PROFILE_NAME not in hint
+
+
+def test_a_profile_variable_fast_dds_2_does_not_read_counts_as_no_profile():
+    # Jazzy's Fast DDS 2.14 reads FASTRTPS_DEFAULT_PROFILES_FILE only
+    hint = lost_frames_hint({"ROS_DISTRO": "jazzy",
+                             "FASTDDS_DEFAULT_PROFILES_FILE": "/etc/dds/mine.xml"})
+    assert f"FASTRTPS_DEFAULT_PROFILES_FILE={shipped_profile()} " in hint
 
 
 def test_cyclone_is_told_about_its_socket_buffer():
@@ -78,3 +98,19 @@ def test_light_losses_and_replay_carry_no_hint():
     light = report_losing({7}, "use the profile")  # 5% lost
     assert "~3 camera frames lost" in light.message and "use the profile" not in light.message
     assert report_losing({3, 4, 9, 10, 15, 16}, "").message.endswith("by its stamps)")
+
+
+def test_a_camera_started_after_the_node_is_no_transport_loss():
+    # activate at t, the camera's first frame 3.05 s later, then every frame of a 10 Hz
+    # camera: the 30 frames stamped before the first arrival count as lost, no hint
+    reporter = DiagnosticsReporter(lost_frames_hint="use the profile")
+    start = 1000.0
+    reporter.subscribed(start)
+    stamps = [start + 3.05 + k * 0.1 for k in range(40)]
+    for stamp in stamps:
+        reporter.frame_received(stamp, stamp)
+    status = reporter.report(stamps[-1] + 0.05, FrameCounters(received=40, processed=40),
+                             None)
+    assert dict(status.values)["frames lost before the node (estimated)"] == "30"
+    assert "~30 camera frames lost" in status.message
+    assert "use the profile" not in status.message

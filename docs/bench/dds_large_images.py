@@ -3,12 +3,13 @@
     .venv/bin/python docs/bench/dds_large_images.py --json out.json
 
 For each transport setup (Fast DDS's built-in transports; FASTDDS_BUILTIN_TRANSPORTS=
-LARGE_DATA; this package's config/fastdds_large_images.xml), a publisher process (reliable,
-keep last 10, as camera drivers publish) sends `--frames` rgb8 images of `--size` at
-`--rate` Hz to a subscriber process with the sensor-data QoS (best effort, keep last 5, as
-the node subscribes), once the two have discovered each other. Reported per setup: the
-frames received and the latency from stamp to arrival (p50/p95). Both processes get the
-setup's environment; a ROS domain of its own, this host only. Needs rclpy (`make setup`).
+LARGE_DATA; this package's config/fastdds_large_images.xml in both processes, then in the
+subscriber's alone), a publisher process (reliable, keep last 10, as camera drivers
+publish) sends `--frames` rgb8 images of `--size` at `--rate` Hz to a subscriber process
+with the node's default QoS (best effort, keep last 1), once the two have discovered each
+other. Reported per setup: the frames received and the latency from stamp to arrival
+(p50/p95). Fast DDS (RMW_IMPLEMENTATION=rmw_fastrtps_cpp), a ROS domain of its own, this
+host only. Needs rclpy (`make setup`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+PROFILE = {"FASTRTPS_DEFAULT_PROFILES_FILE": str(ROOT / "config" / "fastdds_large_images.xml")}
+# setup -> (the publisher's extra environment, the subscriber's)
 SETUPS = {
-    "built-in transports": {},
-    "FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA": {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"},
-    "config/fastdds_large_images.xml": {
-        "FASTRTPS_DEFAULT_PROFILES_FILE": str(ROOT / "config" / "fastdds_large_images.xml")},
+    "built-in transports": ({}, {}),
+    "FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA": ({"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"},
+                                              {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}),
+    "config/fastdds_large_images.xml": (PROFILE, PROFILE),
+    "the profile on the subscriber only": ({}, PROFILE),
 }
 TOPIC = "/dds_large_images"
 
@@ -64,7 +68,7 @@ def publish(frames: int, width: int, height: int, rate_hz: float) -> None:
 
 def subscribe(seconds: float) -> None:
     import rclpy
-    from rclpy.qos import qos_profile_sensor_data
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
     rclpy.init()
@@ -75,7 +79,8 @@ def subscribe(seconds: float) -> None:
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         latencies.append((time.time() - stamp) * 1000.0)
 
-    node.create_subscription(Image, TOPIC, on_image, qos_profile_sensor_data)
+    node.create_subscription(Image, TOPIC, on_image, QoSProfile(
+        depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT))
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.05)
@@ -84,21 +89,33 @@ def subscribe(seconds: float) -> None:
     rclpy.shutdown()
 
 
-def run_setup(extra_env: dict, args) -> dict:
+def setup_environment(extra: dict) -> dict:
+    cleared = ("FASTDDS_BUILTIN_TRANSPORTS", "FASTRTPS_DEFAULT_PROFILES_FILE",
+               "FASTDDS_DEFAULT_PROFILES_FILE")
+    return ({key: value for key, value in os.environ.items() if key not in cleared}
+            | {"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"} | extra)
+
+
+def run_setup(publisher_env: dict, subscriber_env: dict, args) -> dict:
     import numpy as np
 
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("FASTDDS_BUILTIN_TRANSPORTS", "FASTRTPS_DEFAULT_PROFILES_FILE",
-                          "FASTDDS_DEFAULT_PROFILES_FILE")} | extra_env
     me = [sys.executable, __file__]
     seconds = args.frames / args.rate + 8.0
     subscriber = subprocess.Popen([*me, "--role", "subscriber", "--seconds", str(seconds)],
-                                  env=env, stdout=subprocess.PIPE, text=True)
-    subprocess.run([*me, "--role", "publisher", "--frames", str(args.frames), "--size",
-                    args.size, "--rate", str(args.rate)], env=env, check=True)
-    out, _ = subscriber.communicate(timeout=seconds + 30)
+                                  env=setup_environment(subscriber_env),
+                                  stdout=subprocess.PIPE, text=True)
+    try:
+        subprocess.run([*me, "--role", "publisher", "--frames", str(args.frames), "--size",
+                        args.size, "--rate", str(args.rate)],
+                       env=setup_environment(publisher_env), check=True)
+        out, _ = subscriber.communicate(timeout=seconds + 30)
+    finally:
+        if subscriber.poll() is None:
+            subscriber.kill()
+            subscriber.wait()
     latencies = json.loads(out.strip().splitlines()[-1])
-    return {"environment": extra_env, "published": args.frames, "received": len(latencies),
+    return {"publisher_environment": publisher_env, "subscriber_environment": subscriber_env,
+            "published": args.frames, "received": len(latencies),
             "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
             "latency_p95_ms": float(np.percentile(latencies, 95)) if latencies else None}
 
@@ -119,9 +136,10 @@ def main(argv=None) -> int:
     if args.role == "subscriber":
         subscribe(args.seconds)
         return 0
-    os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(101, 200))
+    os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    results = {name: run_setup(extra, args) for name, extra in SETUPS.items()}
+    results = {name: run_setup(*environments, args)
+               for name, environments in SETUPS.items()}
     print(f"{width}x{height} rgb8 ({width * height * 3} bytes) at {args.rate:g} Hz, "
           f"{args.frames} frames, best-effort subscriber:")
     print("| transports | received | latency p50 ms | latency p95 ms |")

@@ -176,8 +176,9 @@ def build_status(
     `image_ages_ms` the ages (clock now - header stamp) of the images published since.
     `camera_rate_hz` and `lost_before_node` (total; None: not estimated yet) come from the
     input stamps, `lost_before_node_now` is the part of it since the previous report.
-    `lost_frames_hint` (`transport_hint.lost_frames_hint`) follows the losses in the
-    message when they are a large share of the period's frames.
+    `lost_frames_hint` (`transport_hint.lost_frames_hint`), when given, follows the losses
+    in the message (the reporter gives it when they are a large share of the period's
+    frames).
     """
     stats = engine_stats or {}
     before = previous_counters or FrameCounters()
@@ -231,8 +232,7 @@ def build_status(
         message += (f"; ~{lost_before_node_now} camera frame"
                     f"{'s' if lost_before_node_now != 1 else ''} lost before the node since "
                     f"the last report (camera at {camera_rate_hz:.1f} Hz by its stamps)")
-        if lost_frames_hint and hint_applies(lost_before_node_now,
-                                             counters.received - before.received):
+        if lost_frames_hint:
             message += f": {lost_frames_hint}"
 
     values: list[tuple[str, str]] = [
@@ -367,6 +367,7 @@ class DiagnosticsReporter:
         self._previous: FrameCounters | None = None
         self._stamps = CameraStampTracker()
         self._previous_lost = 0
+        self._previous_late_start = 0
 
     def frame_received(self, now_s: float, stamp=None) -> None:
         """Record one received frame; `stamp`, its header stamp, feeds the estimate of the
@@ -403,6 +404,14 @@ class DiagnosticsReporter:
             lost = self._stamps.lost if camera_rate else None
             lost_now = (lost or 0) - self._previous_lost
             self._previous_lost = lost or 0
+            late_start = self._stamps.late_start_lost
+            late_start_now = late_start - self._previous_late_start
+            self._previous_late_start = late_start
+        # frames stamped before the camera's first arrival are a late start, not the
+        # transport's: they do not count towards the hint
+        received_now = counters.received - (previous.received if previous else 0)
+        hint = self.lost_frames_hint if self.lost_frames_hint and hint_applies(
+            lost_now - late_start_now, received_now) else ""
         return build_status(
             counters=counters,
             previous_counters=previous,
@@ -417,7 +426,7 @@ class DiagnosticsReporter:
             camera_rate_hz=camera_rate,
             lost_before_node=lost,
             lost_before_node_now=lost_now,
-            lost_frames_hint=self.lost_frames_hint,
+            lost_frames_hint=hint,
         )
 
 

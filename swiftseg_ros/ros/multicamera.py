@@ -395,8 +395,11 @@ def add_latency(status: DiagnosticStatusContent, latencies_ms: Sequence[float],
     if budget_ms > 0 and p95 > budget_ms:
         note = f"p95 latency from stamp to publish {p95:.1f} ms is over the {budget_ms:g} ms budget"
         status.level = max(status.level, WARN)
-        status.message = note if status.message.startswith("segmenting") \
-            else f"{status.message}; {note}"
+        if status.message.startswith("segmenting"):  # the rates give way to the warning,
+            _, sep, rest = status.message.partition("; ")  # what follows them stays
+            status.message = note + sep + rest
+        else:
+            status.message = f"{status.message}; {note}"
 
 
 def sum_counters(counters: Iterable[FrameCounters]) -> FrameCounters:

@@ -58,11 +58,18 @@ class CameraStampTracker:
         self._total = 0  # frames lost since the start; a late frame's -1 may come first
         self._listening_since: float | None = None
         self._lead: float | None = None  # first stamp - subscription, until judged
+        self._late_start = 0  # of the lost frames, those stamped before the first arrival
 
     @property
     def lost(self) -> int:
         """Frames lost before the node since the start (those judged so far)."""
         return max(self._total, 0)
+
+    @property
+    def late_start_lost(self) -> int:
+        """Of `lost`, the frames stamped between the subscription and the first arrival: a
+        camera started after the node, or discovery still under way."""
+        return self._late_start
 
     def subscribed(self, now_s: float) -> None:
         """The node (re)started listening at `now_s`, on the clock of the stamps."""
@@ -94,7 +101,9 @@ class CameraStampTracker:
             self._total += sum(frames_lost_in(gap, period) for gap in self._unjudged)
             self._unjudged.clear()
             if self._lead is not None:  # the frames stamped between subscription and it
-                self._total += int(self._lead / period)
+                lead_frames = int(self._lead / period)
+                self._total += lead_frames
+                self._late_start += lead_frames
                 self._lead = None
 
     def period_s(self) -> float | None:

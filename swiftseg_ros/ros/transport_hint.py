@@ -2,12 +2,15 @@
 
 Most such losses with large best-effort images are the middleware's, not the node's
 (docs/ros.md, "Large best-effort images"): Fast DDS's built-in shared-memory segment is
-512 KB, so a 640x480 rgb8 image (921,600 bytes) goes over UDP fragments, and most are
-dropped in the receiving socket (measured on one host, docs/bench/dds_large_images.py:
-76 of 300 received at 30 Hz, all 300 with the profile this package ships). Cyclone DDS loses them in its socket
-buffer. The node cannot change the camera driver's transport; its diagnostics can say
-what to change, and that depends on the middleware this process runs, which the
-environment tells (`RMW_IMPLEMENTATION`, unset: Fast DDS, the default of Humble and Jazzy).
+512 KB, which a 640x480 rgb8 image (921,600 bytes) does not fit, and most such images sent
+best effort never arrive (measured on one host, docs/bench/dds_large_images.py: 72 of 300
+at 30 Hz; all 300 with the profile this package ships). Cyclone DDS loses them in its
+socket buffer. The node cannot change the camera driver's transport; its diagnostics can
+say what to change, and that depends on the middleware this process runs, which the
+environment tells (`RMW_IMPLEMENTATION`, unset: Fast DDS, the default of Humble and
+Jazzy; `ROS_DISTRO` for the variable Fast DDS reads its profile from). Frames lost are
+not always the transport's (a busy node's depth-1 queue, a camera's own drops): the
+advice says "if".
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from swiftseg_ros.paths import config_dir
 
 DOCS = "docs/ros.md, 'Large best-effort images'"
 PROFILE_NAME = "fastdds_large_images.xml"
-# Fast DDS reads its XML profile from either variable (FASTDDS_* since 2.x, FASTRTPS_* kept)
-PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
+# The variable Fast DDS reads its XML profile from: FASTRTPS_* in Fast DDS 2.x (Humble,
+# Iron, Jazzy), FASTDDS_* in 3.x (Kilted on, which still reads FASTRTPS_* with a warning)
+FAST_DDS_2_DISTROS = ("humble", "iron", "jazzy")
+PROFILE_VARIABLE_2 = "FASTRTPS_DEFAULT_PROFILES_FILE"
+PROFILE_VARIABLE_3 = "FASTDDS_DEFAULT_PROFILES_FILE"
 # A period's losses under this share of the camera's frames get no hint: jitter and a
 # paused camera read as a few lost frames (stamps.py), a transport that drops large
 # images loses far more (three in four in the measurement above)
@@ -34,22 +40,34 @@ def shipped_profile() -> str:
         return f"config/{PROFILE_NAME}"
 
 
-def lost_frames_hint(environ: Mapping[str, str], profile: str | None = None) -> str:
-    """The advice for frames lost before the node under the middleware of `environ`;
-    `profile` is the Fast DDS profile to point at (default: the shipped one)."""
+def profile_variables(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The profile variables the Fast DDS of `environ`'s ROS distribution reads, the one to
+    advise first. Unknown (PyPI's Jazzy wheels set no ROS_DISTRO): FASTRTPS_* alone, which
+    every Fast DDS reads."""
+    distro = environ.get("ROS_DISTRO", "").strip().lower()
+    if not distro or distro in FAST_DDS_2_DISTROS:
+        return (PROFILE_VARIABLE_2,)
+    return (PROFILE_VARIABLE_3, PROFILE_VARIABLE_2)
+
+
+def lost_frames_hint(environ: Mapping[str, str]) -> str:
+    """The advice for frames lost before the node under the middleware of `environ`."""
     rmw = environ.get("RMW_IMPLEMENTATION", "").strip() or "rmw_fastrtps_cpp"
     if rmw.startswith("rmw_fastrtps"):
-        if any(environ.get(name, "").strip() for name in PROFILE_VARIABLES):
-            return (f"Fast DDS with the XML profile of {PROFILE_VARIABLES[0]}: the camera "
-                    f"driver's process needs a shared-memory segment larger than its "
-                    f"images ({DOCS})")
-        return (f"large images over Fast DDS's built-in transports: start the camera "
-                f"driver (and this node) with {PROFILE_VARIABLES[0]}="
-                f"{profile or shipped_profile()} ({DOCS})")
+        variables = profile_variables(environ)
+        given = next((name for name in variables if environ.get(name, "").strip()), None)
+        if given:
+            return (f"Fast DDS with the XML profile of {given}: the camera driver's process "
+                    f"needs it too, with a shared-memory segment larger than its images "
+                    f"({DOCS})")
+        return (f"if the images are over 512 KB (640x480 rgb8 is 900 KB), Fast DDS's "
+                f"built-in transports lose most of them: start the camera driver (and this "
+                f"node) with {variables[0]}={shipped_profile()} ({DOCS})")
     if rmw.startswith("rmw_cyclonedds"):
-        return (f"large images over Cyclone DDS: raise net.core.rmem_max and "
-                f"SocketReceiveBufferSize in CYCLONEDDS_URI ({DOCS})")
-    return f"transport losses under {rmw} ({DOCS})"
+        return (f"if the images are large, Cyclone DDS loses them in its socket buffer: "
+                f"raise net.core.rmem_max and SocketReceiveBufferSize in CYCLONEDDS_URI "
+                f"({DOCS})")
+    return f"transport losses under {rmw}? ({DOCS})"
 
 
 def hint_applies(lost_now: int, received_now: int) -> bool:
