@@ -219,6 +219,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    os.environ["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"  # the profile is Fast DDS's
     if args.fastdds_profile:
         os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(Path(args.fastdds_profile).resolve())
     else:

@@ -60,8 +60,9 @@ WARN when the p95 total latency in the engine exceeds `latency_budget_ms` (0 tur
 off), when the output rate is under `min_output_hz` (0 turns it off) while images arrive,
 or when images were rejected since the previous report (a camera sending an unusable encoding must not
 look healthy); OK otherwise. The message says which of these, in words; where frames
-lost before the node are 10% or more of a period's camera frames, it adds what to change
-in the middleware (`transport_hint`, given by the node; replay has no transport).
+lost before the node are 10% or more of a period's camera frames (those stamped before
+the camera's first arrival aside: a late start), it adds what to change in the
+middleware (`transport_hint`, given by the node; replay has no transport).
 """
 
 from __future__ import annotations
